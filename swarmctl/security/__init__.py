@@ -1,0 +1,1 @@
+"""Cluster security: join tokens, node certificates and TLS contexts."""
