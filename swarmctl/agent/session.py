@@ -1,0 +1,95 @@
+"""The node session: heartbeats to a manager, failing over to the next one when it goes away.
+
+The agent speaks to managers only through the PeerClient, like any remote node, even on a manager
+(it then talks to its own management port). A 401 answer means the swarm removed this node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+from swarmctl.api.peer import PeerClient, PeerUnreachable
+from swarmctl.errors import APIError
+
+log = logging.getLogger(__name__)
+
+
+class Session:
+    def __init__(self, peer: Callable[[], PeerClient], managers: list[str], period: float,
+                 describe: Callable[[], dict], on_answer: Callable[[dict], Awaitable[None]],
+                 on_removed: Callable[[str], Awaitable[None]]):
+        self._peer = peer
+        self.managers = list(managers)
+        self.period = period
+        self._describe = describe
+        self._on_answer = on_answer
+        self._on_removed = on_removed
+        self._current = 0
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="session")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+
+    def poke(self) -> None:
+        """Heartbeat now rather than at the end of the period."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                answer = await self._beat()
+            except _Removed as exc:
+                await self._on_removed(str(exc))
+                return
+            if answer is not None:
+                try:
+                    await self._on_answer(answer)
+                except Exception:
+                    log.exception("handling the heartbeat answer failed")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.period)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _beat(self) -> dict | None:
+        """One heartbeat, trying each known manager once, starting with the current one."""
+        if not self.managers:
+            return None
+        for attempt in range(len(self.managers)):
+            addr = self.managers[(self._current + attempt) % len(self.managers)]
+            try:
+                answer = await self._peer().call(addr, "POST", "/v1/session/heartbeat", self._describe(),
+                                                 timeout=max(2.0, self.period))
+            except PeerUnreachable as exc:
+                log.info("manager %s unreachable: %s", addr, exc)
+                continue
+            except APIError as exc:
+                if exc.status == 401:
+                    raise _Removed(exc.message) from None
+                log.info("heartbeat via %s refused: %s", addr, exc.message)
+                continue
+            self._current = (self._current + attempt) % len(self.managers)
+            managers = answer.get("managers") or []
+            if managers and sorted(managers) != sorted(self.managers):
+                current = self.managers[self._current]
+                self.managers = list(managers)
+                self._current = self.managers.index(current) if current in self.managers else 0
+            return answer
+        return None
+
+
+class _Removed(Exception):
+    pass

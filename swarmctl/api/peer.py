@@ -1,0 +1,59 @@
+"""The client every node uses to reach another node's management port over (mutual) TLS.
+
+Joiners, agents and forwarding managers all speak through this one client, so a remote node and
+a local one look the same to a manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import aiohttp
+
+from swarmctl.errors import APIError
+
+
+class PeerUnreachable(Exception):
+    """The peer could not be reached at all (refused, timed out, TLS handshake failed)."""
+
+
+class PeerClient:
+    def __init__(self, ssl_context: ssl.SSLContext, timeout: float = 5.0):
+        self.ssl_context = ssl_context
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self.ssl_context, limit=64, force_close=False)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    async def request(self, addr: str, method: str, path: str, body=None, headers=None,
+                      timeout: float | None = None) -> tuple[int, dict | str]:
+        """Send one request; returns (status, decoded JSON or text). Raises PeerUnreachable."""
+        url = f"https://{addr}{path}"
+        try:
+            async with self._get_session().request(
+                    method, url, json=body, headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as response:
+                if response.content_type == "application/json":
+                    return response.status, await response.json()
+                return response.status, await response.text()
+        except (aiohttp.ClientError, asyncio.TimeoutError, ssl.SSLError, OSError) as exc:
+            raise PeerUnreachable(f"{addr}: {exc.__class__.__name__}: {exc}".rstrip(": ")) from None
+
+    async def call(self, addr: str, method: str, path: str, body=None, headers=None,
+                   timeout: float | None = None) -> dict:
+        """Like request, but a non-2xx answer raises APIError with the peer's message."""
+        status, data = await self.request(addr, method, path, body, headers, timeout)
+        if status >= 300:
+            message = data.get("message") if isinstance(data, dict) else str(data)
+            raise APIError(message or f"HTTP {status}", status)
+        return data
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

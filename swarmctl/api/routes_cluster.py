@@ -1,0 +1,70 @@
+"""Cluster-state routes (managers only): swarm inspect, join tokens, nodes.
+
+Reads are served from this manager's replica; writes are marked leader=True and run on the leader.
+"""
+
+from swarmctl.api.schemas import Empty, NodeUpdateRequest, RotateRequest
+from swarmctl.api.server import route
+from swarmctl.errors import BadRequest
+from swarmctl.manager import nodes
+from swarmctl.state.records import public_cluster
+
+
+@route("GET", "/v1/swarm", "cluster")
+async def inspect_swarm(ctx):
+    cluster = ctx.manager.membership.cluster()
+    view = public_cluster(cluster)
+    view["managers"] = ctx.store.members()
+    view["leader"] = ctx.store.leader()
+    return view
+
+
+@route("GET", "/v1/swarm/join-token/{role}", "cluster")
+async def join_token(ctx):
+    role = ctx.request.match_info["role"]
+    if role not in ("worker", "manager"):
+        raise BadRequest(f"unknown role {role!r}: must be worker or manager")
+    return {"role": role, "token": ctx.manager.membership.token(role),
+            "managers": ctx.manager.membership.manager_addrs()}
+
+
+@route("POST", "/v1/swarm/join-token/rotate", "cluster", leader=True, body=RotateRequest)
+async def rotate_token(ctx):
+    token = await ctx.manager.membership.rotate_token(ctx.body.role)
+    return {"role": ctx.body.role, "token": token, "managers": ctx.manager.membership.manager_addrs()}
+
+
+@route("GET", "/v1/nodes", "cluster")
+async def list_nodes(ctx):
+    return nodes.list_nodes(ctx.store)
+
+
+@route("GET", "/v1/nodes/{ref}", "cluster")
+async def inspect_node(ctx):
+    return nodes.node_view(ctx.store, nodes.resolve_node(ctx.store, ctx.request.match_info["ref"]))
+
+
+@route("POST", "/v1/nodes/{ref}/update", "cluster", leader=True, body=NodeUpdateRequest)
+async def update_node(ctx):
+    b = ctx.body
+    for key in list(b.labels_add) + list(b.labels or {}):
+        if not key or any(c.isspace() for c in key):
+            raise BadRequest(f"invalid label key {key!r}")
+    return await nodes.update_node(ctx.store, ctx.request.match_info["ref"], b.availability, b.labels_add,
+                                   b.labels_rm, b.labels, request_id=ctx.request.headers.get("X-Request-Id"))
+
+
+@route("POST", "/v1/nodes/{ref}/promote", "cluster", leader=True, body=Empty)
+async def promote(ctx):
+    return await ctx.manager.membership.promote(ctx.request.match_info["ref"])
+
+
+@route("POST", "/v1/nodes/{ref}/demote", "cluster", leader=True, body=Empty)
+async def demote(ctx):
+    return await ctx.manager.membership.demote(ctx.request.match_info["ref"])
+
+
+@route("DELETE", "/v1/nodes/{ref}", "cluster", leader=True)
+async def remove_node(ctx):
+    await ctx.manager.membership.remove(ctx.request.match_info["ref"], ctx.query_flag("force"))
+    return {}

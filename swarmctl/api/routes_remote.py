@@ -1,0 +1,40 @@
+"""Routes of the management port used by other nodes: CA, join, Raft membership, sessions."""
+
+from swarmctl.api.schemas import CertificateRequest, Empty, HeartbeatRequest, RemoteJoinRequest
+from swarmctl.api.server import route
+
+
+@route("GET", "/v1/ca", "public")
+async def root_ca(ctx):
+    """The root CA certificate, fetched unverified by joiners and pinned by the token digest."""
+    with open(ctx.node.data.ca_file) as f:
+        return {"ca": f.read()}
+
+
+@route("POST", "/v1/join", "public", leader=True, body=RemoteJoinRequest)
+async def join(ctx):
+    info = ctx.body.model_dump()
+    return await ctx.manager.membership.join(info.pop("token"), info.pop("csr"), info)
+
+
+@route("POST", "/v1/raft/join", "node", leader=True, body=Empty)
+async def raft_join(ctx):
+    return await ctx.manager.membership.raft_join(ctx.caller)
+
+
+@route("POST", "/v1/raft/leave", "node", leader=True, body=Empty)
+async def raft_leave(ctx):
+    return await ctx.manager.membership.raft_leave(ctx.caller)
+
+
+@route("POST", "/v1/session/heartbeat", "node", leader=True, body=HeartbeatRequest)
+async def heartbeat(ctx):
+    manager = ctx.manager
+    node = await manager.dispatcher.heartbeat(ctx.caller, ctx.body.model_dump())
+    return {"node": {"id": node["id"], "spec": node["spec"]}, "managers": manager.membership.manager_addrs(),
+            "leader": ctx.node.addrs.manager, "period": node["description"].get("heartbeat_period")}
+
+
+@route("POST", "/v1/session/certificate", "node", leader=True, body=CertificateRequest)
+async def certificate(ctx):
+    return await ctx.manager.membership.renew_certificate(ctx.caller, ctx.body.csr)

@@ -1,0 +1,70 @@
+"""The `swarmctl` command line. Imports only the standard library until a command needs more."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from swarmctl.cli import node_cmds, swarm_cmds
+from swarmctl.cli.client import Client, CLIError, DaemonError
+
+
+def _daemon_parser(sub) -> None:
+    p = sub.add_parser("daemon", help="run the swarmctl node daemon")
+    p.add_argument("--data-dir", default="/var/lib/swarmctl", help="all state of this node (default %(default)s)")
+    p.add_argument("--advertise-addr", help="IP address other nodes use to reach this node")
+    p.add_argument("--listen-addr", help="management API IP:PORT (default ADVERTISE:2377); Raft uses PORT+1")
+    p.add_argument("--socket", default="/run/swarmctl/swarmctl.sock", help="local API socket (default %(default)s)")
+    p.add_argument("--hostname", help="node name (default: the machine's)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="node engine label")
+    p.add_argument("--docker-host", help="Docker engine URL (default: the local engine)")
+    p.add_argument("--heartbeat-period", type=float, default=5.0, metavar="SECONDS")
+    p.add_argument("--log-level", default=os.environ.get("SWARMCTL_LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=_run_daemon, local=True)
+
+
+def _run_daemon(_client, args) -> int:
+    from swarmctl.node.config import ConfigError, DaemonConfig, parse_label
+    from swarmctl.node.daemon import run
+    try:
+        labels = dict(parse_label(item) for item in args.label)
+    except ConfigError as exc:
+        raise CLIError(str(exc)) from None
+    config = DaemonConfig(data_dir=args.data_dir, advertise_addr=args.advertise_addr, listen_addr=args.listen_addr,
+                          socket=args.socket, labels=labels, docker_host=args.docker_host,
+                          heartbeat_period=args.heartbeat_period)
+    if args.hostname:
+        config.hostname = args.hostname
+    return run(config, args.log_level)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="swarmctl", description="A Docker-Swarm-style container orchestrator.")
+    parser.add_argument("-H", "--host", help="daemon socket, unix://PATH (default: $SWARMCTL_HOST or "
+                                             "unix:///run/swarmctl/swarmctl.sock)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _daemon_parser(sub)
+    swarm_cmds.add_parsers(sub)
+    node_cmds.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        client = None if getattr(args, "local", False) else Client(args.host)
+        return args.func(client, args)
+    except DaemonError as exc:
+        print(f"Error response from daemon: {exc}", file=sys.stderr)
+        return 1
+    except CLIError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""`swarmctl node ...`: ls, inspect, update, promote, demote, rm."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from swarmctl.cli.client import CLIError
+from swarmctl.cli.output import print_json, print_table
+
+
+def add_parsers(sub) -> None:
+    node = sub.add_parser("node", help="manage swarm nodes").add_subparsers(dest="action", required=True,
+                                                                            metavar="COMMAND")
+    p = node.add_parser("ls", help="list nodes")
+    p.add_argument("-q", "--quiet", action="store_true", help="only display IDs")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=ls)
+
+    p = node.add_parser("inspect", help="show a node")
+    p.add_argument("--format", choices=["json"], default="json")
+    p.add_argument("node", metavar="NODE")
+    p.set_defaults(func=inspect)
+
+    p = node.add_parser("update", help="change a node's availability or labels")
+    p.add_argument("--availability", choices=["active", "pause", "drain"])
+    p.add_argument("--label-add", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--label-rm", action="append", default=[], metavar="KEY")
+    p.add_argument("node", metavar="NODE")
+    p.set_defaults(func=update)
+
+    for name, func in (("promote", promote), ("demote", demote)):
+        p = node.add_parser(name, help=f"{name} one or more nodes")
+        p.add_argument("nodes", nargs="+", metavar="NODE")
+        p.set_defaults(func=func)
+
+    p = node.add_parser("rm", help="remove one or more nodes from the swarm")
+    p.add_argument("-f", "--force", action="store_true", help="remove a node that is not down")
+    p.add_argument("nodes", nargs="+", metavar="NODE")
+    p.set_defaults(func=rm)
+
+
+def _title(text: str | None) -> str:
+    return (text or "").capitalize()
+
+
+def ls(client, args) -> int:
+    nodes = client.get("/v1/nodes")
+    if args.format == "json":
+        print_json(nodes)
+        return 0
+    if args.quiet:
+        for n in nodes:
+            print(n["id"])
+        return 0
+    me = client.get("/v1/info").get("node_id")
+    rows = []
+    for n in nodes:
+        status = n.get("manager_status") or {}
+        manager = ""
+        if status:
+            manager = "Leader" if status.get("leader") else _title(status.get("reachability"))
+        rows.append([n["id"] + (" *" if n["id"] == me else ""), n["description"]["hostname"],
+                     _title(n["status"]["state"]), _title(n["spec"]["availability"]), manager])
+    print_table(["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"], rows)
+    return 0
+
+
+def inspect(client, args) -> int:
+    print_json(client.get(f"/v1/nodes/{quote(args.node, safe='')}"))
+    return 0
+
+
+def _parse_labels(items: list[str]) -> dict[str, str]:
+    labels = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or any(c.isspace() for c in key):
+            raise CLIError(f"invalid label {item!r}: expected KEY=VALUE")
+        labels[key] = value
+    return labels
+
+
+def update(client, args) -> int:
+    for key in args.label_rm:
+        if not key.strip():
+            raise CLIError("invalid --label-rm: empty key")
+    body = {"availability": args.availability, "labels_add": _parse_labels(args.label_add),
+            "labels_rm": args.label_rm}
+    client.post(f"/v1/nodes/{quote(args.node, safe='')}/update", body)
+    print(args.node)
+    return 0
+
+
+def promote(client, args) -> int:
+    for ref in args.nodes:
+        client.post(f"/v1/nodes/{quote(ref, safe='')}/promote")
+        print(f"Node {ref} promoted to a manager in the swarm.")
+    return 0
+
+
+def demote(client, args) -> int:
+    for ref in args.nodes:
+        client.post(f"/v1/nodes/{quote(ref, safe='')}/demote")
+        print(f"Manager {ref} demoted in the swarm.")
+    return 0
+
+
+def rm(client, args) -> int:
+    for ref in args.nodes:
+        client.delete(f"/v1/nodes/{quote(ref, safe='')}" + ("?force=1" if args.force else ""))
+        print(ref)
+    return 0

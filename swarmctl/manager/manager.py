@@ -1,0 +1,60 @@
+"""A manager: its Raft replica plus the components that run while it leads.
+
+Leader-only components (today the dispatcher; later the orchestrator and scheduler) are started
+when this replica becomes leader and stopped when it loses leadership, so exactly one set of
+reconcilers writes to the store at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from swarmctl.manager.dispatcher import Dispatcher
+from swarmctl.manager.membership import Membership
+from swarmctl.state.raft import RaftStore
+
+log = logging.getLogger(__name__)
+
+
+class Manager:
+    def __init__(self, store: RaftStore, heartbeat_period: float):
+        self.store = store
+        self.membership = Membership(store)
+        self.dispatcher = Dispatcher(store, heartbeat_period)
+        self._leading = False
+        self._watch: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._watch = asyncio.create_task(self._watch_leadership(), name="leadership")
+
+    async def stop(self) -> None:
+        if self._watch:
+            self._watch.cancel()
+            try:
+                await self._watch
+            except asyncio.CancelledError:
+                pass
+            self._watch = None
+        await self._stop_leading()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.store.is_leader()
+
+    async def _watch_leadership(self) -> None:
+        while True:
+            leader = self.store.is_leader()
+            if leader and not self._leading:
+                log.info("became leader: starting leader components")
+                self._leading = True
+                self.dispatcher.start()
+            elif not leader and self._leading:
+                log.info("lost leadership: stopping leader components")
+                await self._stop_leading()
+            await asyncio.sleep(0.05)
+
+    async def _stop_leading(self) -> None:
+        if self._leading:
+            self._leading = False
+            await self.dispatcher.stop()

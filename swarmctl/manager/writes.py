@@ -1,0 +1,19 @@
+"""The one way manager components commit changes: through the store, with errors the API understands."""
+
+from __future__ import annotations
+
+from swarmctl.errors import Conflict, Misdirected, NoLeaderError
+from swarmctl.state.raft import NoLeader, NotLeader, RaftStore
+
+
+async def commit(store: RaftStore, ops: list[dict], request_id: str | None = None, timeout: float = 3.0) -> int:
+    """Commit ops on the leader; returns the new store index. Raises Conflict on a failed precondition."""
+    try:
+        result = await store.write(ops, request_id=request_id, timeout=timeout)
+    except NotLeader:
+        raise Misdirected("this manager is no longer the leader") from None
+    except NoLeader:
+        raise NoLeaderError() from None
+    if not result["ok"]:
+        raise Conflict(result["error"])
+    return result["index"]

@@ -1,0 +1,128 @@
+"""Daemon settings and address rules.
+
+The management API listens on --listen-addr (default <advertise-addr>:2377). The Raft port is
+always the management port + 1 on the advertise address (default 2378); see docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket as _socket
+from dataclasses import dataclass, field
+
+DEFAULT_PORT = 2377
+DEFAULT_SOCKET = "/run/swarmctl/swarmctl.sock"
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names it."""
+
+
+def parse_ip(value: str, what: str = "address") -> str:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ConfigError(f"invalid {what} {value!r}: expected an IP address such as 127.0.0.11") from None
+
+
+def parse_host_port(value: str, what: str = "address", default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """'IP:PORT' or 'IP' (default port) -> (ip, port)."""
+    text = value.strip()
+    if not text:
+        raise ConfigError(f"invalid {what}: empty")
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = text, str(default_port)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"invalid {what} {value!r}: port must be a number") from None
+    if not 1 <= port <= 65534:
+        raise ConfigError(f"invalid {what} {value!r}: port out of range")
+    if not host:
+        raise ConfigError(f"invalid {what} {value!r}: missing host")
+    return host, port
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """'KEY=VALUE' (value may be empty) -> (key, value)."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(c.isspace() for c in key):
+        raise ConfigError(f"invalid label {text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def machine_resources() -> dict:
+    memory = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    memory = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    return {"cpus": float(os.cpu_count() or 1), "memory": float(memory)}
+
+
+@dataclass
+class DaemonConfig:
+    data_dir: str
+    advertise_addr: str | None = None
+    listen_addr: str | None = None
+    socket: str = DEFAULT_SOCKET
+    hostname: str = field(default_factory=_socket.gethostname)
+    labels: dict[str, str] = field(default_factory=dict)
+    docker_host: str | None = None
+    heartbeat_period: float = 5.0
+    resources: dict = field(default_factory=machine_resources)
+
+    def validate(self) -> None:
+        if self.advertise_addr:
+            self.advertise_addr = parse_ip(self.advertise_addr, "--advertise-addr")
+        if self.listen_addr:
+            host, port = parse_host_port(self.listen_addr, "--listen-addr")
+            self.listen_addr = f"{parse_ip(host, '--listen-addr')}:{port}"
+        if not self.heartbeat_period > 0:
+            raise ConfigError("--heartbeat-period must be a positive number of seconds")
+        if not self.hostname:
+            raise ConfigError("--hostname must not be empty")
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """Where this node listens and how others reach it."""
+    advertise: str
+    listen_host: str
+    listen_port: int
+
+    @property
+    def manager(self) -> str:
+        return f"{self.advertise}:{self.listen_port}"
+
+    @property
+    def raft(self) -> str:
+        return f"{self.advertise}:{self.listen_port + 1}"
+
+    @property
+    def listen(self) -> str:
+        return f"{self.listen_host}:{self.listen_port}"
+
+    @classmethod
+    def resolve(cls, advertise: str | None, listen: str | None) -> "Addresses":
+        if listen:
+            host, port = parse_host_port(listen, "listen address")
+            host = parse_ip(host, "listen address")
+        else:
+            host, port = None, DEFAULT_PORT
+        if advertise:
+            advertise = parse_ip(advertise, "advertise address")
+        elif host and host not in ("0.0.0.0", "::"):
+            advertise = host
+        else:
+            raise ConfigError("an advertise address is required: use --advertise-addr IP")
+        return cls(advertise, host or advertise, port)

@@ -1,0 +1,222 @@
+"""The replicated state machine: records by kind, changed only by deterministic write batches.
+
+Every replica applies the same writes in the same order, so everything here must be a pure
+function of the current state and the write: the leader stamps the time into the write, and
+request ids make a retried write apply once. Readers on other threads take the lock only
+to copy references; records are replaced, never mutated in place.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import OrderedDict
+from typing import Callable, Iterable
+
+from swarmctl.state.records import KINDS
+
+# How many request ids are remembered for deduplication of retried writes.
+REQUEST_MEMORY = 20000
+
+Event = tuple  # (action, kind, id, record) with action in create|update|delete
+
+
+class WriteError(Exception):
+    """A write whose precondition failed; nothing of it was applied."""
+
+
+def _parts(path) -> list[str]:
+    """A path is a dotted string or, for keys that contain dots (labels), a list of keys."""
+    return path.split(".") if isinstance(path, str) else list(path)
+
+
+def _set_path(record: dict, path, value) -> None:
+    parts = _parts(path)
+    node = record
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _unset_path(record: dict, path) -> None:
+    parts = _parts(path)
+    node = record
+    for part in parts[:-1]:
+        node = node.get(part)
+        if not isinstance(node, dict):
+            return
+    node.pop(parts[-1], None)
+
+
+def _get_path(record: dict, path):
+    node = record
+    for part in _parts(path):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+class StateMachine:
+    """Records keyed by kind and id, an index that counts applied writes, and watchers."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.data: dict[str, dict[str, dict]] = {kind: {} for kind in KINDS}
+        self.index = 0
+        self.applied: OrderedDict[str, dict] = OrderedDict()
+        self._watchers: list[Callable[[int, list[Event]], None]] = []
+
+    # ---- reads -------------------------------------------------------------------------------
+    def get(self, kind: str, record_id: str) -> dict | None:
+        with self.lock:
+            return self.data[kind].get(record_id)
+
+    def list(self, kind: str) -> list[dict]:
+        with self.lock:
+            return list(self.data[kind].values())
+
+    def find(self, kind: str, path: str, value) -> list[dict]:
+        """Records of a kind whose field at a dotted path equals value."""
+        return [r for r in self.list(kind) if _get_path(r, path) == value]
+
+    # ---- watchers ----------------------------------------------------------------------------
+    def watch(self, callback: Callable[[int, list[Event]], None]) -> Callable[[], None]:
+        """Call callback(index, events) after every applied write; events==[('reset',...)] after a restore.
+
+        Callbacks run on the thread that applies writes (Raft's tick thread): keep them short.
+        Returns a function that cancels the watch.
+        """
+        with self.lock:
+            self._watchers.append(callback)
+
+        def cancel() -> None:
+            with self.lock:
+                if callback in self._watchers:
+                    self._watchers.remove(callback)
+        return cancel
+
+    def _notify(self, events: list[Event]) -> None:
+        for callback in list(self._watchers):
+            try:
+                callback(self.index, events)
+            except Exception:  # a broken watcher must not stop replication
+                pass
+
+    # ---- writes ------------------------------------------------------------------------------
+    def apply_batch(self, writes: Iterable[tuple[str | None, float, list[dict]]]) -> list[dict]:
+        """Apply several independent writes (request_id, timestamp, ops); one result per write."""
+        results = []
+        all_events: list[Event] = []
+        with self.lock:
+            for request_id, ts, ops in writes:
+                result, events = self._apply_write(request_id, ts, ops)
+                results.append(result)
+                all_events.extend(events)
+            if all_events:
+                self._notify(all_events)
+        return results
+
+    def _apply_write(self, request_id, ts, ops) -> tuple[dict, list[Event]]:
+        if request_id is not None and request_id in self.applied:
+            return self.applied[request_id], []
+        index = self.index + 1
+        try:
+            staged, events = self._stage(ops, ts, index)
+        except WriteError as exc:
+            result = {"ok": False, "error": str(exc), "index": self.index}
+            events = []
+        else:
+            for (kind, record_id), record in staged.items():
+                if record is None:
+                    self.data[kind].pop(record_id, None)
+                else:
+                    self.data[kind][record_id] = record
+            self.index = index
+            result = {"ok": True, "index": index}
+        if request_id is not None:
+            self.applied[request_id] = result
+            while len(self.applied) > REQUEST_MEMORY:
+                self.applied.popitem(last=False)
+        return result, events
+
+    def _stage(self, ops: list[dict], ts: float, index: int):
+        """Check every op against the state as changed by the ops before it; apply none on error."""
+        staged: dict[tuple[str, str], dict | None] = {}
+        events: list[Event] = []
+
+        def current(kind, record_id):
+            key = (kind, record_id)
+            return staged[key] if key in staged else self.data[kind].get(record_id)
+
+        for op in ops:
+            kind, record_id, action = op["kind"], op["id"], op["op"]
+            if kind not in self.data:
+                raise WriteError(f"unknown record kind {kind!r}")
+            old = current(kind, record_id)
+            if "if_version" in op and (old or {}).get("version") != op["if_version"]:
+                raise WriteError(f"{kind} {record_id} was changed concurrently")
+            if action in ("create", "put"):
+                if action == "create" and old is not None:
+                    raise WriteError(f"{kind} {record_id} already exists")
+                unique = op.get("unique")
+                if unique:
+                    value = _get_path(op["record"], unique)
+                    for other in self.data[kind].values():
+                        if other["id"] != record_id and _get_path(other, unique) == value:
+                            raise WriteError(f"{kind} with {unique} {value!r} already exists")
+                new = copy.deepcopy(op["record"])
+                new["id"] = record_id
+                new["created_at"] = old["created_at"] if old else ts
+                new["updated_at"] = ts
+                new["version"] = index
+                staged[(kind, record_id)] = new
+                events.append(("create" if old is None else "update", kind, record_id, new))
+            elif action == "load":  # verbatim, for force-new-cluster's carry-over of the old state
+                staged[(kind, record_id)] = op["record"]
+                events.append(("create" if old is None else "update", kind, record_id, op["record"]))
+            elif action == "patch":
+                if old is None:
+                    if op.get("missing_ok"):
+                        continue
+                    raise WriteError(f"{kind} {record_id} not found")
+                new = copy.deepcopy(old)
+                changes = op.get("set") or {}
+                for path, value in (changes.items() if isinstance(changes, dict) else changes):
+                    _set_path(new, path, value)
+                for path in op.get("unset") or ():
+                    _unset_path(new, path)
+                new["updated_at"] = ts
+                new["version"] = index
+                staged[(kind, record_id)] = new
+                events.append(("update", kind, record_id, new))
+            elif action == "delete":
+                if old is None:
+                    if op.get("missing_ok"):
+                        continue
+                    raise WriteError(f"{kind} {record_id} not found")
+                staged[(kind, record_id)] = None
+                events.append(("delete", kind, record_id, old))
+            else:
+                raise WriteError(f"unknown operation {action!r}")
+        return staged, events
+
+    # ---- snapshots ---------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {
+                "data": {kind: dict(records) for kind, records in self.data.items()},
+                "index": self.index,
+                "applied": OrderedDict(self.applied),
+            }
+
+    def restore(self, snap: dict) -> None:
+        with self.lock:
+            self.data = {kind: dict(snap["data"].get(kind, {})) for kind in KINDS}
+            self.index = snap["index"]
+            self.applied = OrderedDict(snap.get("applied", {}))
+            self._notify([("reset", None, None, None)])

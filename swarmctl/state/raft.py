@@ -1,0 +1,215 @@
+"""The Raft-backed store: a StateMachine replicated by pysyncobj among the managers.
+
+Design notes (see docs/design.md and ../shared/reference/pysyncobj.md):
+- Writes are submitted on the leader only. Followers forward at the API level, because
+  pysyncobj loses follower-side callbacks when a snapshot is installed.
+- Writes that arrive in the same event-loop turn are grouped into one Raft entry; each carries a
+  request id so a retry after an unknown outcome applies once.
+- Every wait has a timeout: a write that cannot commit reports NoLeader instead of hanging.
+- Membership changes are serialised by the caller (one at a time, waiting for the result).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+
+from swarmctl.errors import NO_LEADER_MESSAGE
+from swarmctl.state.machine import StateMachine
+
+
+
+class NoLeader(Exception):
+    """No leader could commit the write in time; it may or may not have been applied."""
+
+    def __init__(self, message: str = NO_LEADER_MESSAGE):
+        super().__init__(message)
+
+
+class NotLeader(Exception):
+    """This manager is not the leader; the caller should forward to `leader`."""
+
+    def __init__(self, leader: str | None):
+        super().__init__(f"not the leader (leader: {leader})")
+        self.leader = leader
+
+
+class _Replicated(SyncObjConsumer):
+    """The pysyncobj consumer: its one replicated method applies a batch of writes."""
+
+    def __init__(self, machine: StateMachine):
+        super().__init__()
+        self.machine = machine
+
+    @replicated
+    def apply(self, writes):
+        return self.machine.apply_batch(writes)
+
+    def _serialize(self):
+        return self.machine.snapshot()
+
+    def _deserialize(self, data):
+        self.machine.restore(data)
+
+
+def raft_conf(data_dir: str, secret: str, **overrides) -> SyncObjConf:
+    """pysyncobj settings tuned for fast failover on a LAN (measured in bench/)."""
+    settings = dict(
+        password=secret,
+        dynamicMembershipChange=True,
+        journalFile=os.path.join(data_dir, "raft.journal"),
+        fullDumpFile=os.path.join(data_dir, "raft.snapshot"),
+        raftMinTimeout=0.25,
+        raftMaxTimeout=0.6,
+        appendEntriesPeriod=0.05,
+        leaderFallbackTimeout=2.0,
+        appendEntriesUseBatch=False,
+        connectionRetryTime=0.5,
+        connectionTimeout=1.5,
+        useFork=False,
+        logCompactionMinEntries=20000,
+        logCompactionMinTime=600,
+        commandsWaitLeader=False,
+        maxBindRetries=3,
+    )
+    settings.update(overrides)
+    return SyncObjConf(**settings)
+
+
+class RaftStore:
+    """One manager's replica: local reads, leader-side writes, membership changes."""
+
+    def __init__(self, self_addr: str, members: list[str], secret: str, data_dir: str,
+                 machine: StateMachine | None = None, **conf_overrides):
+        os.makedirs(data_dir, exist_ok=True)
+        self.self_addr = self_addr
+        self.machine = machine or StateMachine()
+        self._consumer = _Replicated(self.machine)
+        partners = [m for m in members if m != self_addr]
+        conf_overrides.setdefault("bindAddress", self_addr)  # pysyncobj binds 0.0.0.0 otherwise
+        self._sync = SyncObj(self_addr, partners, raft_conf(data_dir, secret, **conf_overrides),
+                             consumers=[self._consumer])
+        self._pending: list[tuple[tuple, asyncio.Future]] = []
+        self._flush_scheduled = False
+
+    # ---- status ------------------------------------------------------------------------------
+    def is_leader(self) -> bool:
+        return self._sync._isLeader()
+
+    def leader(self) -> str | None:
+        node = self._sync._getLeader()
+        return node.address if node is not None else None
+
+    def members(self) -> list[str]:
+        return sorted([self.self_addr] + [n.address for n in self._sync.otherNodes])
+
+    def connected(self, addr: str) -> bool:
+        """Whether this replica has a live Raft connection to a member (itself counts)."""
+        if addr == self.self_addr:
+            return True
+        for node in self._sync.otherNodes:
+            if node.address == addr:
+                return self._sync.isNodeConnected(node)
+        return False
+
+    def status(self) -> dict:
+        return {k: v for k, v in self._sync.getStatus().items() if isinstance(v, (int, float, str, bool, type(None)))}
+
+    def destroy(self) -> None:
+        self._sync.destroy()
+
+    # ---- writes ------------------------------------------------------------------------------
+    async def write(self, ops: list[dict], request_id: str | None = None, timeout: float = 3.0) -> dict:
+        """Commit ops through Raft on this (leader) replica; returns the machine's result dict."""
+        if not self.is_leader():
+            raise NotLeader(self.leader())
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append(((request_id or uuid.uuid4().hex, time.time(), ops), future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush, loop)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            raise NoLeader() from None
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._pending = self._pending, []
+        self._flush_scheduled = False
+        writes = [write for write, _ in batch]
+        futures = [future for _, future in batch]
+
+        def done(results, err):
+            def resolve():
+                for i, future in enumerate(futures):
+                    if future.done():
+                        continue
+                    if err == FAIL_REASON.SUCCESS:
+                        future.set_result(results[i])
+                    else:
+                        future.set_exception(NoLeader())
+            loop.call_soon_threadsafe(resolve)
+
+        self._consumer.apply(writes, callback=done)
+
+    # ---- membership --------------------------------------------------------------------------
+    def _membership(self, call, addr: str) -> asyncio.Future:
+        """Start a membership change; the future resolves to None or raises once it is decided."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def settle(err):
+            if future.done():
+                return
+            if err == FAIL_REASON.SUCCESS:
+                future.set_result(None)
+            elif err == FAIL_REASON.REQUEST_DENIED:
+                future.set_exception(RuntimeError("another membership change is still in progress; try again"))
+            else:
+                future.set_exception(NoLeader())
+        call(addr, callback=lambda _result, err: loop.call_soon_threadsafe(settle, err))
+        return future
+
+    async def add_member(self, addr: str, timeout: float = 4.0, wait: bool = True) -> asyncio.Future | None:
+        """Add a member. With wait=False return once the change is on the leader's log, because a
+        new member must be running before the change can commit (it counts towards the quorum)."""
+        if addr in self.members():
+            return None
+        future = self._membership(self._sync.addNodeToCluster, addr)
+        if not wait:
+            for _ in range(int(timeout / 0.01)):
+                if addr in self.members() or future.done():
+                    break
+                await asyncio.sleep(0.01)
+            if future.done() and future.exception():
+                raise future.exception()
+            return future
+        try:
+            await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise NoLeader() from None
+        return None
+
+    async def remove_member(self, addr: str, timeout: float = 4.0) -> None:
+        if addr not in self.members():
+            return
+        try:
+            await asyncio.wait_for(self._membership(self._sync.removeNodeFromCluster, addr), timeout)
+        except asyncio.TimeoutError:
+            raise NoLeader() from None
+
+    async def transfer_leadership(self, timeout: float = 3.0) -> bool:
+        """Hand leadership to the most caught-up follower; True once this replica is no longer leader."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.is_leader():
+            self._sync.transferLeadership()
+            for _ in range(10):
+                await asyncio.sleep(0.05)
+                if not self.is_leader():
+                    break
+        return not self.is_leader()

@@ -1,0 +1,186 @@
+"""Real daemon processes on loopback addresses, driven through the CLI, for integration tests and bench.
+
+Each daemon gets its own 127.0.0.N address, data dir and socket. Everything started here is
+stopped by stop_all(); tests use it through the `cluster` fixture, which always calls it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+SWARMCTL = [sys.executable, "-m", "swarmctl.cli.main"]
+BASE_PORT = 2377
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+    def json(self):
+        return json.loads(self.out)
+
+
+@dataclass
+class Daemon:
+    index: int
+    root: str
+    heartbeat: float = 0.5
+    port: int = BASE_PORT
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def ip(self) -> str:
+        return f"127.0.0.{10 + self.index}"
+
+    @property
+    def addr(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+    @property
+    def name(self) -> str:
+        return f"node{self.index}"
+
+    @property
+    def data_dir(self) -> str:
+        return os.path.join(self.root, self.name)
+
+    @property
+    def socket(self) -> str:
+        return os.path.join(self.root, f"{self.name}.sock")
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.root, f"{self.name}.log")
+
+    def start(self, wait: bool = True) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            SWARMCTL + ["daemon", "--data-dir", self.data_dir, "--advertise-addr", self.ip,
+                        "--listen-addr", self.addr, "--socket", self.socket, "--hostname", self.name,
+                        "--heartbeat-period", str(self.heartbeat), "--log-level", "info"] + self.extra_args,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        if wait:
+            self.wait_socket()
+
+    def wait_socket(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+            if os.path.exists(self.socket) and self.cli("info").ok:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not come up:\n{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""
+
+    def cli(self, *args: str, timeout: float = 60.0) -> Result:
+        if args and args[0] == "info":  # a raw API read, for polling without the CLI's formatting
+            args = ("node", "__info__")
+        env = dict(os.environ, SWARMCTL_HOST=f"unix://{self.socket}")
+        if args == ("node", "__info__"):
+            return self._info(env)
+        proc = subprocess.run(SWARMCTL + list(args), capture_output=True, text=True, env=env, timeout=timeout)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def _info(self, env) -> Result:
+        code = ("import json,sys; from swarmctl.cli.client import Client\n"
+                "try:\n print(json.dumps(Client().get('/v1/info')))\n"
+                "except Exception as e:\n print(e, file=sys.stderr); sys.exit(1)")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def info(self) -> dict:
+        return self.cli("info").json()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Cluster:
+    def __init__(self, root: str, heartbeat: float = 0.5):
+        self.root = root
+        self.heartbeat = heartbeat
+        self.daemons: dict[int, Daemon] = {}
+
+    def daemon(self, index: int, start: bool = True, **kwargs) -> Daemon:
+        d = Daemon(index, self.root, heartbeat=self.heartbeat, **kwargs)
+        self.daemons[index] = d
+        if start:
+            d.start()
+        return d
+
+    def form(self, managers: int = 3, workers: int = 2) -> tuple[list[Daemon], list[Daemon]]:
+        """init on node1, then join managers and workers; returns (managers, workers)."""
+        total = managers + workers
+        nodes = [self.daemon(i) for i in range(1, total + 1)]
+        first = nodes[0]
+        check(first.cli("swarm", "init", "--advertise-addr", first.ip))
+        manager_token = check(first.cli("swarm", "join-token", "-q", "manager")).out.strip()
+        worker_token = check(first.cli("swarm", "join-token", "-q", "worker")).out.strip()
+        for d in nodes[1:managers]:
+            check(d.cli("swarm", "join", "--token", manager_token, first.addr))
+        for d in nodes[managers:]:
+            check(d.cli("swarm", "join", "--token", worker_token, first.addr))
+        return nodes[:managers], nodes[managers:]
+
+    def stop_all(self) -> None:
+        for d in self.daemons.values():
+            d.kill() if d.running else None
+
+
+def check(result: Result) -> Result:
+    assert result.ok, f"exit {result.code}\nstdout: {result.out}\nstderr: {result.err}"
+    return result
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as exc:  # keep polling through transient errors
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def nodes_json(daemon: Daemon) -> list[dict]:
+    return check(daemon.cli("node", "ls", "--format", "json")).json()
