@@ -74,6 +74,7 @@ class Node:
         self._role_change: asyncio.Task | None = None
         self._members_saver: asyncio.Task | None = None
         self._busy = asyncio.Lock()
+        self._socket_owned = False
 
     # ---- identity shortcuts ------------------------------------------------------------------
     @property
@@ -123,6 +124,7 @@ class Node:
             finally:
                 probe.close()
         await self.api.start_unix(path)
+        self._socket_owned = True
         os.chmod(path, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IWGRP)
 
     async def stop(self) -> None:
@@ -130,10 +132,11 @@ class Node:
         await self.api.stop()
         if self._listen_sock is not None:
             self._listen_sock.close()
-        try:
-            os.unlink(self.config.socket)
-        except OSError:
-            pass
+        if self._socket_owned:
+            try:
+                os.unlink(self.config.socket)
+            except OSError:
+                pass
         self.data.close()
 
     async def _activate(self) -> None:

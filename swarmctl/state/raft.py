@@ -132,7 +132,7 @@ class RaftStore:
         self._pending.append(((request_id or uuid.uuid4().hex, time.time(), ops), future))
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            loop.call_soon(self._flush, loop)
+            loop.call_later(0.002, self._flush, loop)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except asyncio.TimeoutError:

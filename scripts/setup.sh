@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what swarmctl needs on a fresh Debian machine (run as root): Python packages, and with
+# --system also the Debian packages used by later stages (Docker engine, busybox, sshd).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ "${1:-}" == "--system" ]]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq docker.io busybox-static openssh-server >/dev/null
+fi
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
