@@ -104,6 +104,10 @@ class RaftStore:
         node = self._sync._getLeader()
         return node.address if node is not None else None
 
+    def has_quorum(self) -> bool:
+        """Whether this replica is connected to a majority of the members (itself included)."""
+        return bool(self._sync.hasQuorum)
+
     def members(self) -> list[str]:
         return sorted([self.self_addr] + [n.address for n in self._sync.otherNodes])
 
@@ -127,6 +131,10 @@ class RaftStore:
         """Commit ops through Raft on this (leader) replica; returns the machine's result dict."""
         if not self.is_leader():
             raise NotLeader(self.leader())
+        if not self.has_quorum():
+            # Refuse rather than append: an entry appended now would commit later, once peers
+            # return, and a write the user saw refused must not reappear.
+            raise NoLeader()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.append(((request_id or uuid.uuid4().hex, time.time(), ops), future))

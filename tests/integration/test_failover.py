@@ -34,6 +34,10 @@ def test_quorum_loss_and_recovery(cluster):
     wait_for(lambda: write(survivors[0], "after_first_kill", "1").ok, timeout=5, interval=0.05,
              what="a write after the leader was killed")
     assert time.monotonic() - start < 5
+    # the worker's session fails over to a surviving manager: it stays Ready past 3 heartbeat periods
+    time.sleep(4 * workers[0].heartbeat)
+    states = {n["description"]["hostname"]: n["status"]["state"] for n in nodes_json(survivors[0])}
+    assert states["node4"] == "ready", states
     # kill a second manager: no quorum, writes fail fast with Swarm's message
     survivors[1].kill()
     start = time.monotonic()
