@@ -51,7 +51,7 @@ async def update_node(ctx):
         if not key or any(c.isspace() for c in key):
             raise BadRequest(f"invalid label key {key!r}")
     return await nodes.update_node(ctx.store, ctx.request.match_info["ref"], b.availability, b.labels_add,
-                                   b.labels_rm, b.labels, request_id=ctx.request.headers.get("X-Request-Id"))
+                                   b.labels_rm, b.labels, request_id=ctx.request_id)
 
 
 @route("POST", "/v1/nodes/{ref}/promote", "cluster", leader=True, body=Empty)

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 FORWARD_DEADLINE = 4.0
 FORWARDED = "X-Swarmctl-Forwarded"
 ORIGIN_NODE = "X-Swarmctl-Origin-Node"
+REQUEST_ID = "X-Request-Id"
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Context:
     body: Any
     caller: str | None        # node id of the calling node (None on the local socket)
     raw_body: Any
+    request_id: str           # the same on every forwarding attempt, so a retried write applies once
 
     @property
     def manager(self):
@@ -82,10 +85,21 @@ def _json(data, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda v: json.dumps(v, default=str))
 
 
+@web.middleware
+async def _json_errors(request, handler):
+    """Unknown paths and methods answer in the API's JSON error form too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _json({"message": f"{exc.reason}: {request.method} {request.path}"}, exc.status)
+
+
 class APIServer:
     def __init__(self, node):
         self.node = node
-        self.app = web.Application(client_max_size=4 * 1024 * 1024)
+        self.app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[_json_errors])
         from swarmctl.api import routes_cluster, routes_local, routes_remote  # noqa: F401  (register routes)
         for spec in ROUTES:
             self.app.router.add_route(spec.method, spec.path, self._make_handler(spec))
@@ -141,7 +155,7 @@ class APIServer:
                 first = exc.errors()[0]
                 where = ".".join(str(p) for p in first.get("loc", ())) or "body"
                 raise BadRequest(f"invalid request: {where}: {first.get('msg')}") from None
-        ctx = Context(self.node, request, body, caller, raw)
+        ctx = Context(self.node, request, body, caller, raw, request.headers.get(REQUEST_ID) or uuid.uuid4().hex)
         if spec.leader:
             return await self._on_leader(spec, ctx)
         result = await spec.handler(ctx)
@@ -207,7 +221,7 @@ class APIServer:
         leader_addr = self.node.leader_manager_addr()
         if leader_addr is None:
             return None
-        headers = {FORWARDED: "1"}
+        headers = {FORWARDED: "1", REQUEST_ID: ctx.request_id}
         if ctx.caller:
             headers[ORIGIN_NODE] = ctx.caller
         try:

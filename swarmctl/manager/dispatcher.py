@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 
-from swarmctl.errors import Unauthorized
+from swarmctl.errors import Unauthorized, Unavailable
 from swarmctl.manager.writes import commit
 from swarmctl.state.raft import RaftStore
 
@@ -47,6 +47,9 @@ class Dispatcher:
     async def heartbeat(self, node_id: str, info: dict) -> dict:
         """Record a heartbeat; returns the node record (after any status change was committed)."""
         node = self.store.machine.get("node", node_id)
+        if node is None and time.monotonic() - self._since < 3 * self.default_period:
+            # a new leader may not have applied the latest joins yet: never revoke in that window
+            raise Unavailable("the manager is still catching up; try again")
         if node is None:
             raise Unauthorized(f"node {node_id} is not part of this swarm (it was removed); "
                                "its certificate is no longer accepted")

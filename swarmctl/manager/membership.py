@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 
-from swarmctl.errors import BadRequest, Forbidden, Misdirected, PreconditionFailed, Unavailable
+from swarmctl.errors import BadRequest, Conflict, Forbidden, Misdirected, PreconditionFailed, Unavailable
 from swarmctl.manager import ca
 from swarmctl.manager.nodes import node_view, resolve_node
 from swarmctl.manager.writes import commit
 from swarmctl.security.tokens import TokenError, make_token, new_secret, parse_token, secret_matches
-from swarmctl.state.raft import RaftStore
+from swarmctl.state.raft import MembershipBusy, RaftStore
 from swarmctl.state.records import ROLES, new_id, new_node
 
 
@@ -97,6 +97,9 @@ class Membership:
         await self._lock.acquire()
         try:
             pending = await self.store.add_member(raft_addr, wait=False)
+        except MembershipBusy as exc:
+            self._lock.release()
+            raise Conflict(str(exc)) from None
         except BaseException:
             self._lock.release()
             raise
@@ -123,8 +126,7 @@ class Membership:
         raft_addr = node["description"]["addrs"]["raft"]
         if raft_addr == self.store.self_addr:
             await self._hand_over()
-        async with self._lock:
-            await self.store.remove_member(raft_addr)
+        await self._remove_member(raft_addr)
         await commit(self.store, [{"op": "patch", "kind": "node", "id": node_id, "set": [
             (["spec", "role"], "worker"), (["manager_status"], None),
             (["status", "state"], "down"), (["status", "message"], "node left the swarm")]}])
@@ -165,8 +167,7 @@ class Membership:
             self._check_quorum_without(raft_addr, f"demote node {node['id']}")
             if raft_addr == self.store.self_addr:
                 await self._hand_over()
-            async with self._lock:
-                await self.store.remove_member(raft_addr)
+            await self._remove_member(raft_addr)
             await commit(self.store, [{"op": "patch", "kind": "node", "id": node["id"], "set": [
                 (["spec", "role"], "worker"), (["manager_status"], None)]}])
         return node_view(self.store, self.store.machine.get("node", node["id"]))
@@ -180,6 +181,13 @@ class Membership:
             raise PreconditionFailed(f"node {node['id']} is not down and can't be removed "
                                      "(use --force to remove it anyway)")
         await commit(self.store, [{"op": "delete", "kind": "node", "id": node["id"]}])
+
+    async def _remove_member(self, raft_addr: str) -> None:
+        async with self._lock:
+            try:
+                await self.store.remove_member(raft_addr)
+            except MembershipBusy as exc:
+                raise Conflict(str(exc)) from None
 
     async def _hand_over(self) -> None:
         """Step down so that another manager, once leader, carries out the change (re-forwarded)."""

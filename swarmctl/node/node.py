@@ -307,18 +307,20 @@ class Node:
     async def _force_new_cluster(self) -> dict:
         """Restart Raft as a one-member cluster carrying the current state (docs/operations.md)."""
         snapshot = self.store.machine.snapshot()
-        raft = self.data.load_raft()
         await self._deactivate()
         records = []
+        secret = secrets.token_urlsafe(32)  # old managers that come back cannot talk to the new cluster
         for kind, items in snapshot["data"].items():
             for record in items.values():
+                if kind == "cluster":
+                    record = dict(record, raft_secret=secret)
                 if kind == "node" and record["spec"]["role"] == "manager" and record["id"] != self.node_id:
                     record = dict(record, spec=dict(record["spec"], role="worker"), manager_status=None,
                                   status=dict(record["status"], state="down", message="removed by force-new-cluster"))
                 records.append({"op": "load", "kind": kind, "id": record["id"], "record": record})
         self.data.clear_raft()
-        self.data.save_raft(raft["secret"], [self.addrs.raft])
-        self._start_store(raft["secret"], [self.addrs.raft])
+        self.data.save_raft(secret, [self.addrs.raft])
+        self._start_store(secret, [self.addrs.raft])
         if not await self._wait_leader(10.0):
             raise Unavailable("the new Raft cluster did not elect itself leader")
         result = await self.store.write(records, timeout=10.0)

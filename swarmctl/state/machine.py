@@ -136,6 +136,7 @@ class StateMachine:
                     self.data[kind].pop(record_id, None)
                 else:
                     self.data[kind][record_id] = record
+                    index = max(index, record.get("version") or 0)  # loaded records keep their versions
             self.index = index
             result = {"ok": True, "index": index}
         if request_id is not None:

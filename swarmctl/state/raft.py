@@ -1,9 +1,9 @@
 """The Raft-backed store: a StateMachine replicated by pysyncobj among the managers.
 
 Design notes (see docs/design.md and ../shared/reference/pysyncobj.md):
-- Writes are submitted on the leader only. Followers forward at the API level, because
+- Writes are submitted on the leader only, and refused there when it cannot reach a majority. Followers forward at the API level, because
   pysyncobj loses follower-side callbacks when a snapshot is installed.
-- Writes that arrive in the same event-loop turn are grouped into one Raft entry; each carries a
+- Writes that arrive within 2 ms of each other are grouped into one Raft entry; each carries a
   request id so a retry after an unknown outcome applies once.
 - Every wait has a timeout: a write that cannot commit reports NoLeader instead of hanging.
 - Membership changes are serialised by the caller (one at a time, waiting for the result).
@@ -36,6 +36,10 @@ class NotLeader(Exception):
     def __init__(self, leader: str | None):
         super().__init__(f"not the leader (leader: {leader})")
         self.leader = leader
+
+
+class MembershipBusy(Exception):
+    """pysyncobj refused a membership change because another one has not committed yet."""
 
 
 class _Replicated(SyncObjConsumer):
@@ -177,7 +181,7 @@ class RaftStore:
             if err == FAIL_REASON.SUCCESS:
                 future.set_result(None)
             elif err == FAIL_REASON.REQUEST_DENIED:
-                future.set_exception(RuntimeError("another membership change is still in progress; try again"))
+                future.set_exception(MembershipBusy("another membership change is still in progress; try again"))
             else:
                 future.set_exception(NoLeader())
         call(addr, callback=lambda _result, err: loop.call_soon_threadsafe(settle, err))
