@@ -38,4 +38,8 @@ def run(config: DaemonConfig, log_level: str = "info") -> int:
     except ConfigError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
-    return asyncio.run(_serve(config))
+    try:
+        import uvloop  # a faster event loop where available; asyncio's own otherwise
+    except ImportError:
+        return asyncio.run(_serve(config))
+    return uvloop.run(_serve(config))

@@ -23,6 +23,11 @@ from swarmctl.state.machine import StateMachine
 
 
 
+# Group commit: how long a write waits for company, and how many Raft entries may be in flight.
+GROUP_WINDOW = 0.001
+MAX_INFLIGHT = 1
+
+
 class NoLeader(Exception):
     """No leader could commit the write in time; it may or may not have been applied."""
 
@@ -99,6 +104,7 @@ class RaftStore:
                              consumers=[self._consumer])
         self._pending: list[tuple[tuple, asyncio.Future]] = []
         self._flush_scheduled = False
+        self._inflight = 0
 
     # ---- status ------------------------------------------------------------------------------
     def is_leader(self) -> bool:
@@ -142,22 +148,30 @@ class RaftStore:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.append(((request_id or uuid.uuid4().hex, time.time(), ops), future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_later(0.002, self._flush, loop)
+        self._maybe_flush(loop)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except asyncio.TimeoutError:
             raise NoLeader() from None
 
+    def _maybe_flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Group commit: with an entry in flight, writes queue up and go out together when it commits."""
+        if self._pending and not self._flush_scheduled and self._inflight < MAX_INFLIGHT:
+            self._flush_scheduled = True
+            loop.call_later(GROUP_WINDOW, self._flush, loop)
+
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._pending = self._pending, []
         self._flush_scheduled = False
+        if not batch:
+            return
         writes = [write for write, _ in batch]
         futures = [future for _, future in batch]
+        self._inflight += 1
 
         def done(results, err):
             def resolve():
+                self._inflight -= 1
                 for i, future in enumerate(futures):
                     if future.done():
                         continue
@@ -165,6 +179,7 @@ class RaftStore:
                         future.set_result(results[i])
                     else:
                         future.set_exception(NoLeader())
+                self._maybe_flush(loop)
             loop.call_soon_threadsafe(resolve)
 
         self._consumer.apply(writes, callback=done)
