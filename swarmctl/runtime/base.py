@@ -1,0 +1,116 @@
+"""The container runtime interface used by the node agent.
+
+Deliberately narrow and engine-neutral: the agent creates, starts, stops, inspects, lists and removes
+containers described by a :class:`ContainerSpec`, and reads their logs.  All methods block; callers
+that need concurrency run them in a thread pool.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+#: the container statuses an engine reports (Docker's State.Status values)
+STATUSES = ("created", "running", "restarting", "paused", "exited", "dead", "removing")
+
+
+@dataclass
+class ContainerSpec:
+    """What to run.  ``command`` overrides the image's entrypoint, ``args`` its default arguments."""
+
+    name: str
+    image: str
+    command: list[str] | None = None
+    args: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    cpu_limit: float | None = None  # CPUs, e.g. 0.5
+    memory_limit: int | None = None  # bytes
+    network_mode: str = "host"  # "host" or "none"
+
+
+@dataclass
+class ContainerState:
+    """A container as the engine reports it."""
+
+    id: str
+    name: str
+    labels: dict[str, str]
+    status: str  # one of STATUSES
+    exit_code: int | None  # set once the container has exited (status exited or dead)
+    error: str  # the engine's error for a failed start, else ""
+    started_at: str | None  # RFC 3339 timestamps as the engine gives them; None if never
+    finished_at: str | None
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+class RuntimeFailure(Exception):
+    """An engine request failed; the message is the engine's error text on one line."""
+
+    def __init__(self, message: str = ""):
+        message = " ".join(str(message).split())
+        super().__init__(message)
+        self.message = message
+
+
+class ImageNotFound(RuntimeFailure):
+    """The image is not present in the engine (runtimes never pull)."""
+
+
+class ContainerNotFound(RuntimeFailure):
+    """No container with that id or name."""
+
+
+class EngineUnavailable(RuntimeFailure):
+    """The engine cannot be reached (not running, wrong socket, no answer in time)."""
+
+
+class Runtime(abc.ABC):
+    """A container engine.  Methods block and may raise :class:`RuntimeFailure` subclasses."""
+
+    @abc.abstractmethod
+    def ping(self) -> dict:
+        """Engine version information; raises EngineUnavailable if the engine does not answer."""
+
+    @abc.abstractmethod
+    def create(self, spec: ContainerSpec) -> str:
+        """Create (not start) a container and return its id.
+
+        Raises ImageNotFound if the image is not present locally (never pulls)."""
+
+    @abc.abstractmethod
+    def start(self, container_id: str) -> None:
+        """Start a created or stopped container (no error if it already runs)."""
+
+    @abc.abstractmethod
+    def stop(self, container_id: str, timeout: float = 10) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; returns once it has stopped."""
+
+    @abc.abstractmethod
+    def remove(self, container_id: str, force: bool = True) -> None:
+        """Remove a container (``force`` kills it first if it runs); no error if it is already gone."""
+
+    @abc.abstractmethod
+    def inspect(self, container_id: str) -> ContainerState | None:
+        """The container's state, or None if there is no such container."""
+
+    @abc.abstractmethod
+    def list(self, labels: dict[str, str]) -> list[ContainerState]:
+        """All containers, running or not, that carry all of ``labels`` (an empty dict lists all)."""
+
+    @abc.abstractmethod
+    def logs(self, container_id: str, tail: int | None = None) -> list[str]:
+        """The container's stdout and stderr lines, decoded (the last ``tail`` lines if given)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections.  The runtime must not be used afterwards."""
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

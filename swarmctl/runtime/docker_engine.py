@@ -1,0 +1,271 @@
+"""The Docker Engine runtime (docker SDK, low-level APIClient).
+
+Never pulls images: ``create`` of an image that is not present fails at once with ImageNotFound.
+
+Thread safety: the SDK's APIClient is a ``requests.Session``, which is not documented as safe to share
+between threads.  Each calling thread therefore gets its own APIClient (created on first use, with the
+API version negotiated once per runtime); clients of threads that have ended are closed when a new one
+is made, and ``close()`` closes them all.  So one DockerRuntime may be used from a ThreadPoolExecutor
+with any number of workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from typing import Iterator
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERSION
+from docker.utils import kwargs_from_env, parse_host, version_lt
+
+from swarmctl.runtime.base import (
+    ContainerNotFound,
+    ContainerSpec,
+    ContainerState,
+    EngineUnavailable,
+    ImageNotFound,
+    Runtime,
+    RuntimeFailure,
+)
+
+_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost OS-level reason of a connection error, e.g. 'No such file or directory'."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    best = None
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.strerror:
+            best = e.strerror
+        for nxt in (e.__cause__, e.__context__, *[a for a in e.args if isinstance(a, BaseException)]):
+            if nxt is not None:
+                todo.append(nxt)
+        reason = getattr(e, "reason", None)
+        if isinstance(reason, BaseException):
+            todo.append(reason)
+    return best or str(exc)
+
+
+def _api_message(e: docker.errors.APIError) -> str:
+    msg = e.explanation if e.explanation else str(e)
+    if isinstance(msg, bytes):
+        msg = msg.decode("utf-8", "replace")
+    return str(msg)
+
+
+def _timestamp(value: str | None) -> str | None:
+    if not value or value.startswith("0001-01-01"):
+        return None
+    return value
+
+
+def _state(info: dict) -> ContainerState:
+    st = info.get("State") or {}
+    status = st.get("Status") or ("running" if st.get("Running") else "exited")
+    exit_code = st.get("ExitCode") if status in ("exited", "dead") else None
+    return ContainerState(
+        id=info["Id"],
+        name=(info.get("Name") or "").lstrip("/"),
+        labels=dict((info.get("Config") or {}).get("Labels") or {}),
+        status=status,
+        exit_code=exit_code,
+        error=st.get("Error") or "",
+        started_at=_timestamp(st.get("StartedAt")),
+        finished_at=_timestamp(st.get("FinishedAt")),
+    )
+
+
+class DockerRuntime(Runtime):
+    """A Docker Engine reached at ``base_url`` (``unix:///path``, ``tcp://host:port``), or the default
+    local engine (DOCKER_HOST / DOCKER_TLS_VERIFY / DOCKER_CERT_PATH, like ``docker.from_env()``) if None.
+    ``timeout`` bounds every request, in seconds (a stop gets its stop timeout on top)."""
+
+    def __init__(self, base_url: str | None = None, timeout: float = 30):
+        if base_url is not None:
+            try:
+                parse_host(base_url)
+            except docker.errors.DockerException as e:
+                raise ValueError(f"bad Docker engine address {base_url!r}: {e}") from None
+            self._client_kwargs: dict = {"base_url": base_url}
+        else:
+            self._client_kwargs = kwargs_from_env()
+        self.base_url = self._client_kwargs.get("base_url") or "unix:///var/run/docker.sock"
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._clients: dict[int, tuple[threading.Thread, docker.APIClient]] = {}
+        self._version: str | None = None
+        self._closed = False
+
+    # -- clients -----------------------------------------------------------------------------------
+
+    def _new_client(self, version: str) -> docker.APIClient:
+        try:
+            return docker.APIClient(version=version, timeout=self.timeout, **self._client_kwargs)
+        except docker.errors.DockerException as e:
+            raise RuntimeFailure(f"cannot make a Docker client for {self.base_url}: {e}") from None
+
+    def _negotiate(self) -> str:
+        """The API version to speak: the engine's, capped at what the SDK knows."""
+        probe = self._new_client(MINIMUM_DOCKER_API_VERSION)
+        try:
+            with self._errors():
+                server = probe.version(api_version=False).get("ApiVersion") or MINIMUM_DOCKER_API_VERSION
+        finally:
+            probe.close()
+        if version_lt(DEFAULT_DOCKER_API_VERSION, server):
+            return DEFAULT_DOCKER_API_VERSION
+        if version_lt(server, MINIMUM_DOCKER_API_VERSION):
+            raise RuntimeFailure(f"Docker engine API {server} is older than the minimum {MINIMUM_DOCKER_API_VERSION}")
+        return server
+
+    def _client(self) -> docker.APIClient:
+        me = threading.current_thread()
+        with self._lock:
+            if self._closed:
+                raise RuntimeFailure("the Docker runtime is closed")
+            entry = self._clients.get(me.ident)
+            if entry is not None and entry[0] is me:
+                return entry[1]
+            version = self._version
+        if version is None:
+            version = self._negotiate()
+        client = self._new_client(version)
+        stale = []
+        with self._lock:
+            if self._closed:
+                stale.append(client)
+            else:
+                self._version = version
+                for ident, (thread, old) in list(self._clients.items()):
+                    if not thread.is_alive() or ident == me.ident:
+                        stale.append(old)
+                        del self._clients[ident]
+                self._clients[me.ident] = (me, client)
+        for old in stale:
+            with contextlib.suppress(Exception):
+                old.close()
+        if self._closed:
+            raise RuntimeFailure("the Docker runtime is closed")
+        return client
+
+    @contextlib.contextmanager
+    def _errors(self, not_found: type[RuntimeFailure] = ContainerNotFound) -> Iterator[None]:
+        try:
+            yield
+        except docker.errors.ImageNotFound as e:
+            raise ImageNotFound(_api_message(e)) from None
+        except docker.errors.NotFound as e:
+            raise not_found(_api_message(e)) from None
+        except docker.errors.APIError as e:
+            raise RuntimeFailure(_api_message(e)) from None
+        except requests.exceptions.ConnectionError as e:
+            if isinstance(e, requests.exceptions.ConnectTimeout):
+                raise EngineUnavailable(
+                    f"Docker engine at {self.base_url} did not accept a connection within {self.timeout}s") from None
+            raise EngineUnavailable(f"cannot reach the Docker engine at {self.base_url}: {_root_cause(e)}") from None
+        except requests.exceptions.Timeout:
+            raise EngineUnavailable(f"Docker engine at {self.base_url} did not answer in time") from None
+        except requests.exceptions.RequestException as e:
+            raise RuntimeFailure(f"request to the Docker engine at {self.base_url} failed: {_root_cause(e)}") from None
+        except docker.errors.DockerException as e:
+            raise RuntimeFailure(str(e)) from None
+
+    # -- Runtime -----------------------------------------------------------------------------------
+
+    def ping(self) -> dict:
+        client = self._client()
+        with self._errors():
+            return client.version(api_version=False)
+
+    def create(self, spec: ContainerSpec) -> str:
+        client = self._client()
+        with self._errors(not_found=ImageNotFound):
+            host_config = client.create_host_config(
+                network_mode=spec.network_mode,
+                nano_cpus=int(round(spec.cpu_limit * 1e9)) if spec.cpu_limit else None,
+                mem_limit=int(spec.memory_limit) if spec.memory_limit else None,
+            )
+            res = client.create_container(
+                image=spec.image,
+                name=spec.name,
+                entrypoint=list(spec.command) if spec.command is not None else None,
+                command=list(spec.args) if spec.args is not None else None,
+                environment=[f"{k}={v}" for k, v in spec.env.items()],
+                labels=dict(spec.labels),
+                host_config=host_config,
+                detach=True,
+            )
+        return res["Id"]
+
+    def start(self, container_id: str) -> None:
+        client = self._client()
+        with self._errors():
+            client.start(container_id)
+
+    def stop(self, container_id: str, timeout: float = 10) -> None:
+        client = self._client()
+        with self._errors():
+            client.stop(container_id, timeout=max(0, math.ceil(timeout)))
+
+    def remove(self, container_id: str, force: bool = True) -> None:
+        client = self._client()
+        try:
+            with self._errors():
+                client.remove_container(container_id, v=True, force=force)
+        except ContainerNotFound:
+            return
+        except RuntimeFailure as e:
+            if "already in progress" in str(e):  # a concurrent removal: it is going away
+                return
+            raise
+
+    def inspect(self, container_id: str) -> ContainerState | None:
+        client = self._client()
+        try:
+            with self._errors():
+                return _state(client.inspect_container(container_id))
+        except ContainerNotFound:
+            return None
+
+    def list(self, labels: dict[str, str]) -> list[ContainerState]:
+        client = self._client()
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]} if labels else None
+        with self._errors():
+            summaries = client.containers(all=True, filters=filters)
+        out = []
+        for s in summaries:
+            st = self.inspect(s["Id"])
+            if st is not None:  # None: removed meanwhile
+                out.append(st)
+        return out
+
+    def logs(self, container_id: str, tail: int | None = None) -> list[str]:
+        client = self._client()
+        with self._errors():
+            data = client.logs(container_id, stdout=True, stderr=True, stream=False, timestamps=False,
+                               tail=max(0, int(tail)) if tail is not None else "all")
+        if isinstance(data, bytes):
+            data = data.decode("utf-8", "replace")
+        return data.splitlines()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            clients = [c for _, c in self._clients.values()]
+            self._clients.clear()
+        for c in clients:
+            with contextlib.suppress(Exception):
+                c.close()
+
+    def __repr__(self) -> str:
+        return f"DockerRuntime({self.base_url!r})"
