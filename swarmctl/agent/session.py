@@ -50,7 +50,7 @@ class Session:
         while True:
             try:
                 answer = await self._beat()
-            except _Removed as exc:
+            except Removed as exc:
                 await self._on_removed(str(exc))
                 return
             if answer is not None:
@@ -65,31 +65,42 @@ class Session:
                 pass
 
     async def _beat(self) -> dict | None:
-        """One heartbeat, trying each known manager once, starting with the current one."""
-        if not self.managers:
+        try:
+            return await self.call("POST", "/v1/session/heartbeat", self._describe(), timeout=max(2.0, self.period))
+        except (ManagersUnavailable, APIError) as exc:
+            log.info("heartbeat failed: %s", exc)
             return None
+
+    async def call(self, method: str, path: str, body=None, timeout: float = 10.0) -> dict:
+        """Call the session's manager, failing over to the next known one; 401 means removed."""
+        last = "no managers known"
         for attempt in range(len(self.managers)):
             addr = self.managers[(self._current + attempt) % len(self.managers)]
             try:
-                answer = await self._peer().call(addr, "POST", "/v1/session/heartbeat", self._describe(),
-                                                 timeout=max(2.0, self.period))
+                answer = await self._peer().call(addr, method, path, body, timeout=timeout)
             except PeerUnreachable as exc:
-                log.info("manager %s unreachable: %s", addr, exc)
+                last = f"manager {addr} unreachable: {exc}"
                 continue
             except APIError as exc:
                 if exc.status == 401:
-                    raise _Removed(exc.message) from None
-                log.info("heartbeat via %s refused: %s", addr, exc.message)
+                    raise Removed(exc.message) from None
+                last = f"manager {addr} refused: {exc.message}"
+                if exc.status < 500:
+                    raise
                 continue
             self._current = (self._current + attempt) % len(self.managers)
-            managers = answer.get("managers") or []
+            managers = answer.get("managers") if isinstance(answer, dict) else None
             if managers and sorted(managers) != sorted(self.managers):
                 current = self.managers[self._current]
                 self.managers = list(managers)
                 self._current = self.managers.index(current) if current in self.managers else 0
             return answer
-        return None
+        raise ManagersUnavailable(last)
 
 
-class _Removed(Exception):
-    pass
+class ManagersUnavailable(Exception):
+    """No known manager answered."""
+
+
+class Removed(Exception):
+    """The swarm no longer knows this node (its certificate was refused)."""

@@ -1,7 +1,9 @@
 """Routes of the management port used by other nodes: CA, join, Raft membership, sessions."""
 
-from swarmctl.api.schemas import CertificateRequest, Empty, HeartbeatRequest, RemoteJoinRequest
+from swarmctl.api.schemas import (AssignmentsRequest, CertificateRequest, Empty, HeartbeatRequest,
+                                  RemoteJoinRequest, TaskStatusRequest)
 from swarmctl.api.server import route
+from swarmctl.errors import NotFound
 
 
 @route("GET", "/v1/ca", "public")
@@ -38,3 +40,24 @@ async def heartbeat(ctx):
 @route("POST", "/v1/session/certificate", "node", leader=True, body=CertificateRequest)
 async def certificate(ctx):
     return await ctx.manager.membership.renew_certificate(ctx.caller, ctx.body.csr)
+
+
+@route("POST", "/v1/session/assignments", "node", leader=True, body=AssignmentsRequest)
+async def assignments(ctx):
+    return await ctx.manager.dispatcher.assignments(ctx.caller, ctx.body.since, ctx.body.wait)
+
+
+@route("POST", "/v1/session/status", "node", leader=True, body=TaskStatusRequest)
+async def task_status(ctx):
+    updates = [u.model_dump() for u in ctx.body.updates]
+    return {"applied": await ctx.manager.dispatcher.update_status(ctx.caller, updates)}
+
+
+@route("GET", "/v1/agent/logs/{task_id}", "agent")
+async def task_logs(ctx):
+    """This node's container output for one of its tasks (asked by a manager for `service logs`)."""
+    worker = ctx.node.worker
+    if worker is None:
+        raise NotFound("this node runs no tasks")
+    tail = ctx.request.query.get("tail")
+    return {"lines": await worker.logs(ctx.request.match_info["task_id"], int(tail) if tail else None)}

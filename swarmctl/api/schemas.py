@@ -63,3 +63,80 @@ class HeartbeatRequest(Body):
 
 class CertificateRequest(Body):
     csr: str = Field(min_length=1)
+
+
+class AssignmentsRequest(Body):
+    since: Optional[str] = None
+    wait: float = Field(default=0.0, ge=0, le=10)
+
+
+class TaskStatusUpdate(Body):
+    task_id: str
+    state: Literal["accepted", "preparing", "ready", "starting", "running", "complete", "shutdown", "failed",
+                   "rejected"]
+    message: Optional[str] = None
+    err: Optional[str] = None
+    container_id: Optional[str] = None
+    exit_code: Optional[int] = None
+
+
+class TaskStatusRequest(Body):
+    updates: list[TaskStatusUpdate]
+
+
+class Resources(Body):
+    cpus: Optional[float] = Field(default=None, ge=0)
+    memory: Optional[int] = Field(default=None, ge=0)
+
+
+class ResourceRequirements(Body):
+    reservations: Optional[Resources] = None
+    limits: Optional[Resources] = None
+
+
+class RestartPolicy(Body):
+    condition: Optional[Literal["none", "on-failure", "any"]] = None
+    delay: Optional[float] = Field(default=None, ge=0)
+    max_attempts: Optional[int] = Field(default=None, ge=0)
+    window: Optional[float] = Field(default=None, ge=0)
+
+
+class Placement(Body):
+    constraints: Optional[list[str]] = None
+    max_replicas_per_node: Optional[int] = Field(default=None, ge=0)
+    strategy: Optional[Literal["spread", "binpack", "random"]] = None
+
+
+class TaskSpec(Body):
+    image: Optional[str] = None
+    command: Optional[list[str]] = None
+    args: Optional[list[str]] = None
+    env: Optional[dict[str, str]] = None
+    network_mode: Optional[Literal["host", "none"]] = None
+    resources: Optional[ResourceRequirements] = None
+    restart_policy: Optional[RestartPolicy] = None
+    placement: Optional[Placement] = None
+    stop_grace_period: Optional[float] = Field(default=None, ge=0)
+
+
+class ServiceCreateRequest(Body):
+    name: str = Field(min_length=1, max_length=63)
+    mode: Literal["replicated", "global"] = "replicated"
+    replicas: Optional[int] = Field(default=None, ge=0)
+    labels: dict[str, str] = {}
+    task: TaskSpec
+
+
+class ServiceUpdateRequest(Body):
+    replicas: Optional[int] = Field(default=None, ge=0)
+    labels: Optional[dict[str, str]] = None
+    task: Optional[TaskSpec] = None
+    force: bool = False
+
+
+class ScaleRequest(Body):
+    replicas: int = Field(ge=0)
+
+
+class SwarmUpdateRequest(Body):
+    default_strategy: Optional[Literal["spread", "binpack", "random"]] = None

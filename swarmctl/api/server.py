@@ -6,6 +6,7 @@ Every route declares who may call it and whether it must run on the leader:
   node     a node certificate from this swarm (sessions)
   cluster  cluster-state reads and writes: the local socket of a manager, or another manager
            forwarding over mutual TLS
+  agent    a manager asking this node's agent (task logs), over mutual TLS
 Writes run on the leader. A follower forwards the request to the leader over mutual TLS and
 retries while an election is under way, answering the no-leader error after a bounded wait.
 """
@@ -100,7 +101,7 @@ class APIServer:
     def __init__(self, node):
         self.node = node
         self.app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[_json_errors])
-        from swarmctl.api import routes_cluster, routes_local, routes_remote  # noqa: F401  (register routes)
+        from swarmctl.api import routes_cluster, routes_local, routes_remote, routes_services  # noqa: F401
         for spec in ROUTES:
             self.app.router.add_route(spec.method, spec.path, self._make_handler(spec))
         self._runner: web.AppRunner | None = None
@@ -164,7 +165,7 @@ class APIServer:
     def _authorise(self, spec: Route, request: web.Request) -> str | None:
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
         if ssl_object is None:  # the local socket
-            if spec.access in ("public", "node"):
+            if spec.access in ("public", "node", "agent"):
                 raise Forbidden("this endpoint is served on the management port only")
             return None
         if spec.access == "local":
@@ -172,6 +173,10 @@ class APIServer:
         if spec.access == "public":
             return None
         identity = peer_identity(ssl_object)
+        if spec.access == "agent":  # a manager asking this node's agent (logs): any node may serve it
+            if identity is None or identity.role != "manager" or identity.cluster_id != self.node.cluster_id:
+                raise Unauthorized("a manager certificate of this swarm is required")
+            return identity.node_id
         if identity is None:
             raise Unauthorized("a node certificate of this swarm is required")
         if identity.cluster_id != self.node.cluster_id:

@@ -14,6 +14,7 @@ import time
 from swarmctl.errors import Unauthorized, Unavailable
 from swarmctl.manager.writes import commit
 from swarmctl.state.raft import RaftStore
+from swarmctl.state.records import can_move, is_terminal, new_id
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +28,44 @@ class Dispatcher:
         self._last_seen: dict[str, float] = {}
         self._task: asyncio.Task | None = None
         self._since = time.monotonic()
+        self._epoch = ""
+        self._versions: dict[str, int] = {}
+        self._waiters: dict[str, asyncio.Event] = {}
+        self._cancel_watch = None
 
     # ---- life --------------------------------------------------------------------------------
     def start(self) -> None:
         self._since = time.monotonic()
         self._last_seen.clear()
+        self._epoch = new_id(8)  # assignment versions restart with every leadership term
+        self._versions.clear()
+        loop = asyncio.get_running_loop()
+
+        def on_events(_index, events):
+            if any(e[0] == "reset" for e in events):
+                touched = None
+            else:
+                touched = {e[3].get("node_id") for e in events if e[1] == "task" and e[3] is not None}
+                if not touched:
+                    return
+            loop.call_soon_threadsafe(self._bump, touched)
+        self._cancel_watch = self.store.machine.watch(on_events)
         self._task = asyncio.create_task(self._watch_down(), name="dispatcher")
 
+    def _bump(self, node_ids) -> None:
+        for node_id in (node_ids if node_ids is not None else list(self._waiters) + list(self._versions)):
+            self._versions[node_id] = self._versions.get(node_id, 0) + 1
+            waiter = self._waiters.pop(node_id, None)
+            if waiter is not None:
+                waiter.set()
+
     async def stop(self) -> None:
+        if self._cancel_watch:
+            self._cancel_watch()
+            self._cancel_watch = None
+        for waiter in self._waiters.values():
+            waiter.set()
+        self._waiters.clear()
         if self._task:
             self._task.cancel()
             try:
@@ -70,8 +101,43 @@ class Dispatcher:
             node = self.store.machine.get("node", node_id) or node
         return node
 
-    def forget(self, node_id: str) -> None:
-        self._last_seen.pop(node_id, None)
+    # ---- assignments -------------------------------------------------------------------------
+    def _token(self, node_id: str) -> str:
+        return f"{self._epoch}:{self._versions.get(node_id, 0)}"
+
+    async def assignments(self, node_id: str, since: str | None, wait: float) -> dict:
+        """The node's tasks; with `since` equal to the current version, wait (long-poll) for a change."""
+        if self.store.machine.get("node", node_id) is None:
+            raise Unauthorized(f"node {node_id} is not part of this swarm")
+        if since == self._token(node_id) and wait > 0:
+            waiter = self._waiters.setdefault(node_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(waiter.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+        token = self._token(node_id)
+        tasks = [t for t in self.store.machine.find("task", "node_id", node_id)
+                 if t["status"]["state"] != "pending"
+                 and (t["desired_state"] == "running" or not is_terminal(t["status"]["state"]))]
+        return {"version": token, "tasks": tasks}
+
+    async def update_status(self, node_id: str, updates: list[dict]) -> int:
+        """Apply a node's batch of task state changes; only forward moves of its own tasks count."""
+        ops = []
+        now = time.time()
+        for update in updates:
+            task = self.store.machine.get("task", update["task_id"])
+            if task is None or task.get("node_id") != node_id or not can_move(task["status"]["state"], update["state"]):
+                continue
+            sets = [(["status", "state"], update["state"]), (["status", "timestamp"], now),
+                    (["status", "message"], update.get("message") or update["state"])]
+            for key in ("err", "container_id", "exit_code"):
+                if update.get(key) is not None:
+                    sets.append((["status", key], update[key]))
+            ops.append({"op": "patch", "kind": "task", "id": task["id"], "missing_ok": True, "set": sets})
+        if ops:
+            await commit(self.store, ops)
+        return len(ops)
 
     # ---- down detection ----------------------------------------------------------------------
     def _expired(self, node: dict, now: float) -> bool:

@@ -1,6 +1,6 @@
 """A manager: its Raft replica plus the components that run while it leads.
 
-Leader-only components (today the dispatcher; later the orchestrator and scheduler) are started
+Leader-only components (dispatcher, orchestrator, scheduler) are started
 when this replica becomes leader and stopped when it loses leadership, so exactly one set of
 reconcilers writes to the store at a time.
 """
@@ -12,6 +12,8 @@ import logging
 
 from swarmctl.manager.dispatcher import Dispatcher
 from swarmctl.manager.membership import Membership
+from swarmctl.manager.orchestrator import Orchestrator
+from swarmctl.manager.scheduler.scheduler import Scheduler
 from swarmctl.state.raft import RaftStore
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,8 @@ class Manager:
         self.store = store
         self.membership = Membership(store)
         self.dispatcher = Dispatcher(store, heartbeat_period)
+        self.orchestrator = Orchestrator(store)
+        self.scheduler = Scheduler(store)
         self._leading = False
         self._watch: asyncio.Task | None = None
 
@@ -49,6 +53,8 @@ class Manager:
                 log.info("became leader: starting leader components")
                 self._leading = True
                 self.dispatcher.start()
+                self.orchestrator.start()
+                self.scheduler.start()
             elif not leader and self._leading:
                 log.info("lost leadership: stopping leader components")
                 await self._stop_leading()
@@ -57,4 +63,6 @@ class Manager:
     async def _stop_leading(self) -> None:
         if self._leading:
             self._leading = False
+            await self.scheduler.stop()
+            await self.orchestrator.stop()
             await self.dispatcher.stop()

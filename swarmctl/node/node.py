@@ -15,6 +15,7 @@ import socket
 import stat
 
 from swarmctl.agent.session import Session
+from swarmctl.agent.worker import Worker
 from swarmctl.api.peer import PeerClient, PeerUnreachable
 from swarmctl.api.server import APIServer
 from swarmctl.errors import (ALREADY_IN_SWARM_MESSAGE, APIError, BadRequest, Conflict, Forbidden,
@@ -68,6 +69,7 @@ class Node:
         self.store: RaftStore | None = None
         self.manager: Manager | None = None
         self.session: Session | None = None
+        self.worker: Worker | None = None
         self.peer: PeerClient | None = None
         self.api = APIServer(self)
         self._listen_sock: socket.socket | None = None
@@ -156,12 +158,17 @@ class Node:
         self.session = Session(lambda: self.peer, managers, self.config.heartbeat_period, self._describe,
                                self._on_heartbeat_answer, self._on_removed)
         self.session.start()
+        self.worker = Worker(self.node_id, self._make_runtime, self.session.call)
+        self.worker.start()
 
     async def _deactivate(self) -> None:
         for task in (self._role_change, self._members_saver):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
         self._members_saver = None
+        if self.worker is not None:
+            await self.worker.stop()
+            self.worker = None
         if self.session is not None:
             await self.session.stop()
             self.session = None
@@ -192,6 +199,10 @@ class Node:
                 self.data.save_raft(secret, members)
                 saved = members
             await asyncio.sleep(1.0)
+
+    def _make_runtime(self):
+        from swarmctl.runtime import make_runtime  # the Docker SDK loads only once tasks arrive
+        return make_runtime(self.config.docker_host)
 
     def _make_peer(self) -> None:
         context = tls.client_context(self.data.ca_file, self.data.cert_file, self.data.key_file)

@@ -160,6 +160,8 @@ class StateMachine:
                 raise WriteError(f"unknown record kind {kind!r}")
             old = current(kind, record_id)
             if "if_version" in op and (old or {}).get("version") != op["if_version"]:
+                if op.get("soft"):  # a reconciler's decision made on stale data: drop just this op
+                    continue
                 raise WriteError(f"{kind} {record_id} was changed concurrently")
             if action in ("create", "put"):
                 if action == "create" and old is not None:

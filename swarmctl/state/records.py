@@ -67,3 +67,60 @@ def public_cluster(cluster: dict) -> dict:
         "spec": cluster["spec"],
         "root_ca": {"cert": cluster["root_ca"]["cert"], "digest": cluster["root_ca"]["digest"]},
     }
+
+
+# ---- services and tasks ---------------------------------------------------------------------
+MODES = ("replicated", "global")
+STRATEGIES = ("spread", "binpack", "random")
+RESTART_CONDITIONS = ("none", "on-failure", "any")
+
+# Task states only move forward; everything from "complete" on is final.
+TASK_STATES = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running",
+               "complete", "shutdown", "failed", "rejected", "orphaned")
+_STATE_INDEX = {state: i for i, state in enumerate(TASK_STATES)}
+TERMINAL_FROM = _STATE_INDEX["complete"]
+
+
+def state_index(state: str) -> int:
+    return _STATE_INDEX[state]
+
+
+def is_terminal(state: str) -> bool:
+    return _STATE_INDEX[state] >= TERMINAL_FROM
+
+
+def can_move(current: str, new: str) -> bool:
+    """Forward only, and nothing leaves a final state."""
+    return not is_terminal(current) and _STATE_INDEX[new] > _STATE_INDEX[current]
+
+
+def default_task_spec() -> dict:
+    return {
+        "image": None, "command": None, "args": None, "env": {}, "network_mode": "host",
+        "resources": {"reservations": {"cpus": 0.0, "memory": 0}, "limits": {"cpus": 0.0, "memory": 0}},
+        "restart_policy": {"condition": "any", "delay": 5.0, "max_attempts": 0, "window": 0.0},
+        "placement": {"constraints": [], "max_replicas_per_node": 0, "strategy": None},
+        "stop_grace_period": 10.0, "force_update": 0,
+    }
+
+
+def new_task(service: dict, slot: int | None, node_id: str | None, ts: float) -> dict:
+    """A task for one slot (replicated) or one node (global), created pending for the scheduler."""
+    spec = service["spec"]
+    return {
+        "id": new_id(),
+        "service_id": service["id"],
+        "service_name": spec["name"],
+        "slot": slot,
+        "node_id": node_id,
+        "spec": spec["task"],
+        "spec_version": service["spec_version"],
+        "desired_state": "running",
+        "status": {"state": "pending", "message": "pending task scheduling", "err": "", "timestamp": ts,
+                   "container_id": None, "exit_code": None},
+    }
+
+
+def task_name(task: dict) -> str:
+    suffix = task["slot"] if task["slot"] is not None else task["node_id"]
+    return f"{task['service_name']}.{suffix}"

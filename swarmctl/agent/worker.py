@@ -1,0 +1,263 @@
+"""The worker: makes the node's containers match the tasks a manager assigned to it.
+
+It long-polls its assignments, compares them with what the runtime runs (containers carry
+the node, service, task and slot ids as labels), starts what is missing, stops what should
+stop, removes containers no task claims, and reports state changes back in batches. After a
+restart it adopts the containers it already runs instead of starting them again. Nothing here
+knows Docker: only the runtime interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Awaitable, Callable
+
+from swarmctl.runtime.base import ContainerSpec, ContainerState, ImageNotFound, Runtime, RuntimeFailure
+from swarmctl.state.records import can_move, is_terminal, state_index, task_name
+
+log = logging.getLogger(__name__)
+
+LABEL_NODE = "swarmctl.node.id"
+LABEL_SERVICE = "swarmctl.service.id"
+LABEL_SERVICE_NAME = "swarmctl.service.name"
+LABEL_TASK = "swarmctl.task.id"
+LABEL_SLOT = "swarmctl.task.slot"
+
+Call = Callable[..., Awaitable[dict]]
+
+
+def container_spec(task: dict, node_id: str) -> ContainerSpec:
+    spec = task["spec"]
+    limits = spec["resources"]["limits"]
+    labels = {LABEL_NODE: node_id, LABEL_SERVICE: task["service_id"], LABEL_SERVICE_NAME: task["service_name"],
+              LABEL_TASK: task["id"], LABEL_SLOT: str(task["slot"] if task["slot"] is not None else "")}
+    return ContainerSpec(name=f"{task_name(task)}.{task['id']}", image=spec["image"], command=spec.get("command"),
+                         args=spec.get("args"), env=dict(spec.get("env") or {}), labels=labels,
+                         cpu_limit=limits.get("cpus") or None, memory_limit=int(limits.get("memory") or 0) or None,
+                         network_mode=spec.get("network_mode") or "host")
+
+
+class Worker:
+    def __init__(self, node_id: str, runtime_factory: Callable[[], Runtime], call: Call, poll_wait: float = 3.0):
+        self.node_id = node_id
+        self._runtime_factory = runtime_factory
+        self._runtime: Runtime | None = None
+        self._call = call
+        self._poll_wait = poll_wait
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="runtime")
+        self.assigned: dict[str, dict] = {}
+        self._have_assignments = False
+        self._reported: dict[str, str] = {}
+        self._outbox: dict[str, dict] = {}
+        self._busy: set[str] = set()
+        self._wake = asyncio.Event()
+        self._flush = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    # ---- life --------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._poll_loop(), name="assignments"),
+                       asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+                       asyncio.create_task(self._report_loop(), name="reports")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._runtime is not None:
+            self._runtime.close()
+
+    async def _run(self, fn, *args):
+        if self._runtime is None:
+            self._runtime = self._runtime_factory()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = self._runtime_factory()
+        return self._runtime
+
+    # ---- assignments -------------------------------------------------------------------------
+    async def _poll_loop(self) -> None:
+        since = None
+        while True:
+            try:
+                answer = await self._call("POST", "/v1/session/assignments", {"since": since, "wait": self._poll_wait},
+                                          timeout=self._poll_wait + 8)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("fetching assignments failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            since = answer["version"]
+            self.assigned = {t["id"]: t for t in answer["tasks"]}
+            self._have_assignments = True
+            self._wake.set()
+
+    # ---- reconciliation ----------------------------------------------------------------------
+    async def _reconcile_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            if not self._have_assignments:
+                continue
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except RuntimeFailure as exc:
+                log.warning("container runtime: %s", exc)
+                for task in self.assigned.values():
+                    if task["desired_state"] == "running" and state_index(self._state(task)) < state_index("running"):
+                        self._report(task, "rejected", err=str(exc), message="container runtime unavailable")
+                await asyncio.sleep(1.0)
+            except Exception:
+                log.exception("reconcile failed")
+                await asyncio.sleep(1.0)
+
+    def _state(self, task: dict) -> str:
+        reported = self._reported.get(task["id"])
+        current = task["status"]["state"]
+        if reported and state_index(reported) > state_index(current):
+            return reported
+        return current
+
+    async def reconcile(self) -> None:
+        containers = await self._run(self.runtime.list, {LABEL_NODE: self.node_id})
+        by_task: dict[str, ContainerState] = {}
+        for c in containers:
+            by_task.setdefault(c.labels.get(LABEL_TASK, ""), c)
+        for task in list(self.assigned.values()):
+            if task["id"] not in self._busy:
+                self._reconcile_task(task, by_task.get(task["id"]))
+        for task_id, container in by_task.items():
+            if task_id not in self.assigned and task_id not in self._busy:
+                self._spawn(task_id, self._remove(container))
+        for task_id in list(self._reported):
+            if task_id not in self.assigned and task_id not in by_task:
+                self._reported.pop(task_id, None)
+
+    def _reconcile_task(self, task: dict, container: ContainerState | None) -> None:
+        state = self._state(task)
+        if task["desired_state"] != "running":
+            if not is_terminal(state):
+                self._spawn(task["id"], self._shutdown(task, container))
+            return
+        if is_terminal(state):
+            return
+        if container is None:
+            if state_index(state) >= state_index("running"):
+                self._report(task, "failed", err="container disappeared", message="container disappeared")
+            else:
+                self._spawn(task["id"], self._start(task))
+            return
+        if container.running:
+            if state_index(state) < state_index("running"):
+                self._report(task, "running", container_id=container.id, message="started")
+        elif container.status in ("exited", "dead"):
+            self._report_exit(task, container)
+        elif container.status == "created":
+            self._spawn(task["id"], self._start(task, container.id))
+
+    def _report_exit(self, task: dict, container: ContainerState) -> None:
+        if container.exit_code == 0:
+            self._report(task, "complete", exit_code=0, container_id=container.id, message="finished")
+        else:
+            err = container.error or f"task: non-zero exit ({container.exit_code})"
+            self._report(task, "failed", exit_code=container.exit_code, err=err, container_id=container.id,
+                         message="failed")
+
+    def _spawn(self, task_id: str, coro) -> None:
+        self._busy.add(task_id)
+
+        async def run():
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("task %s: runtime action failed", task_id)
+            finally:
+                self._busy.discard(task_id)
+        asyncio.create_task(run())
+
+    async def _start(self, task: dict, container_id: str | None = None) -> None:
+        self._report(task, "preparing", message="preparing")
+        try:
+            if container_id is None:
+                container_id = await self._run(self.runtime.create, container_spec(task, self.node_id))
+            self._report(task, "starting", container_id=container_id, message="starting")
+            await self._run(self.runtime.start, container_id)
+        except ImageNotFound as exc:
+            self._report(task, "rejected", err=str(exc), message="image not found")
+            return
+        except RuntimeFailure as exc:
+            self._report(task, "failed", err=str(exc), message="starting the container failed")
+            return
+        current = self.assigned.get(task["id"], task)
+        if current["desired_state"] == "running":
+            self._report(task, "running", container_id=container_id, message="started")
+        self._wake.set()
+
+    async def _shutdown(self, task: dict, container: ContainerState | None) -> None:
+        if container is not None:
+            grace = float(task["spec"].get("stop_grace_period") or 0)
+            try:
+                if container.running:
+                    await self._run(self.runtime.stop, container.id, grace)
+                await self._run(self.runtime.remove, container.id, True)
+            except RuntimeFailure as exc:
+                log.warning("task %s: stopping its container failed: %s", task["id"], exc)
+        self._report(task, "shutdown", message="shutdown")
+
+    async def _remove(self, container: ContainerState) -> None:
+        try:
+            await self._run(self.runtime.remove, container.id, True)
+        except RuntimeFailure as exc:
+            log.warning("removing container %s failed: %s", container.id, exc)
+
+    async def logs(self, task_id: str, tail: int | None = None) -> list[str]:
+        containers = await self._run(self.runtime.list, {LABEL_NODE: self.node_id, LABEL_TASK: task_id})
+        if not containers:
+            return []
+        return await self._run(self.runtime.logs, containers[0].id, tail)
+
+    # ---- reports -----------------------------------------------------------------------------
+    def _report(self, task: dict, state: str, **fields) -> None:
+        if not can_move(self._state(task), state):
+            return
+        self._reported[task["id"]] = state
+        self._outbox[task["id"]] = {"task_id": task["id"], "state": state, **fields}
+        self._flush.set()
+
+    async def _report_loop(self) -> None:
+        while True:
+            await self._flush.wait()
+            await asyncio.sleep(0.02)  # gather a burst of state changes into one report
+            self._flush.clear()
+            batch, self._outbox = self._outbox, {}
+            if not batch:
+                continue
+            try:
+                await self._call("POST", "/v1/session/status", {"updates": list(batch.values())}, timeout=10)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("reporting task states failed (will retry): %s", exc)
+                for task_id, update in batch.items():
+                    self._outbox.setdefault(task_id, update)
+                await asyncio.sleep(0.5)
+                self._flush.set()

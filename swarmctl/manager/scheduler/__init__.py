@@ -1,0 +1,1 @@
+"""The scheduler: filters, strategies, and the leader-only component that assigns pending tasks."""
