@@ -229,6 +229,9 @@ class Worker:
         except RuntimeFailure as exc:
             log.warning("removing container %s failed: %s", container.id, exc)
 
+    async def has_image(self, image: str) -> bool:
+        return bool(image) and await self._run(self.runtime.has_image, image)
+
     async def logs(self, task_id: str, tail: int | None = None) -> list[str]:
         containers = await self._run(self.runtime.list, {LABEL_NODE: self.node_id, LABEL_TASK: task_id})
         if not containers:

@@ -61,3 +61,12 @@ async def task_logs(ctx):
         raise NotFound("this node runs no tasks")
     tail = ctx.request.query.get("tail")
     return {"lines": await worker.logs(ctx.request.match_info["task_id"], int(tail) if tail else None)}
+
+
+@route("GET", "/v1/agent/images", "agent")
+async def has_image(ctx):
+    """Whether this node's engine has an image (managers check before accepting a service)."""
+    worker = ctx.node.worker
+    if worker is None:
+        raise NotFound("this node runs no tasks")
+    return {"present": await worker.has_image(ctx.request.query.get("name", ""))}

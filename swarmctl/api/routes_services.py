@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import quote
 
 from swarmctl.api.peer import PeerUnreachable
 from swarmctl.api.schemas import ScaleRequest, ServiceCreateRequest, ServiceUpdateRequest, SwarmUpdateRequest
 from swarmctl.api.server import route
-from swarmctl.errors import APIError, NotFound
+from swarmctl.errors import APIError, BadRequest
 from swarmctl.manager import services
 from swarmctl.manager.writes import commit
 from swarmctl.state.records import task_name
@@ -15,6 +16,27 @@ from swarmctl.state.records import task_name
 
 def _body(model) -> dict:
     return model.model_dump(exclude_none=True)
+
+
+async def check_image(ctx, image: str | None) -> None:
+    """Refuse an image that no ready node has: swarmctl never pulls, so such a task could never run."""
+    if not image:
+        return
+    nodes = [n for n in ctx.store.machine.list("node") if n["status"]["state"] == "ready"]
+
+    async def ask(node):
+        try:
+            answer = await ctx.node.peer.call(node["description"]["addrs"]["manager"], "GET",
+                                              f"/v1/agent/images?name={quote(image, safe='')}", timeout=3)
+            return bool(answer.get("present"))
+        except (PeerUnreachable, APIError):
+            return None
+    answers = await asyncio.gather(*(ask(n) for n in nodes))
+    if any(a is True for a in answers):
+        return
+    if any(a is False for a in answers):
+        raise BadRequest(f"image {image} not found on any node: swarmctl does not pull images, "
+                         "load it into the nodes' engines first (docker load / docker import)")
 
 
 @route("GET", "/v1/services", "cluster")
@@ -25,6 +47,7 @@ async def list_services(ctx):
 
 @route("POST", "/v1/services", "cluster", leader=True, body=ServiceCreateRequest)
 async def create_service(ctx):
+    await check_image(ctx, ctx.body.task.image)
     return await services.create(ctx.store, _body(ctx.body), request_id=ctx.request_id)
 
 
@@ -35,6 +58,8 @@ async def inspect_service(ctx):
 
 @route("POST", "/v1/services/{ref}/update", "cluster", leader=True, body=ServiceUpdateRequest)
 async def update_service(ctx):
+    if ctx.body.task is not None and ctx.body.task.image:
+        await check_image(ctx, ctx.body.task.image)
     return await services.update(ctx.store, ctx.request.match_info["ref"], _body(ctx.body), request_id=ctx.request_id)
 
 

@@ -20,13 +20,15 @@ def _daemon_parser(sub) -> None:
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="node engine label")
     p.add_argument("--docker-host", help="Docker engine URL (default: the local engine)")
     p.add_argument("--heartbeat-period", type=float, default=5.0, metavar="SECONDS")
+    p.add_argument("--resources", metavar="cpus=N,memory=BYTES",
+                   help="what this node offers to tasks (default: the machine's cpus and memory)")
     p.add_argument("--log-level", default=os.environ.get("SWARMCTL_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_run_daemon, local=True)
 
 
 def _run_daemon(_client, args) -> int:
-    from swarmctl.node.config import ConfigError, DaemonConfig, parse_label
+    from swarmctl.node.config import ConfigError, DaemonConfig, parse_label, parse_resources
     from swarmctl.node.daemon import run
     try:
         labels = dict(parse_label(item) for item in args.label)
@@ -37,6 +39,11 @@ def _run_daemon(_client, args) -> int:
                           heartbeat_period=args.heartbeat_period)
     if args.hostname:
         config.hostname = args.hostname
+    if args.resources:
+        try:
+            config.resources = parse_resources(args.resources, config.resources)
+        except ConfigError as exc:
+            raise CLIError(str(exc)) from None
     return run(config, args.log_level)
 
 

@@ -56,6 +56,31 @@ def parse_label(text: str) -> tuple[str, str]:
     return key, value
 
 
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
+
+
+def parse_resources(text: str, defaults: dict) -> dict:
+    """'cpus=2,memory=4G' -> {"cpus": 2.0, "memory": 4294967296.0}; missing keys keep the defaults."""
+    out = dict(defaults)
+    for part in text.split(","):
+        key, sep, value = part.strip().partition("=")
+        value = value.strip().lower()
+        try:
+            if key == "cpus" and sep:
+                out["cpus"] = float(value)
+            elif key == "memory" and sep:
+                unit = value[-1] if value and value[-1] in _UNITS else ""
+                out["memory"] = float(value[:-1] if unit else value) * _UNITS[unit]
+            else:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"invalid --resources {text!r}: expected cpus=N,memory=BYTES (e.g. cpus=2,memory=4G)") \
+                from None
+        if out[key] < 0:
+            raise ConfigError(f"invalid --resources {text!r}: {key} must be >= 0")
+    return out
+
+
 def machine_resources() -> dict:
     memory = 0
     try:

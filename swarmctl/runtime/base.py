@@ -76,6 +76,10 @@ class Runtime(abc.ABC):
         """Engine version information; raises EngineUnavailable if the engine does not answer."""
 
     @abc.abstractmethod
+    def has_image(self, image: str) -> bool:
+        """Whether the image is present locally (images are never pulled)."""
+
+    @abc.abstractmethod
     def create(self, spec: ContainerSpec) -> str:
         """Create (not start) a container and return its id.
 

@@ -187,6 +187,15 @@ class DockerRuntime(Runtime):
         with self._errors():
             return client.version(api_version=False)
 
+    def has_image(self, image: str) -> bool:
+        client = self._client()
+        try:
+            with self._errors(not_found=ImageNotFound):
+                client.inspect_image(image)
+        except ImageNotFound:
+            return False
+        return True
+
     def create(self, spec: ContainerSpec) -> str:
         client = self._client()
         with self._errors(not_found=ImageNotFound):

@@ -132,22 +132,25 @@ class Daemon:
 
 
 class Cluster:
-    def __init__(self, root: str, heartbeat: float = 0.5):
+    def __init__(self, root: str, heartbeat: float = 0.5, docker_host: str | None = None):
         self.root = root
         self.heartbeat = heartbeat
+        self.docker_host = docker_host
         self.daemons: dict[int, Daemon] = {}
 
     def daemon(self, index: int, start: bool = True, **kwargs) -> Daemon:
+        if self.docker_host:
+            kwargs["extra_args"] = ["--docker-host", self.docker_host] + list(kwargs.get("extra_args", []))
         d = Daemon(index, self.root, heartbeat=self.heartbeat, **kwargs)
         self.daemons[index] = d
         if start:
             d.start()
         return d
 
-    def form(self, managers: int = 3, workers: int = 2) -> tuple[list[Daemon], list[Daemon]]:
+    def form(self, managers: int = 3, workers: int = 2, **daemon_kwargs) -> tuple[list[Daemon], list[Daemon]]:
         """init on node1, then join managers and workers; returns (managers, workers)."""
         total = managers + workers
-        nodes = [self.daemon(i) for i in range(1, total + 1)]
+        nodes = [self.daemon(i, **daemon_kwargs) for i in range(1, total + 1)]
         first = nodes[0]
         check(first.cli("swarm", "init", "--advertise-addr", first.ip))
         manager_token = check(first.cli("swarm", "join-token", "-q", "manager")).out.strip()
@@ -157,6 +160,14 @@ class Cluster:
         for d in nodes[managers:]:
             check(d.cli("swarm", "join", "--token", worker_token, first.addr))
         return nodes[:managers], nodes[managers:]
+
+    def join(self, index: int, role: str = "worker", **daemon_kwargs) -> Daemon:
+        """Start one more daemon and join it through node1."""
+        first = self.daemons[1]
+        token = check(first.cli("swarm", "join-token", "-q", role)).out.strip()
+        d = self.daemon(index, **daemon_kwargs)
+        check(d.cli("swarm", "join", "--token", token, first.addr))
+        return d
 
     def stop_all(self) -> None:
         for d in self.daemons.values():
