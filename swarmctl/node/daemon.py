@@ -11,6 +11,19 @@ from swarmctl.node.config import ConfigError, DaemonConfig
 from swarmctl.node.node import Node, StartupError
 
 
+class _ResentEntries(logging.Filter):
+    """pysyncobj logs a resent batch of identical, already-applied entries as critical; it is not.
+
+    With appendEntriesUseBatch=False the leader may send the same entries twice; the follower
+    truncates and re-adds them unchanged and applies nothing twice. Keep the message, at debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.CRITICAL and "truncating already-applied" in record.getMessage():
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
 async def _serve(config: DaemonConfig) -> int:
     node = Node(config)
     try:
@@ -33,6 +46,7 @@ def run(config: DaemonConfig, log_level: str = "info") -> int:
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("pysyncobj.syncobj").addFilter(_ResentEntries())
     try:
         config.validate()
     except ConfigError as exc:

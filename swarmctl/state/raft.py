@@ -24,7 +24,7 @@ from swarmctl.state.machine import StateMachine
 
 
 # Group commit: how long a write waits for company, and how many Raft entries may be in flight.
-GROUP_WINDOW = 0.001
+GROUP_WINDOW = 0.0
 MAX_INFLIGHT = 1
 
 
