@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from swarmctl.cli import service_cmds
 from swarmctl.cli.output import print_json
 
 
@@ -35,6 +36,7 @@ def add_parsers(sub) -> None:
     p = swarm.add_parser("inspect", help="show the swarm's settings")
     p.add_argument("--format", choices=["json"], default="json")
     p.set_defaults(func=inspect)
+    service_cmds.add_swarm_update_parser(swarm)
 
 
 def init(client, args) -> int:

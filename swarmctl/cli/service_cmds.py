@@ -1,0 +1,763 @@
+"""`swarmctl service ...`: create, ls, ps, inspect, scale, update, rm, logs; and `swarmctl swarm update`.
+
+Standard library only (the CLI must start fast). The request bodies, the tables and the decision of the
+convergence wait are pure functions of their inputs so they can be tested without a daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import sys
+import time
+from urllib.parse import quote
+
+from swarmctl.cli.client import CLIError, DaemonError
+from swarmctl.cli.output import print_json, print_table
+from swarmctl.cli.units import (UnitError, human_age, parse_bytes, parse_cpus, parse_duration, parse_int, parse_key,
+                                parse_kv)
+
+MODES = ("replicated", "global")
+STRATEGIES = ("spread", "binpack", "random")
+RESTART_CONDITIONS = ("none", "on-failure", "any")
+NETWORK_MODES = ("host", "none")
+
+POLL_INTERVAL = 0.1          # seconds between progress polls
+DEFAULT_TIMEOUT = 120.0      # seconds before the wait gives up
+PENDING_GRACE = 3.0          # a task unschedulable for longer than this fails the wait
+GLOBAL_SETTLE = 1.0          # a global service showing 0 tasks is accepted only after this long
+FAILURE_MARGIN = 2           # more than desired + this many failed tasks fails the wait
+FAILED_LIST_CAP = 5          # the progress route lists at most this many failures
+MAX_ERROR_WIDTH = 30         # Docker truncates the ERROR column of `service ps` to this width
+
+WAIT_EPILOG = ("Without --detach the command waits until every task of the service runs (printing "
+               "'overall progress: N out of M tasks' on change). It fails (exit 1) when tasks of the new spec "
+               "failed more than replicas+2 times, when a task cannot be scheduled ('no suitable node') for more "
+               "than 3 s, or after --timeout; the service itself stays created/updated and the swarm keeps "
+               "working on it.")
+
+
+def _ref(ref: str) -> str:
+    return quote(ref, safe="")
+
+
+# ==== parsers ===================================================================================
+def add_parsers(sub) -> None:
+    service = sub.add_parser("service", help="manage services",
+                             description="Manage services: replicated or global groups of tasks (containers).")
+    actions = service.add_subparsers(dest="action", required=True, metavar="COMMAND")
+
+    p = actions.add_parser("create", help="create a new service", epilog=WAIT_EPILOG,
+                           description="Create a service running IMAGE; COMMAND and ARGs become the task's "
+                                       "arguments (Docker's CMD). Options must come before IMAGE. Prints the "
+                                       "service id.")
+    p.add_argument("--name", help="service name (default: a generated adjective_name)")
+    p.add_argument("--mode", choices=MODES, default="replicated",
+                   help="replicated: --replicas tasks; global: one task on every eligible node (default %(default)s)")
+    p.add_argument("--replicas", metavar="N", help="number of tasks of a replicated service (default 1)")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="set an environment variable (repeatable)")
+    p.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a service label (repeatable)")
+    p.add_argument("--constraint", action="append", default=[], metavar="EXPR",
+                   help="placement constraint, e.g. node.role==worker or node.labels.zone!=a (repeatable)")
+    _add_task_options(p)
+    p.add_argument("--format", choices=["json"],
+                   help="print the created service as JSON (like inspect) instead of its id; no progress output")
+    p.add_argument("image", metavar="IMAGE", help="image of the tasks")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]",
+                   help="command and arguments for the image (task args)")
+    p.set_defaults(func=create)
+
+    p = actions.add_parser("ls", help="list services")
+    p.add_argument("-q", "--quiet", action="store_true", help="only display IDs")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
+    p.set_defaults(func=ls)
+
+    p = actions.add_parser("ps", help="list the tasks of one or more services",
+                           description="List the tasks of services, newest task of each slot first; earlier "
+                                       "tasks of the same slot (history) follow with a ' \\_ ' prefix.")
+    p.add_argument("-q", "--quiet", action="store_true", help="only display task IDs")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate IDs and errors")
+    p.add_argument("services", nargs="+", metavar="SERVICE", help="service name, id or unique id prefix")
+    p.set_defaults(func=ps)
+
+    p = actions.add_parser("inspect", help="show services as JSON",
+                           description="Show services as JSON: one SERVICE prints an object, several print "
+                                       "an array (unknown ones are reported on stderr, exit 1).")
+    p.add_argument("--format", choices=["json"], default="json", help="output format (only json)")
+    p.add_argument("services", nargs="+", metavar="SERVICE")
+    p.set_defaults(func=inspect)
+
+    p = actions.add_parser("scale", help="scale one or more replicated services", epilog=WAIT_EPILOG,
+                           description="Set the number of replicas: swarmctl service scale web=3 api=2")
+    p.add_argument("-d", "--detach", action="store_true", help="do not wait for the services to converge")
+    p.add_argument("--timeout", metavar="DURATION", default=None,
+                   help=f"give up waiting after this long (default {int(DEFAULT_TIMEOUT)}s)")
+    p.add_argument("scales", nargs="+", metavar="SERVICE=REPLICAS")
+    p.set_defaults(func=scale)
+
+    p = actions.add_parser("update", help="update a service", epilog=WAIT_EPILOG,
+                           description="Change a service; only the given settings change. Prints the "
+                                       "service name.")
+    p.add_argument("--replicas", metavar="N", help="number of tasks (replicated services)")
+    p.add_argument("--image", help="new image")
+    p.add_argument("--args", dest="task_args", metavar="\"CMD ARG...\"",
+                   help="new task arguments, one shell-quoted string ('' resets to the image's)")
+    p.add_argument("--env-add", action="append", default=[], metavar="KEY=VALUE",
+                   help="add or change an environment variable (repeatable)")
+    p.add_argument("--env-rm", action="append", default=[], metavar="KEY",
+                   help="remove an environment variable (repeatable)")
+    p.add_argument("--label-add", action="append", default=[], metavar="KEY=VALUE",
+                   help="add or change a service label (repeatable)")
+    p.add_argument("--label-rm", action="append", default=[], metavar="KEY", help="remove a service label")
+    p.add_argument("--constraint-add", action="append", default=[], metavar="EXPR",
+                   help="add a placement constraint (repeatable)")
+    p.add_argument("--constraint-rm", action="append", default=[], metavar="EXPR",
+                   help="remove a placement constraint (repeatable)")
+    _add_task_options(p)
+    p.add_argument("--force", action="store_true", help="replace the tasks even if nothing changed")
+    p.add_argument("service", metavar="SERVICE")
+    p.set_defaults(func=update)
+
+    p = actions.add_parser("rm", help="remove one or more services")
+    p.add_argument("services", nargs="+", metavar="SERVICE")
+    p.set_defaults(func=rm)
+
+    p = actions.add_parser("logs", help="show the output of a service's tasks",
+                           description="Print every line of every task as '<task> | <line>'. Tasks whose "
+                                       "logs cannot be fetched are reported on stderr; the command fails "
+                                       "only if no task's logs could be fetched.")
+    p.add_argument("-n", "--tail", default="all", metavar="N", help="lines from the end of each task (default all)")
+    p.add_argument("service", metavar="SERVICE")
+    p.set_defaults(func=logs)
+
+
+def _add_task_options(p) -> None:
+    """Options shared by create and update (all optional: unset means the server default / unchanged)."""
+    p.add_argument("--reserve-cpu", metavar="CPUS", help="CPUs reserved for each task (e.g. 0.5)")
+    p.add_argument("--reserve-memory", metavar="BYTES", help="memory reserved for each task (e.g. 128M)")
+    p.add_argument("--limit-cpu", metavar="CPUS", help="CPU limit of each task")
+    p.add_argument("--limit-memory", metavar="BYTES", help="memory limit of each task (e.g. 1G)")
+    p.add_argument("--restart-condition", choices=RESTART_CONDITIONS,
+                   help="when to restart a task that ended (server default: any)")
+    p.add_argument("--restart-max-attempts", metavar="N", help="restarts before giving up (0: unlimited)")
+    p.add_argument("--restart-delay", metavar="DURATION", help="wait between restarts (e.g. 5s)")
+    p.add_argument("--restart-window", metavar="DURATION", help="window in which restarts are counted (e.g. 1m)")
+    p.add_argument("--placement-strategy", choices=STRATEGIES,
+                   help="how the scheduler picks nodes (default: the swarm's default strategy)")
+    p.add_argument("--replicas-max-per-node", metavar="N", help="at most N tasks on one node (0: unlimited)")
+    p.add_argument("--stop-grace-period", metavar="DURATION", help="time to stop before killing (e.g. 10s)")
+    p.add_argument("--network", choices=NETWORK_MODES, help="network mode of the containers (server default: host)")
+    p.add_argument("--entrypoint", metavar="\"CMD ARG...\"",
+                   help="override the image's entrypoint (one shell-quoted string)")
+    p.add_argument("-d", "--detach", action="store_true", help="do not wait for the service to converge")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not print progress")
+    p.add_argument("--timeout", metavar="DURATION", default=None,
+                   help=f"give up waiting after this long (default {int(DEFAULT_TIMEOUT)}s)")
+
+
+def add_swarm_update_parser(swarm) -> None:
+    """`swarmctl swarm update`, registered from swarm_cmds.add_parsers."""
+    p = swarm.add_parser("update", help="change swarm-wide settings")
+    p.add_argument("--default-strategy", choices=STRATEGIES,
+                   help="placement strategy of services that do not set one")
+    p.set_defaults(func=swarm_update)
+
+
+def swarm_update(client, args) -> int:
+    body = {}
+    if args.default_strategy:
+        body["default_strategy"] = args.default_strategy
+    client.post("/v1/swarm/update", body)
+    print("Swarm updated.")
+    return 0
+
+
+# ==== request bodies (pure) =====================================================================
+def _split_words(text: str, what: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise UnitError(f"invalid {what} {text!r}: {exc}") from None
+
+
+def _check_constraint(expr: str) -> str:
+    expr = (expr or "").strip()
+    if "==" not in expr and "!=" not in expr:
+        raise UnitError(f"invalid constraint {expr!r}: expected KEY==VALUE or KEY!=VALUE")
+    return expr
+
+
+def _norm_constraint(expr: str) -> str:
+    return re.sub(r"\s*(==|!=)\s*", r"\1", (expr or "").strip())
+
+
+def task_options(args) -> dict:
+    """The task-spec fields set by the options shared by create and update; only the options given."""
+    task: dict = {}
+    resources: dict = {}
+    for kind, prefix in (("reservations", "reserve"), ("limits", "limit")):
+        cpu = getattr(args, f"{prefix}_cpu", None)
+        memory = getattr(args, f"{prefix}_memory", None)
+        if cpu is not None:
+            resources.setdefault(kind, {})["cpus"] = parse_cpus(cpu, f"--{prefix}-cpu")
+        if memory is not None:
+            resources.setdefault(kind, {})["memory"] = parse_bytes(memory, f"--{prefix}-memory")
+    if resources:
+        task["resources"] = resources
+    restart: dict = {}
+    if args.restart_condition:
+        restart["condition"] = args.restart_condition
+    if args.restart_max_attempts is not None:
+        restart["max_attempts"] = parse_int(args.restart_max_attempts, "--restart-max-attempts")
+    if args.restart_delay is not None:
+        restart["delay"] = parse_duration(args.restart_delay, "--restart-delay")
+    if args.restart_window is not None:
+        restart["window"] = parse_duration(args.restart_window, "--restart-window")
+    if restart:
+        task["restart_policy"] = restart
+    placement: dict = {}
+    if args.placement_strategy:
+        placement["strategy"] = args.placement_strategy
+    if args.replicas_max_per_node is not None:
+        placement["max_replicas_per_node"] = parse_int(args.replicas_max_per_node, "--replicas-max-per-node")
+    if placement:
+        task["placement"] = placement
+    if args.stop_grace_period is not None:
+        task["stop_grace_period"] = parse_duration(args.stop_grace_period, "--stop-grace-period")
+    if args.network:
+        task["network_mode"] = args.network
+    if args.entrypoint is not None:
+        task["command"] = _split_words(args.entrypoint, "--entrypoint")
+    return task
+
+
+def build_create_body(args, name: str | None = None) -> dict:
+    """The POST /v1/services body for parsed `service create` arguments; unset options are left out."""
+    name = name or args.name
+    if not name:
+        raise UnitError("a service name is required")
+    task = {"image": args.image}
+    if not args.image or not args.image.strip():
+        raise UnitError("an image is required")
+    if args.command:
+        task["args"] = list(args.command)
+    if args.env:
+        task["env"] = dict(parse_kv(item, "--env") for item in args.env)
+    task.update(task_options(args))
+    if task.get("command") == []:
+        del task["command"]  # --entrypoint "" on create: the image's own entrypoint
+    if args.constraint:
+        task.setdefault("placement", {})["constraints"] = [_check_constraint(c) for c in args.constraint]
+    body = {"name": name, "mode": args.mode, "labels": dict(parse_kv(item, "--label") for item in args.label),
+            "task": task}
+    if args.replicas is not None:
+        if args.mode == "global":
+            raise UnitError("--replicas can only be used with replicated mode")
+        body["replicas"] = parse_int(args.replicas, "--replicas")
+    return body
+
+
+def build_update_body(args, service: dict) -> dict:
+    """The POST /v1/services/{ref}/update body: the changed parts only, computed from the current service."""
+    spec = service["spec"]
+    old_task = spec.get("task") or {}
+    body: dict = {}
+    if args.replicas is not None:
+        if spec.get("mode") == "global":
+            raise UnitError("--replicas can only be used with replicated mode")
+        body["replicas"] = parse_int(args.replicas, "--replicas")
+    if args.label_add or args.label_rm:
+        labels = dict(spec.get("labels") or {})
+        labels.update(parse_kv(item, "--label-add") for item in args.label_add)  # Docker: add, then remove
+        for key in args.label_rm:
+            labels.pop(parse_key(key, "--label-rm"), None)
+        body["labels"] = labels
+    task = task_options(args)
+    if args.image is not None:
+        if not args.image.strip():
+            raise UnitError("invalid --image: empty")
+        task["image"] = args.image
+    if args.task_args is not None:
+        task["args"] = _split_words(args.task_args, "--args")
+    if args.env_add or args.env_rm:
+        env = dict(old_task.get("env") or {})
+        for key in args.env_rm:  # Docker: remove, then add
+            env.pop(parse_key(key, "--env-rm"), None)
+        env.update(parse_kv(item, "--env-add") for item in args.env_add)
+        task["env"] = env
+    if args.constraint_add or args.constraint_rm:
+        old = list((old_task.get("placement") or {}).get("constraints") or [])
+        added = [_check_constraint(c) for c in args.constraint_add]
+        removed = {_norm_constraint(c) for c in args.constraint_rm}
+        constraints, seen = [], set()
+        for expr in old + added:  # Docker: add, then remove
+            norm = _norm_constraint(expr)
+            if norm not in removed and norm not in seen:
+                seen.add(norm)
+                constraints.append(expr)
+        task.setdefault("placement", {})["constraints"] = constraints
+    if task:
+        body["task"] = task
+    body["force"] = bool(args.force)
+    return body
+
+
+def parse_scale_args(items: list[str]) -> list[tuple[str, int]]:
+    """["web=3", "api=0"] -> [("web", 3), ("api", 0)]; a repeated service keeps its last value."""
+    result: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not re.fullmatch(r"\d+", value.strip()):
+            raise UnitError(f"invalid scale specifier {item!r}: expected SERVICE=REPLICAS with REPLICAS a whole "
+                            "number >= 0, e.g. web=3")
+        result[name.strip()] = int(value.strip())
+    return list(result.items())
+
+
+_ADJECTIVES = ("admiring", "amazing", "blissful", "bold", "brave", "busy", "calm", "clever", "cool", "dazzling",
+               "eager", "ecstatic", "elastic", "epic", "festive", "focused", "friendly", "gallant", "gifted",
+               "happy", "hopeful", "jolly", "keen", "kind", "laughing", "loving", "lucid", "magical", "modest",
+               "nifty", "nostalgic", "optimistic", "peaceful", "practical", "quirky", "relaxed", "serene",
+               "sharp", "stoic", "sweet", "tender", "trusting", "upbeat", "vibrant", "wizardly", "zealous")
+_NAMES = ("agnesi", "babbage", "bardeen", "bell", "boole", "curie", "darwin", "dijkstra", "einstein", "euler",
+          "feynman", "franklin", "galileo", "gauss", "goldberg", "hamilton", "hodgkin", "hopper", "hypatia",
+          "johnson", "kepler", "knuth", "lamarr", "lamport", "liskov", "lovelace", "maxwell", "mccarthy",
+          "meitner", "noether", "pascal", "pasteur", "ritchie", "shannon", "tesla", "thompson", "torvalds",
+          "turing", "wilson", "wozniak", "yonath")
+
+
+def _pick(words: tuple) -> str:
+    return words[int.from_bytes(os.urandom(4), "big") % len(words)]
+
+
+def random_name() -> str:
+    """A Docker-style generated name such as "nostalgic_hopper"."""
+    return f"{_pick(_ADJECTIVES)}_{_pick(_NAMES)}"
+
+
+# ==== tables (pure) =============================================================================
+def _title(text: str | None) -> str:
+    return (text or "").capitalize()
+
+
+def ls_rows(services: list[dict]) -> list[list[str]]:
+    rows = []
+    for s in services:
+        spec = s["spec"]
+        status = s.get("replicas_status") or {}
+        replicas = f"{status.get('running', 0)}/{status.get('desired') or 0}"
+        per_node = ((spec.get("task") or {}).get("placement") or {}).get("max_replicas_per_node")
+        if per_node:
+            replicas += f" (max {per_node} per node)"
+        rows.append([s["id"][:12], spec["name"], spec.get("mode") or "", replicas,
+                     (spec.get("task") or {}).get("image") or ""])
+    return rows
+
+
+LS_HEADERS = ["ID", "NAME", "MODE", "REPLICAS", "IMAGE"]
+PS_HEADERS = ["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"]
+
+
+def _task_created(task: dict) -> float:
+    return task.get("created_at") or task["status"].get("timestamp") or 0
+
+
+def order_tasks(tasks: list[dict]) -> list[tuple[dict, bool]]:
+    """(task, is_history) in display order: per slot (or node, for global services), the live task first,
+    then older tasks newest first. Slots keep the order in which the server listed them."""
+    groups: dict[tuple, list[dict]] = {}
+    for t in tasks:
+        key = (t.get("service_id"), "slot", t["slot"]) if t.get("slot") is not None else \
+            (t.get("service_id"), "node", t.get("node_id"))
+        groups.setdefault(key, []).append(t)
+    out = []
+    for group in groups.values():
+        group.sort(key=lambda t: (t.get("desired_state") != "running", -_task_created(t)))
+        out.extend((t, i > 0) for i, t in enumerate(group))
+    return out
+
+
+def task_error(task: dict, trunc: bool = True) -> str:
+    """Docker's ERROR column: the task's err (or why a pending task cannot be scheduled), quoted."""
+    status = task.get("status") or {}
+    err = status.get("err") or ""
+    message = status.get("message") or ""
+    if not err and status.get("state") == "pending" and message.startswith("no suitable node"):
+        err = message
+    err = " ".join(err.split())  # one line
+    if trunc and len(err) > MAX_ERROR_WIDTH:
+        err = err[:MAX_ERROR_WIDTH - 1] + "…"
+    return f"\"{err}\"" if err else ""
+
+
+def current_state(task: dict, now: float) -> str:
+    status = task.get("status") or {}
+    state = _title(status.get("state"))
+    ts = status.get("timestamp")
+    if not ts:
+        return state
+    return f"{state} {human_age(now - ts).lower()} ago"
+
+
+def ps_rows(tasks: list[dict], now: float, no_trunc: bool = False) -> list[list[str]]:
+    rows = []
+    for task, history in order_tasks(tasks):
+        name = task.get("name") or f"{task.get('service_name')}.{task.get('slot') or task.get('node_id')}"
+        rows.append([task["id"] if no_trunc else task["id"][:12],
+                     (" \\_ " + name) if history else name,
+                     (task.get("spec") or {}).get("image") or "",
+                     task.get("node_name") or "",
+                     _title(task.get("desired_state")),
+                     current_state(task, now),
+                     task_error(task, trunc=not no_trunc)])
+    return rows
+
+
+# ==== convergence (pure decision) ===============================================================
+class Decision:
+    """state: "waiting", "converged" or "failed"; reason: why it failed."""
+
+    __slots__ = ("state", "reason")
+
+    def __init__(self, state: str, reason: str = ""):
+        self.state = state
+        self.reason = reason
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Decision) and (self.state, self.reason) == (other.state, other.reason)
+
+    def __repr__(self) -> str:
+        return f"Decision({self.state!r}, {self.reason!r})"
+
+
+WAITING = Decision("waiting")
+
+
+def failure_count(progress: dict) -> int:
+    """Failed tasks of the current spec in a progress answer; "failed_count" (exact, added by the CLI when the
+    server's list of failures is full) wins over the length of the capped list."""
+    if isinstance(progress.get("failed_count"), int):
+        return progress["failed_count"]
+    return len(progress.get("failed") or [])
+
+
+def progress_line(progress: dict) -> str:
+    return f"overall progress: {progress.get('running', 0)} out of {progress.get('desired') or 0} tasks"
+
+
+class ConvergenceTracker:
+    """Feed it progress answers (GET /v1/services/{ref}/progress) with their times; it decides when to stop.
+
+    - converged: running == desired and no task is pending with a reason (a global service showing 0 tasks only
+      after `settle` seconds, since the orchestrator creates its tasks after the create is committed);
+    - failed: more than desired + FAILURE_MARGIN failures beyond `baseline_failures` (failures that existed
+      before a scale); a task pending with "no suitable node" for more than `pending_grace` seconds;
+      with restart condition none, tasks that ended (they are never replaced) after a failure; the timeout.
+    `None` as progress means "no answer this time" (e.g. a 503 during a leader change): only the timeout counts.
+    """
+
+    def __init__(self, start: float, *, timeout: float = DEFAULT_TIMEOUT, baseline_failures: int = 0,
+                 global_mode: bool = False, restart_condition: str | None = None,
+                 pending_grace: float | None = None, settle: float | None = None):
+        self.start = start
+        self.timeout = timeout
+        self.baseline = baseline_failures
+        self.global_mode = global_mode
+        self.restart_condition = restart_condition
+        self.pending_grace = PENDING_GRACE if pending_grace is None else pending_grace
+        self.settle = GLOBAL_SETTLE if settle is None else settle
+        self.max_failures = baseline_failures
+        self.pending_since: float | None = None
+        self.last: dict | None = None
+        self.last_failure: dict | None = None
+
+    def feed(self, progress: dict | None, now: float) -> Decision:
+        if progress is not None:
+            decision = self._judge(progress, now)
+            if decision is not WAITING:
+                return decision
+        if now - self.start >= self.timeout:
+            last = self.last or {}
+            return Decision("failed", f"it did not converge within {self.timeout:g}s "
+                                      f"({last.get('running', 0)} out of {last.get('desired') or 0} tasks running)")
+        return WAITING
+
+    def _judge(self, progress: dict, now: float) -> Decision:
+        self.last = progress
+        running = progress.get("running") or 0
+        desired = progress.get("desired") or 0
+        if progress.get("failed"):
+            self.last_failure = progress["failed"][-1]
+        self.max_failures = max(self.max_failures, failure_count(progress))
+        failures = self.max_failures - self.baseline
+        if failures > desired + FAILURE_MARGIN:
+            return Decision("failed", f"its tasks keep failing ({failures} failures{self._last_failure()})")
+        pending = progress.get("pending") or []
+        if pending:
+            if self.pending_since is None:
+                self.pending_since = now
+            elif now - self.pending_since > self.pending_grace:
+                return Decision("failed", f"a task is pending: {pending[0]}")
+        else:
+            self.pending_since = None
+        if pending:
+            return WAITING
+        if running == desired:
+            if desired == 0 and self.global_mode and now - self.start < self.settle:
+                return WAITING
+            return Decision("converged")
+        ended = progress.get("ended") or 0
+        if self.restart_condition == "none" and ended and running + ended >= desired:
+            if failures > 0:
+                return Decision("failed", f"{ended} task(s) ended and restart condition none does not restart "
+                                          f"them{self._last_failure()}")
+            return Decision("converged")
+        return WAITING
+
+    def _last_failure(self) -> str:
+        if not self.last_failure:
+            return ""
+        return f"; last: {self.last_failure.get('task')}: {self.last_failure.get('error')}"
+
+
+def decide(samples, **options) -> Decision:
+    """The decision after a sequence of (time, progress) samples, the first time being the start of the wait."""
+    samples = list(samples)
+    if not samples:
+        return WAITING
+    tracker = ConvergenceTracker(samples[0][0], **options)
+    decision = WAITING
+    for now, progress in samples:
+        decision = tracker.feed(progress, now)
+        if decision is not WAITING:
+            return decision
+    return decision
+
+
+# ==== talking to the daemon ======================================================================
+_RETRY_STATUSES = (500, 502, 503, 504)
+
+
+def _get_or_none(client, path: str):
+    """A GET during the wait: None for a transient server error (no leader yet, leader change)."""
+    try:
+        return client.get(path)
+    except DaemonError as exc:
+        if exc.status in _RETRY_STATUSES:
+            return None
+        raise
+
+
+def count_failures(client, ref: str, progress: dict) -> int:
+    """Failed tasks of the current spec: from the progress answer, or exactly from the task list when the
+    progress route's list of failures is full (it shows only the last few)."""
+    failed = progress.get("failed") or []
+    if len(failed) < FAILED_LIST_CAP:
+        return len(failed)
+    service = client.get(f"/v1/services/{_ref(ref)}")
+    tasks = client.get(f"/v1/services/{_ref(ref)}/tasks")
+    return sum(1 for t in tasks if t.get("spec_version") == service.get("spec_version")
+               and (t.get("status") or {}).get("state") in ("failed", "rejected"))
+
+
+def wait_for_convergence(client, service: dict, verb: str, *, timeout: float = DEFAULT_TIMEOUT,
+                         baseline_failures: int = 0, quiet: bool = False, out=None,
+                         clock=time.monotonic, sleep=time.sleep, interval: float | None = None) -> None:
+    """Poll the progress of a service just written (its view from the write's answer) until it converges;
+    raise CLIError when it does not. Progress lines go to `out` (stdout) only when they change."""
+    out = out if out is not None else sys.stdout
+    interval = POLL_INTERVAL if interval is None else interval
+    sid, name = service["id"], service["spec"]["name"]
+    start = clock()
+    tracker = ConvergenceTracker(start, timeout=timeout, baseline_failures=baseline_failures,
+                                 global_mode=service["spec"].get("mode") == "global",
+                                 restart_condition=((service["spec"].get("task") or {}).get("restart_policy")
+                                                    or {}).get("condition"))
+
+    def fail(reason: str) -> CLIError:
+        return CLIError(f"service {name} was {verb}, but {reason}; the swarm keeps working on it "
+                        f"(see 'swarmctl service ps {name}')")
+
+    # Reads come from the local replica, which may lag behind the leader that took the write: wait until
+    # it has the written version, or the progress would describe the old spec.
+    version = service.get("version") or 0
+    while True:
+        current = _get_or_none(client, f"/v1/services/{_ref(sid)}")
+        if current is not None and (current.get("version") or 0) >= version:
+            break
+        decision = tracker.feed(None, clock())
+        if decision.state == "failed":
+            raise fail(decision.reason)
+        sleep(interval)
+    last_line = None
+    while True:
+        progress = _get_or_none(client, f"/v1/services/{_ref(sid)}/progress")
+        if progress is not None and len(progress.get("failed") or []) >= FAILED_LIST_CAP:
+            progress = dict(progress, failed_count=count_failures(client, sid, progress))
+        if progress is not None and not quiet:
+            line = progress_line(progress)
+            if line != last_line:
+                print(line, file=out, flush=True)
+                last_line = line
+        decision = tracker.feed(progress, clock())
+        if decision.state == "converged":
+            if not quiet:
+                print("verify: Service converged", file=out, flush=True)
+            return
+        if decision.state == "failed":
+            raise fail(decision.reason)
+        sleep(interval)
+
+
+def _timeout(args) -> float:
+    if getattr(args, "timeout", None) is None:
+        return DEFAULT_TIMEOUT
+    return parse_duration(args.timeout, "--timeout")
+
+
+# ==== commands ===================================================================================
+def create(client, args) -> int:
+    timeout = _timeout(args)
+    generated = not args.name
+    body = build_create_body(args, name=args.name or random_name())
+    for attempt in range(5):
+        try:
+            service = client.post("/v1/services", body)
+            break
+        except DaemonError as exc:
+            if not (generated and exc.status == 409 and attempt < 4):
+                raise
+            body["name"] = random_name()  # a generated name that is taken: draw another
+    quiet = args.quiet or args.format == "json"
+    if args.format != "json":
+        print(service["id"], flush=True)
+    if not args.detach:
+        wait_for_convergence(client, service, "created", timeout=timeout, quiet=quiet)
+    if args.format == "json":
+        print_json(client.get(f"/v1/services/{_ref(service['id'])}"))
+    return 0
+
+
+def ls(client, args) -> int:
+    services = client.get("/v1/services")
+    if args.format == "json":
+        print_json(services)
+    elif args.quiet:
+        for s in services:
+            print(s["id"])
+    else:
+        print_table(LS_HEADERS, ls_rows(services))
+    return 0
+
+
+def ps(client, args) -> int:
+    tasks = []
+    for ref in args.services:
+        tasks.extend(client.get(f"/v1/services/{_ref(ref)}/tasks"))
+    if args.format == "json":
+        print_json(tasks)
+    elif args.quiet:
+        for task, _history in order_tasks(tasks):
+            print(task["id"] if args.no_trunc else task["id"][:12])
+    else:
+        print_table(PS_HEADERS, ps_rows(tasks, time.time(), no_trunc=args.no_trunc))
+    return 0
+
+
+def inspect(client, args) -> int:
+    found, status = [], 0
+    for ref in args.services:
+        try:
+            found.append(client.get(f"/v1/services/{_ref(ref)}"))
+        except DaemonError as exc:
+            if len(args.services) == 1:
+                raise
+            print(f"Error response from daemon: {exc}", file=sys.stderr)
+            status = 1
+    print_json(found[0] if len(args.services) == 1 else found)
+    return status
+
+
+def _baseline(client, ref: str) -> int:
+    progress = _get_or_none(client, f"/v1/services/{_ref(ref)}/progress")
+    return count_failures(client, ref, progress) if progress is not None else 0
+
+
+def scale(client, args) -> int:
+    wanted = parse_scale_args(args.scales)
+    timeout = _timeout(args)
+    status, scaled = 0, []
+    for name, replicas in wanted:
+        try:
+            baseline = 0 if args.detach else _baseline(client, name)
+            answer = client.post(f"/v1/services/{_ref(name)}/scale", {"replicas": replicas})
+        except DaemonError as exc:
+            print(f"Error response from daemon: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{name} scaled to {replicas}", flush=True)
+        scaled.append((answer["service"], baseline))
+    if not args.detach:
+        for service, baseline in scaled:
+            try:
+                wait_for_convergence(client, service, "scaled", timeout=timeout, baseline_failures=baseline)
+            except CLIError as exc:
+                if len(scaled) == 1:
+                    raise
+                print(f"Error: {exc}", file=sys.stderr)
+                status = 1
+    return status
+
+
+def update(client, args) -> int:
+    timeout = _timeout(args)
+    build_update_body(args, {"spec": {}})  # bad option values fail before any request
+    service = client.get(f"/v1/services/{_ref(args.service)}")
+    body = build_update_body(args, service)
+    baseline = 0 if args.detach else _baseline(client, service["id"])
+    answer = client.post(f"/v1/services/{_ref(service['id'])}/update", body)
+    new = answer["service"]
+    print(new["spec"]["name"], flush=True)
+    if not args.detach:
+        if new.get("spec_version") != service.get("spec_version"):
+            baseline = 0  # a new task spec: earlier failures belong to the old one
+        wait_for_convergence(client, new, "updated", timeout=timeout, baseline_failures=baseline,
+                             quiet=args.quiet)
+    return 0
+
+
+def rm(client, args) -> int:
+    status = 0
+    for ref in args.services:
+        try:
+            client.delete(f"/v1/services/{_ref(ref)}")
+        except DaemonError as exc:
+            print(f"Error response from daemon: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(ref)
+    return status
+
+
+def logs(client, args) -> int:
+    path = f"/v1/services/{_ref(args.service)}/logs"
+    if args.tail != "all":
+        path += f"?tail={parse_int(args.tail, '--tail')}"
+    answer = client.get(path)
+    entries = answer.get("logs") or []
+    failed = 0
+    for entry in entries:
+        for line in entry.get("lines") or []:
+            print(f"{entry['task']} | {line}")
+        if entry.get("error"):
+            failed += 1
+            print(f"error from {entry['task']}: {entry['error']}", file=sys.stderr)
+    sys.stdout.flush()
+    if entries and failed == len(entries):
+        raise CLIError(f"no logs of service {args.service} could be fetched")
+    return 0
