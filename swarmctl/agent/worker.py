@@ -58,7 +58,8 @@ class Worker:
 
     # ---- life --------------------------------------------------------------------------------
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._poll_loop(), name="assignments"),
+        self._tasks = [asyncio.create_task(self._warm_up(), name="runtime-warm-up"),
+                       asyncio.create_task(self._poll_loop(), name="assignments"),
                        asyncio.create_task(self._reconcile_loop(), name="reconcile"),
                        asyncio.create_task(self._report_loop(), name="reports")]
 
@@ -74,6 +75,13 @@ class Worker:
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._runtime is not None:
             self._runtime.close()
+
+    async def _warm_up(self) -> None:
+        """Load the runtime and reach the engine now, so the first task does not wait for it."""
+        try:
+            await self._run(lambda: self.runtime.ping())
+        except RuntimeFailure as exc:
+            log.warning("container engine not reachable yet: %s", exc)
 
     async def _run(self, fn, *args):
         if self._runtime is None:
@@ -136,15 +144,18 @@ class Worker:
         return current
 
     async def reconcile(self) -> None:
+        # tasks with an action under way while the list is taken may be missing from it or stale
+        in_flight = set(self._busy)
         containers = await self._run(self.runtime.list, {LABEL_NODE: self.node_id})
+        in_flight |= self._busy
         by_task: dict[str, ContainerState] = {}
         for c in containers:
             by_task.setdefault(c.labels.get(LABEL_TASK, ""), c)
         for task in list(self.assigned.values()):
-            if task["id"] not in self._busy:
+            if task["id"] not in in_flight:
                 self._reconcile_task(task, by_task.get(task["id"]))
         for task_id, container in by_task.items():
-            if task_id not in self.assigned and task_id not in self._busy:
+            if task_id not in self.assigned and task_id not in in_flight:
                 self._spawn(task_id, self._remove(container))
         for task_id in list(self._reported):
             if task_id not in self.assigned and task_id not in by_task:
@@ -216,9 +227,9 @@ class Worker:
         if container is not None:
             grace = float(task["spec"].get("stop_grace_period") or 0)
             try:
-                if container.running:
+                if container.running and grace > 0:
                     await self._run(self.runtime.stop, container.id, grace)
-                await self._run(self.runtime.remove, container.id, True)
+                await self._run(self.runtime.remove, container.id, True)  # with no grace: one forced remove
             except RuntimeFailure as exc:
                 log.warning("task %s: stopping its container failed: %s", task["id"], exc)
         self._report(task, "shutdown", message="shutdown")

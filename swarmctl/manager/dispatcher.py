@@ -154,6 +154,8 @@ class Dispatcher:
                    for node in self.store.machine.list("node")
                    if node["status"]["state"] != "down" and self._expired(node, now)]
             if ops:
+                log.info("marking %d node(s) down after %d missed heartbeats: %s", len(ops), MISSED_PERIODS,
+                         ", ".join(op["id"] for op in ops))
                 try:
                     await commit(self.store, ops)
                 except Exception as exc:  # leadership lost or no quorum: try again next round

@@ -10,15 +10,17 @@ services, and old history, are deleted once they have ended.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from swarmctl.manager.component import Reconciler, chunks
 from swarmctl.manager.scheduler import constraints
 from swarmctl.manager.writes import commit
 from swarmctl.state.records import is_terminal, new_task
 
-HISTORY_PER_SLOT = 3
+HISTORY_PER_SLOT = 5
+log = logging.getLogger(__name__)
 
 
 def _shutdown(task: dict, message: str, now: float) -> dict:
@@ -200,6 +202,14 @@ def plan(services: list[dict], tasks: list[dict], nodes: list[dict], now: float 
     return p.ops
 
 
+def _reason(op: dict) -> str:
+    """What an op does, for the log: the status message it sets, else its kind."""
+    for path, value in op.get("set") or ():
+        if list(path) == ["status", "message"] and value:
+            return value
+    return op["op"]
+
+
 class Orchestrator(Reconciler):
     kinds = ("service", "task", "node")
     interval = 0.5
@@ -207,5 +217,7 @@ class Orchestrator(Reconciler):
     async def reconcile(self) -> None:
         machine = self.store.machine
         ops = plan(machine.list("service"), machine.list("task"), machine.list("node"))
+        if ops:
+            log.info("orchestrator: %s", ", ".join(f"{n} x {r}" for r, n in Counter(map(_reason, ops)).items()))
         for batch in chunks(ops):
             await commit(self.store, batch)

@@ -191,6 +191,7 @@ def converged(store: RaftStore, service: dict) -> dict:
                and t["status"]["message"].startswith("no suitable node")]
     running = sum(1 for t in tasks if t["status"]["state"] == "running")
     return {"running": running, "desired": view["replicas_status"]["desired"],
+            "spec_version": service["spec_version"], "failed_count": len(failures),
             "failed": [{"task": task_name(t), "error": t["status"]["err"] or t["status"]["message"]}
                        for t in failures[-5:]],
             "pending": pending[:1],

@@ -85,6 +85,14 @@ def _state(info: dict) -> ContainerState:
     )
 
 
+def _summary_state(summary: dict) -> ContainerState:
+    """A ContainerState from one entry of the engine's container list (no exit code: not ended)."""
+    names = summary.get("Names") or [""]
+    return ContainerState(id=summary["Id"], name=names[0].lstrip("/"), labels=dict(summary.get("Labels") or {}),
+                          status=summary.get("State") or "created", exit_code=None, error="",
+                          started_at=None, finished_at=None)
+
+
 class DockerRuntime(Runtime):
     """A Docker Engine reached at ``base_url`` (``unix:///path``, ``tcp://host:port``), or the default
     local engine (DOCKER_HOST / DOCKER_TLS_VERIFY / DOCKER_CERT_PATH, like ``docker.from_env()``) if None.
@@ -253,7 +261,10 @@ class DockerRuntime(Runtime):
             summaries = client.containers(all=True, filters=filters)
         out = []
         for s in summaries:
-            st = self.inspect(s["Id"])
+            if s.get("State") in ("running", "created", "restarting", "paused", "removing"):
+                out.append(_summary_state(s))  # the list answer says enough; no request per container
+                continue
+            st = self.inspect(s["Id"])  # ended: the exit code and error need an inspect
             if st is not None:  # None: removed meanwhile
                 out.append(st)
         return out

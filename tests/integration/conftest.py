@@ -33,7 +33,10 @@ def docker_cluster(docker_engine, test_image):
         import docker
         client = docker.DockerClient(base_url=docker_engine)
         for container in client.containers.list(all=True, filters={"label": "swarmctl.node.id"}):
-            container.remove(force=True)
+            try:
+                container.remove(force=True)
+            except docker.errors.APIError:  # already being removed
+                pass
         client.close()
         if os.environ.get("SWARMCTL_KEEP_LOGS") is None:
             import shutil

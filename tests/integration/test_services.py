@@ -106,7 +106,7 @@ def test_constraints_max_replicas_and_pending(docker_cluster, engine):
     reason = wait_for(lambda: [t["status"]["message"] for t in live(m, "eu")
                                if t["status"]["message"].startswith("no suitable node")], what="a pending reason")
     assert reason == ["no suitable node (constraint not satisfied on 3 nodes)"]
-    ps = check(m.cli("service", "ps", "eu")).out
+    ps = check(m.cli("service", "ps", "--no-trunc", "eu")).out
     assert "Pending" in ps and "constraint not satisfied on 3 nodes" in ps
     check(m.cli("node", "update", "--label-add", "zone=eu", "node3"))
     wait_for(lambda: per_node(m, "eu") == {"node3": 1}, what="eu task running on node3")
@@ -162,13 +162,18 @@ def test_global_service_follows_nodes(docker_cluster, engine):
 
 
 def test_agent_restart_and_leader_kill(docker_cluster, engine):
-    managers, workers = docker_cluster.form(3, 1)
+    docker_cluster.heartbeat = 2.0  # a quick restart must not look like a node failure (Down after 6 s)
+    managers, workers = docker_cluster.form(3, 2)
     m = managers[0]
+    for d in managers:  # tasks on workers only: a killed manager's containers would outlive it in the engine
+        check(m.cli("node", "update", "--availability", "drain", d.name))
     check(create(m, "steady", "--replicas", "4"))
     before = sorted(c.id for c in containers(engine, "steady"))
-    for d in [workers[0], managers[1]]:
+    for d in [workers[0], managers[1], workers[1]]:
+        started = time.monotonic()
         d.stop()
         d.start()
+        assert time.monotonic() - started < 3 * d.heartbeat
     time.sleep(3)
     assert sorted(c.id for c in containers(engine, "steady")) == before
     assert all(t["status"]["state"] == "running" for t in live(m, "steady"))
@@ -178,9 +183,11 @@ def test_agent_restart_and_leader_kill(docker_cluster, engine):
     leader.kill()
     other = next(d for d in managers if d is not leader)
     wait_for(lambda: sum(per_node(other, "steady").values()) == 8, timeout=30, what="8 running")
+    wait_for(lambda: len(containers(engine, "steady", running=False)) == 8, timeout=10, what="8 containers")
     time.sleep(2)
     assert len(containers(engine, "steady", running=False)) == 8
     assert len(live(other, "steady")) == 8
+    assert not [t for t in tasks(other, "steady") if t["status"]["state"] == "failed"]
 
 
 def test_bad_service_input(docker_cluster, engine):
