@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from swarmctl.cli import node_cmds, service_cmds, swarm_cmds
+from swarmctl.cli import node_cmds, provision, service_cmds, swarm_cmds
 from swarmctl.cli.client import Client, CLIError, DaemonError
 
 
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _daemon_parser(sub)
     swarm_cmds.add_parsers(sub)
     node_cmds.add_parsers(sub)
+    provision.add_parser(sub)
     service_cmds.add_parsers(sub)
     return parser
 
