@@ -12,6 +12,7 @@ from typing import Awaitable, Callable
 
 from swarmctl.api.peer import PeerClient, PeerUnreachable
 from swarmctl.errors import APIError
+from swarmctl.asyncutil import cancel
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +30,14 @@ class Session:
         self._current = 0
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self.answered = asyncio.Event()  # set after the first heartbeat a manager accepted
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="session")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     def poke(self) -> None:
         """Heartbeat now rather than at the end of the period."""
@@ -54,6 +51,7 @@ class Session:
                 await self._on_removed(str(exc))
                 return
             if answer is not None:
+                self.answered.set()
                 try:
                     await self._on_answer(answer)
                 except Exception:

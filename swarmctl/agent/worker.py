@@ -14,6 +14,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable, Callable
 
+from swarmctl.asyncutil import cancel
 from swarmctl.runtime.base import ContainerSpec, ContainerState, ImageNotFound, Runtime, RuntimeFailure
 from swarmctl.state.records import can_move, is_terminal, state_index, task_name
 
@@ -64,13 +65,7 @@ class Worker:
                        asyncio.create_task(self._report_loop(), name="reports")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel(*self._tasks)
         self._tasks = []
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._runtime is not None:

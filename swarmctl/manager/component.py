@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from swarmctl.state.raft import RaftStore
+from swarmctl.asyncutil import cancel
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,8 @@ class Reconciler:
         if self._cancel_watch:
             self._cancel_watch()
             self._cancel_watch = None
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

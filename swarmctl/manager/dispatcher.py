@@ -15,6 +15,7 @@ from swarmctl.errors import Unauthorized, Unavailable
 from swarmctl.manager.writes import commit
 from swarmctl.state.raft import RaftStore
 from swarmctl.state.records import can_move, is_terminal, new_id
+from swarmctl.asyncutil import cancel
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,8 @@ class Dispatcher:
         for waiter in self._waiters.values():
             waiter.set()
         self._waiters.clear()
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     # ---- sessions ----------------------------------------------------------------------------
     async def heartbeat(self, node_id: str, info: dict) -> dict:

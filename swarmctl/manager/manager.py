@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from swarmctl.asyncutil import cancel
 from swarmctl.manager.dispatcher import Dispatcher
 from swarmctl.manager.membership import Membership
 from swarmctl.manager.orchestrator import Orchestrator
@@ -33,13 +34,8 @@ class Manager:
         self._watch = asyncio.create_task(self._watch_leadership(), name="leadership")
 
     async def stop(self) -> None:
-        if self._watch:
-            self._watch.cancel()
-            try:
-                await self._watch
-            except asyncio.CancelledError:
-                pass
-            self._watch = None
+        await cancel(self._watch)
+        self._watch = None
         await self._stop_leading()
 
     @property

@@ -300,7 +300,15 @@ class Node:
                 raise Conflict(result["error"])
             self._save_identity(node_id, cluster_id, "manager", [self.addrs.manager])
             await self._activate()
+            await self._first_heartbeat()
             return {"node_id": node_id, "cluster_id": cluster_id}
+
+    async def _first_heartbeat(self, timeout: float = 5.0) -> None:
+        """Return from init/join once a manager has seen this node, so it is Ready for scheduling."""
+        try:
+            await asyncio.wait_for(self.session.answered.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("no manager answered a heartbeat within %.0f s of joining", timeout)
 
     async def _wait_leader(self, timeout: float) -> bool:
         for _ in range(int(timeout / 0.05)):
@@ -393,6 +401,7 @@ class Node:
                 self.data.save_raft(raft["secret"], raft["members"])
             self._save_identity(answer["node_id"], answer["cluster_id"], answer["role"], managers)
             await self._activate()
+            await self._first_heartbeat()
             return {"node_id": self.node_id, "role": self.role}
 
     async def _raft_join(self, managers: list[str]) -> dict:
