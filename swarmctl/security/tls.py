@@ -7,6 +7,7 @@ and identified by the node id in their certificate CN, not by hostname.
 from __future__ import annotations
 
 import os
+import functools
 import ssl
 import tempfile
 from pathlib import Path
@@ -118,4 +119,10 @@ def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> CertIdent
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return None
+    return _identity_of(der)
+
+
+@functools.lru_cache(maxsize=1024)
+def _identity_of(der: bytes) -> CertIdentity:
+    """Parsing a certificate costs more than the request it authorises; peers present the same one."""
     return cert_identity(der)
