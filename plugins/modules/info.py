@@ -1,0 +1,253 @@
+#!/usr/bin/python
+# Copyright (c) 2026 swarmctl maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: info
+short_description: Facts about a swarmctl node and its swarm
+version_added: 0.1.0
+description:
+  - Tells whether the local swarmctl daemon is part of a swarm and whether it is a manager, and on a manager
+    returns the swarm, its join tokens, and on request its nodes, services and tasks.
+  - Modeled on M(community.docker.docker_swarm_info). Works on managers, on workers, and on nodes outside
+    any swarm (it only reads).
+author:
+  - swarmctl maintainers (@swarmctl)
+attributes:
+  check_mode:
+    description: The module only reads; it runs the same in check mode.
+    support: full
+  diff_mode:
+    description: Nothing changes, so there is no diff.
+    support: none
+options:
+  nodes:
+    description:
+      - List the swarm's nodes (managers only).
+    type: bool
+    default: false
+  nodes_filters:
+    description:
+      - Only list nodes that match all of these filters. Each value is a string or a list of strings (any of them).
+      - Keys are C(id) (id prefix), C(name) (hostname), C(role), C(availability), C(state) (V(ready), V(down),
+        V(unknown)) and C(label) (C(KEY) or C(KEY=VALUE)).
+    type: dict
+  services:
+    description:
+      - List the swarm's services (managers only).
+    type: bool
+    default: false
+  services_filters:
+    description:
+      - Only list services that match all of these filters. Each value is a string or a list of strings.
+      - Keys are C(id) (id prefix), C(name), C(mode) and C(label) (C(KEY) or C(KEY=VALUE)).
+    type: dict
+  tasks:
+    description:
+      - List the swarm's tasks (managers only).
+    type: bool
+    default: false
+  tasks_filters:
+    description:
+      - Only list tasks that match all of these filters. Each value is a string or a list of strings.
+      - Keys are C(id) (id prefix), C(name) (task name, for example C(web.1)), C(service) (service name or id),
+        C(node) (hostname or node id) and C(desired-state) (for example V(running)).
+    type: dict
+  swarmctl_host:
+    description:
+      - The local daemon's API socket, C(unix:///PATH).
+      - If not set, the environment variable E(SWARMCTL_HOST) is used, then the default.
+    type: str
+    default: unix:///run/swarmctl/swarmctl.sock
+  timeout:
+    description:
+      - Seconds to wait for each answer of the daemon.
+    type: int
+    default: 60
+seealso:
+  - module: swarmctl.cluster.swarm
+"""
+
+EXAMPLES = r"""
+- name: Read swarm facts
+  swarmctl.cluster.info:
+  register: result
+
+- name: Print the worker join token on a manager
+  ansible.builtin.debug:
+    msg: "{{ result.swarm_facts.JoinTokens.Worker }}"
+  when: result.swarm_manager
+
+- name: List the ready workers and the running tasks of one service
+  swarmctl.cluster.info:
+    nodes: true
+    nodes_filters:
+      role: worker
+      state: ready
+    tasks: true
+    tasks_filters:
+      service: web
+      desired-state: running
+  register: result
+"""
+
+RETURN = r"""
+swarm_active:
+  description: Whether the node is part of a swarm.
+  returned: always
+  type: bool
+  sample: true
+swarm_manager:
+  description: Whether the node is a manager of its swarm.
+  returned: always
+  type: bool
+  sample: true
+local_node:
+  description:
+    - The local daemon's own view (C(GET /v1/info)), with C(node_id), C(cluster_id), C(role),
+      C(local_node_state), C(hostname), C(addr), C(manager_addr) and C(managers).
+  returned: always
+  type: dict
+swarm_facts:
+  description:
+    - The swarm (C(GET /v1/swarm)) with the join tokens under C(JoinTokens.Worker) and C(JoinTokens.Manager),
+      and the managers' management addresses under C(manager_addrs).
+    - Empty unless the node is a manager.
+  returned: always
+  type: dict
+nodes:
+  description: The swarm's nodes (C(GET /v1/nodes)) that match O(nodes_filters).
+  returned: When O(nodes=true) and the node is a manager.
+  type: list
+  elements: dict
+services:
+  description: The swarm's services (C(GET /v1/services)) that match O(services_filters).
+  returned: When O(services=true) and the node is a manager.
+  type: list
+  elements: dict
+tasks:
+  description: The swarm's tasks (C(GET /v1/tasks)) that match O(tasks_filters).
+  returned: When O(tasks=true) and the node is a manager.
+  type: list
+  elements: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.swarmctl.cluster.plugins.module_utils.swarmctl_client import (
+    SwarmctlError,
+    client_from_module,
+    swarmctl_argument_spec,
+)
+
+
+class FilterError(ValueError):
+    pass
+
+
+def _values(value):
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _label_match(labels, wanted):
+    key, sep, value = wanted.partition("=")
+    if key not in labels:
+        return False
+    return not sep or labels[key] == value
+
+
+def _field(kind, item, key):
+    """The values of item that filter key compares with (nodes, services or tasks)."""
+    if key == "id":
+        return item.get("id")
+    if kind == "nodes":
+        return {"name": item["description"].get("hostname"), "role": item["spec"].get("role"),
+                "availability": item["spec"].get("availability"), "state": item["status"].get("state"),
+                "label": item["spec"].get("labels") or {}}[key]
+    if kind == "services":
+        spec = item["spec"]
+        return {"name": spec.get("name"), "mode": spec.get("mode"), "label": spec.get("labels") or {}}[key]
+    return {"name": item.get("name"), "service": (item.get("service_name"), item.get("service_id")),
+            "node": (item.get("node_name"), item.get("node_id")), "desired-state": item.get("desired_state")}[key]
+
+
+def matches(kind, item, key, wanted):
+    """Whether item passes the filter key=wanted (one value)."""
+    actual = _field(kind, item, key)
+    if key == "id":
+        return bool(actual) and actual.startswith(wanted)
+    if key == "label":
+        return _label_match(actual, wanted)
+    if isinstance(actual, tuple):
+        return wanted in [a for a in actual if a is not None]
+    return actual == wanted
+
+
+FILTER_KEYS = {
+    "nodes": ["availability", "id", "label", "name", "role", "state"],
+    "services": ["id", "label", "mode", "name"],
+    "tasks": ["desired-state", "id", "name", "node", "service"],
+}
+
+
+def check_filters(kind, filters):
+    """Fail early on filter keys this module does not know."""
+    if not filters:
+        return
+    known = FILTER_KEYS[kind]
+    for key in filters:
+        if key not in known:
+            raise FilterError("unknown %s_filters key %r: use %s" % (kind, key, ", ".join(known)))
+
+
+def apply_filters(kind, items, filters):
+    """Items that match every filter (a filter's value may be a list: any of its values)."""
+    if not filters:
+        return list(items)
+    return [item for item in items
+            if all(any(matches(kind, item, key, v) for v in _values(value)) for key, value in filters.items())]
+
+
+def main():
+    argument_spec = swarmctl_argument_spec(
+        nodes=dict(type="bool", default=False),
+        nodes_filters=dict(type="dict"),
+        services=dict(type="bool", default=False),
+        services_filters=dict(type="dict"),
+        tasks=dict(type="bool", default=False),
+        tasks_filters=dict(type="dict"),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    try:
+        for kind in FILTER_KEYS:
+            check_filters(kind, module.params["%s_filters" % kind])
+    except FilterError as exc:
+        module.fail_json(msg=str(exc))
+    client = client_from_module(module)
+    try:
+        info = client.get("/v1/info")
+        result = dict(changed=False, local_node=info, swarm_active=info.get("local_node_state") == "active",
+                      swarm_manager=bool(info.get("is_manager")), swarm_facts={})
+        if result["swarm_manager"]:
+            facts = client.get("/v1/swarm")
+            worker = client.get("/v1/swarm/join-token/worker")
+            manager = client.get("/v1/swarm/join-token/manager")
+            facts["JoinTokens"] = {"Worker": worker["token"], "Manager": manager["token"]}
+            facts["manager_addrs"] = manager.get("managers") or []
+            result["swarm_facts"] = facts
+            for kind in FILTER_KEYS:
+                if module.params[kind]:
+                    items = client.get("/v1/%s" % kind)
+                    result[kind] = apply_filters(kind, items, module.params["%s_filters" % kind])
+    except SwarmctlError as exc:
+        module.fail_json(msg=exc.message, status=exc.status)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

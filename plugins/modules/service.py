@@ -1,0 +1,615 @@
+#!/usr/bin/python
+# Copyright (c) 2026 swarmctl maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: service
+short_description: Manage services of a swarmctl swarm
+version_added: 0.1.0
+description:
+  - Creates, updates and removes services of a swarmctl swarm, through a manager of the swarm.
+  - Parameter names follow M(community.docker.docker_swarm_service) for everything swarmctl supports, so
+    playbooks move over by renaming the module.
+  - Only the options that are given are compared with the service the daemon stores; options left out keep
+    their current values (or swarmctl's defaults when the service is created).
+  - swarmctl never pulls images; the image must already be loaded into the engines of the nodes.
+author:
+  - swarmctl maintainers (@swarmctl)
+attributes:
+  check_mode:
+    description: Predicts the change without making it.
+    support: full
+  diff_mode:
+    description: Shows the service spec before and after.
+    support: full
+options:
+  name:
+    description:
+      - The service name (letters, digits, C(-), C(_) and C(.)).
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) creates the service or updates it to match the options given.
+      - V(absent) removes it (its tasks are shut down).
+    type: str
+    default: present
+    choices: [present, absent]
+  image:
+    description:
+      - The image of the service's containers, for example C(busybox:latest). Compared as a string.
+      - Required with O(state=present).
+    type: str
+  mode:
+    description:
+      - V(replicated) runs O(replicas) tasks; V(global) runs one task on every node.
+      - The mode of a service cannot be updated; a different mode removes and re-creates the service
+        (RV(rebuilt=true)).
+    type: str
+    default: replicated
+    choices: [replicated, global]
+  replicas:
+    description:
+      - Number of tasks of a replicated service.
+      - V(-1) (the default) keeps the current number, and creates a service with one task.
+      - Must not be set for O(mode=global).
+    type: int
+    default: -1
+  command:
+    description:
+      - The command to run, replacing the image's entrypoint. A string is split like a shell would.
+    type: raw
+  args:
+    description:
+      - Arguments of the command, replacing the image's default arguments.
+    type: list
+    elements: str
+  env:
+    description:
+      - Environment variables, as a dictionary or a list of C(KEY=VALUE) strings. Replaces all variables of the
+        service.
+      - Values must be strings or numbers; quote values like V(yes) that YAML would read as booleans.
+    type: raw
+  labels:
+    description:
+      - Service labels. Replaces all labels of the service.
+    type: dict
+  network_mode:
+    description:
+      - The network of the containers. swarmctl supports the host network and no network.
+    type: str
+    choices: [host, none]
+  placement:
+    description:
+      - Where tasks may run.
+    type: dict
+    suboptions:
+      constraints:
+        description:
+          - Placement constraints, C(KEY==VALUE) or C(KEY!=VALUE) with the keys C(node.id), C(node.hostname),
+            C(node.role), C(node.labels.KEY) and C(engine.labels.KEY).
+        type: list
+        elements: str
+      replicas_max_per_node:
+        description:
+          - Maximum number of tasks of the service on one node; V(0) means no limit.
+        type: int
+      strategy:
+        description:
+          - How the scheduler picks among suitable nodes; unset uses the swarm's default strategy.
+        type: str
+        choices: [spread, binpack, random]
+  reservations:
+    description:
+      - Resources reserved for each task; the scheduler only places a task on a node with enough left.
+    type: dict
+    suboptions:
+      cpus:
+        description:
+          - CPUs to reserve, for example V(0.5).
+        type: float
+      memory:
+        description:
+          - Memory to reserve, in bytes or with a unit (binary multiples), for example V(128M) or V(1.5G).
+        type: str
+  limits:
+    description:
+      - Resource limits of each task's container.
+    type: dict
+    suboptions:
+      cpus:
+        description:
+          - CPU limit, for example V(0.5).
+        type: float
+      memory:
+        description:
+          - Memory limit, in bytes or with a unit (binary multiples), for example V(128M) or V(1.5G).
+        type: str
+  restart_config:
+    description:
+      - When and how often tasks are restarted.
+    type: dict
+    suboptions:
+      condition:
+        description:
+          - Restart on V(none), V(on-failure) or V(any) exit.
+        type: str
+        choices: [none, on-failure, any]
+      delay:
+        description:
+          - Delay between restarts, for example V(5s) or V(1m30s); a bare number means seconds.
+        type: str
+      max_attempts:
+        description:
+          - Maximum number of restarts; V(0) means no limit.
+        type: int
+      window:
+        description:
+          - Window used to evaluate the restart policy, for example V(30s).
+        type: str
+  stop_grace_period:
+    description:
+      - Time to wait for a container to stop before it is killed, for example V(10s).
+    type: str
+  force_update:
+    description:
+      - Redeploy the tasks even if nothing changed. Always a change when the service exists.
+    type: bool
+    default: false
+  swarmctl_host:
+    description:
+      - The local daemon's API socket, C(unix:///PATH). The daemon must be a manager of the swarm.
+      - If not set, the environment variable E(SWARMCTL_HOST) is used, then the default.
+    type: str
+    default: unix:///run/swarmctl/swarmctl.sock
+  timeout:
+    description:
+      - Seconds to wait for each answer of the daemon.
+    type: int
+    default: 60
+notes:
+  - The module does not wait for the tasks to run; use M(swarmctl.cluster.info) with O(swarmctl.cluster.info#module:tasks=true)
+    to watch them.
+seealso:
+  - module: swarmctl.cluster.info
+"""
+
+EXAMPLES = r"""
+- name: Run three web servers
+  swarmctl.cluster.service:
+    name: web
+    image: busybox:latest
+    replicas: 3
+    command: httpd -f -p 8080
+    env:
+      LOG_LEVEL: info
+    placement:
+      constraints:
+        - node.role==worker
+        - node.labels.zone!=b
+      replicas_max_per_node: 1
+    limits:
+      memory: 128M
+      cpus: 0.5
+    restart_config:
+      condition: on-failure
+      delay: 5s
+      max_attempts: 3
+    stop_grace_period: 5s
+    labels:
+      team: frontend
+
+- name: Run an agent on every node
+  swarmctl.cluster.service:
+    name: agent
+    image: busybox:latest
+    mode: global
+    command: [sleep, infinity]
+
+- name: Remove a service
+  swarmctl.cluster.service:
+    name: web
+    state: absent
+"""
+
+RETURN = r"""
+swarm_service:
+  description:
+    - The service as the daemon stores it (C(GET /v1/services/NAME)), with C(replicas_status); null after
+      removal.
+    - In check mode, C(spec) holds the predicted spec (and C(id) is null for a service that would be created).
+  returned: success
+  type: dict
+  contains:
+    id:
+      description: The service id.
+      type: str
+      returned: always
+    spec:
+      description: C(name), C(mode), C(replicas), C(labels) and C(task) (image, command, args, env, network_mode,
+        resources, restart_policy, placement, stop_grace_period, force_update).
+      type: dict
+      returned: always
+    spec_version:
+      description: Incremented by every change of the task spec.
+      type: int
+      returned: always
+    replicas_status:
+      description: C(running) and C(desired) task counts.
+      type: dict
+      returned: always
+changes:
+  description:
+    - The options that changed (or would change), as dotted option names such as C(replicas), C(env) or
+      C(limits.memory). Empty when the service was created, removed or left as it was.
+  returned: success
+  type: list
+  elements: str
+  sample: ["replicas", "limits.memory"]
+rebuilt:
+  description: True if the service was removed and created again because its mode changed.
+  returned: success
+  type: bool
+  sample: false
+"""
+
+import copy
+import re
+import shlex
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.swarmctl.cluster.plugins.module_utils.swarmctl_client import (
+    SwarmctlError,
+    client_from_module,
+    parse_bytes,
+    parse_duration,
+    swarmctl_argument_spec,
+)
+
+# The daemon's defaults for a new service's task (swarmctl.state.records.default_task_spec), to predict a
+# create in check mode.
+DEFAULT_TASK = {
+    "image": None, "command": None, "args": None, "env": {}, "network_mode": "host",
+    "resources": {"reservations": {"cpus": 0.0, "memory": 0}, "limits": {"cpus": 0.0, "memory": 0}},
+    "restart_policy": {"condition": "any", "delay": 5.0, "max_attempts": 0, "window": 0.0},
+    "placement": {"constraints": [], "max_replicas_per_node": 0, "strategy": None},
+    "stop_grace_period": 10.0, "force_update": 0,
+}
+
+# Spec paths -> option names (for `changes`).
+OPTION_NAMES = {
+    "mode": "mode", "replicas": "replicas", "labels": "labels",
+    "task.image": "image", "task.command": "command", "task.args": "args", "task.env": "env",
+    "task.network_mode": "network_mode", "task.stop_grace_period": "stop_grace_period",
+    "task.force_update": "force_update",
+    "task.placement.constraints": "placement.constraints",
+    "task.placement.max_replicas_per_node": "placement.replicas_max_per_node",
+    "task.placement.strategy": "placement.strategy",
+    "task.restart_policy.condition": "restart_config.condition",
+    "task.restart_policy.delay": "restart_config.delay",
+    "task.restart_policy.max_attempts": "restart_config.max_attempts",
+    "task.restart_policy.window": "restart_config.window",
+    "task.resources.reservations.cpus": "reservations.cpus",
+    "task.resources.reservations.memory": "reservations.memory",
+    "task.resources.limits.cpus": "limits.cpus",
+    "task.resources.limits.memory": "limits.memory",
+}
+
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.\-/]+)\s*(==|!=)\s*(.*?)\s*$")
+_CONSTRAINT_FIELDS = ("node.id", "node.hostname", "node.role", "node.platform.os", "node.platform.arch")
+
+
+class ServiceParamError(ValueError):
+    pass
+
+
+def check_constraint(expr):
+    """The daemon's constraint syntax, checked here so check mode fails like a real run."""
+    match = _CONSTRAINT.match(expr or "")
+    if not match:
+        raise ServiceParamError("invalid constraint %r: expected KEY==VALUE or KEY!=VALUE" % (expr,))
+    key, _op, value = match.groups()
+    if not value:
+        raise ServiceParamError("invalid constraint %r: missing value" % (expr,))
+    if key not in _CONSTRAINT_FIELDS and not (key.startswith("node.labels.") or key.startswith("engine.labels.")):
+        raise ServiceParamError("invalid constraint %r: unknown key %r (use node.id, node.hostname, node.role, "
+                                "node.labels.KEY or engine.labels.KEY)" % (expr, key))
+    if key.endswith(".labels."):
+        raise ServiceParamError("invalid constraint %r: missing label name" % (expr,))
+    return expr
+
+
+def _env_value(key, value):
+    if isinstance(value, bool):
+        raise ServiceParamError("env %s has the boolean value %r: quote values such as 'yes', 'true' or 'on' "
+                                "so YAML keeps them as strings" % (key, value))
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)):
+        return str(value)
+    if not isinstance(value, str):
+        raise ServiceParamError("env %s must be a string, not %s" % (key, type(value).__name__))
+    return value
+
+
+def parse_env(env):
+    """A dict, or a list of KEY=VALUE strings -> {KEY: VALUE}."""
+    if env is None:
+        return None
+    if isinstance(env, dict):
+        items = [(str(k), _env_value(k, v)) for k, v in env.items()]
+    elif isinstance(env, (list, tuple)):
+        items = []
+        for item in env:
+            if not isinstance(item, str) or "=" not in item:
+                raise ServiceParamError("invalid env item %r: expected KEY=VALUE" % (item,))
+            key, _sep, value = item.partition("=")
+            items.append((key, value))
+    elif isinstance(env, str) and not env.strip():
+        items = []
+    else:
+        raise ServiceParamError("env must be a dictionary or a list of KEY=VALUE strings")
+    for key, _value in items:
+        if not key or "=" in key or any(c.isspace() for c in key):
+            raise ServiceParamError("invalid environment variable name %r" % (key,))
+    return dict(items)
+
+
+def parse_command(command):
+    if command is None:
+        return None
+    if isinstance(command, str):
+        try:
+            return shlex.split(command)
+        except ValueError as exc:
+            raise ServiceParamError("invalid command %r: %s" % (command, exc))
+    if isinstance(command, (list, tuple)):
+        return [str(c) for c in command]
+    raise ServiceParamError("command must be a string or a list of strings")
+
+
+def _number(value, what, cast):
+    try:
+        return cast(value)
+    except ValueError as exc:
+        raise ServiceParamError(str(exc))
+
+
+def build_body(params):
+    """The create request for the options given; options left out are not in it. Raises ServiceParamError."""
+    name = params["name"]
+    if not name or not set(name) <= NAME_CHARS or name[0] in "-_.":
+        raise ServiceParamError("invalid service name %r: use letters, digits, '-', '_' and '.'" % (name,))
+    mode = params.get("mode") or "replicated"
+    body = {"name": name, "mode": mode}
+    replicas = params.get("replicas")
+    if replicas is not None and replicas != -1:
+        if replicas < 0:
+            raise ServiceParamError("invalid replicas %r: must be a whole number >= 0 (or -1 to keep it)" % replicas)
+        if mode == "global":
+            raise ServiceParamError("replicas can only be used with mode=replicated")
+        body["replicas"] = replicas
+    if params.get("labels") is not None:
+        body["labels"] = dict((str(k), "" if v is None else str(v)) for k, v in params["labels"].items())
+    task = {}
+    if params.get("image") is not None:
+        if not params["image"].strip():
+            raise ServiceParamError("image must not be empty")
+        task["image"] = params["image"].strip()
+    command = parse_command(params.get("command"))
+    if command is not None:
+        task["command"] = command
+    if params.get("args") is not None:
+        task["args"] = [str(a) for a in params["args"]]
+    env = parse_env(params.get("env"))
+    if env is not None:
+        task["env"] = env
+    if params.get("network_mode"):
+        task["network_mode"] = params["network_mode"]
+    placement = params.get("placement") or {}
+    out = {}
+    if placement.get("constraints") is not None:
+        out["constraints"] = [check_constraint(c) for c in placement["constraints"]]
+    if placement.get("replicas_max_per_node") is not None:
+        if placement["replicas_max_per_node"] < 0:
+            raise ServiceParamError("placement.replicas_max_per_node must be >= 0")
+        out["max_replicas_per_node"] = placement["replicas_max_per_node"]
+    if placement.get("strategy"):
+        out["strategy"] = placement["strategy"]
+    if out:
+        task["placement"] = out
+    resources = {}
+    for kind in ("reservations", "limits"):
+        given = params.get(kind) or {}
+        out = {}
+        if given.get("cpus") is not None:
+            if given["cpus"] < 0:
+                raise ServiceParamError("%s.cpus must be >= 0" % kind)
+            out["cpus"] = float(given["cpus"])
+        if given.get("memory") is not None:
+            out["memory"] = _number(given["memory"], kind, lambda v: parse_bytes(v, "%s.memory" % kind))
+        if out:
+            resources[kind] = out
+    if resources:
+        task["resources"] = resources
+    restart = params.get("restart_config") or {}
+    out = {}
+    if restart.get("condition"):
+        out["condition"] = restart["condition"]
+    for key in ("delay", "window"):
+        if restart.get(key) is not None:
+            out[key] = _number(restart[key], key, lambda v, k=key: parse_duration(v, "restart_config.%s" % k))
+    if restart.get("max_attempts") is not None:
+        if restart["max_attempts"] < 0:
+            raise ServiceParamError("restart_config.max_attempts must be >= 0")
+        out["max_attempts"] = restart["max_attempts"]
+    if out:
+        task["restart_policy"] = out
+    if params.get("stop_grace_period") is not None:
+        task["stop_grace_period"] = _number(params["stop_grace_period"], "stop_grace_period",
+                                            lambda v: parse_duration(v, "stop_grace_period"))
+    body["task"] = task
+    return body
+
+
+def merge(base, patch):
+    """The daemon's merge: nested dicts merge, except env and labels, which are replaced whole."""
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("env", "labels"):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def new_spec(body):
+    """The spec the daemon would store for a create request."""
+    replicas = body.get("replicas")
+    if body["mode"] == "global":
+        replicas = None
+    elif replicas is None:
+        replicas = 1
+    return {"name": body["name"], "labels": dict(body.get("labels") or {}), "mode": body["mode"],
+            "replicas": replicas, "task": merge(DEFAULT_TASK, body.get("task") or {})}
+
+
+def updated_spec(old, body, force=False):
+    """The spec the daemon would store after an update request with body's replicas, labels and task."""
+    new = copy.deepcopy(old)
+    if body.get("replicas") is not None:
+        new["replicas"] = body["replicas"]
+    if body.get("labels") is not None:
+        new["labels"] = dict(body["labels"])
+    if body.get("task"):
+        new["task"] = merge(old["task"], body["task"])
+    if force:
+        new["task"]["force_update"] = (old["task"].get("force_update") or 0) + 1
+    return new
+
+
+def changed_options(old, new, prefix=""):
+    """Option names (see OPTION_NAMES) whose values differ between two specs."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        path = prefix + key
+        a, b = old.get(key), new.get(key)
+        if path not in OPTION_NAMES and isinstance(a, dict) and isinstance(b, dict):
+            out.extend(changed_options(a, b, path + "."))
+        elif a != b and path != "name":
+            out.append(OPTION_NAMES.get(path, path))
+    return out
+
+
+def plan(current, params):
+    """Decide what to do: dict(action=create|update|rebuild|remove|none, body, spec (predicted), changes)."""
+    if params["state"] == "absent":
+        return dict(action="remove" if current else "none", body=None, spec=None, changes=[])
+    body = build_body(params)
+    if current is None:
+        return dict(action="create", body=body, spec=new_spec(body), changes=[])
+    old = current["spec"]
+    if body["mode"] != old["mode"]:
+        spec = new_spec(body)
+        return dict(action="rebuild", body=body, spec=spec, changes=sorted(changed_options(old, spec)))
+    spec = updated_spec(old, body, force=bool(params.get("force_update")))
+    changes = sorted(changed_options(old, spec))
+    if not changes:
+        return dict(action="none", body=None, spec=old, changes=[])
+    update = dict((k, body[k]) for k in ("replicas", "labels", "task") if body.get(k) is not None)
+    if params.get("force_update"):
+        update["force"] = True
+    return dict(action="update", body=update, spec=spec, changes=changes)
+
+
+def find_service(client, name):
+    """The service named name (exact name, never an id prefix), or None."""
+    for service in client.get("/v1/services"):
+        if service["spec"]["name"] == name:
+            return service
+    return None
+
+
+def main():
+    argument_spec = swarmctl_argument_spec(
+        name=dict(type="str", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        image=dict(type="str"),
+        mode=dict(type="str", default="replicated", choices=["replicated", "global"]),
+        replicas=dict(type="int", default=-1),
+        command=dict(type="raw"),
+        args=dict(type="list", elements="str"),
+        env=dict(type="raw"),
+        labels=dict(type="dict"),
+        network_mode=dict(type="str", choices=["host", "none"]),
+        placement=dict(type="dict", options=dict(
+            constraints=dict(type="list", elements="str"),
+            replicas_max_per_node=dict(type="int"),
+            strategy=dict(type="str", choices=["spread", "binpack", "random"]),
+        )),
+        reservations=dict(type="dict", options=dict(
+            cpus=dict(type="float"),
+            memory=dict(type="str"),
+        )),
+        limits=dict(type="dict", options=dict(
+            cpus=dict(type="float"),
+            memory=dict(type="str"),
+        )),
+        restart_config=dict(type="dict", options=dict(
+            condition=dict(type="str", choices=["none", "on-failure", "any"]),
+            delay=dict(type="str"),
+            max_attempts=dict(type="int"),
+            window=dict(type="str"),
+        )),
+        stop_grace_period=dict(type="str"),
+        force_update=dict(type="bool", default=False),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_if=[("state", "present", ("image",))])
+    client = client_from_module(module)
+    name = module.params["name"]
+    try:
+        current = find_service(client, name)
+    except SwarmctlError as exc:
+        module.fail_json(msg=exc.message, status=exc.status)
+    try:
+        decision = plan(current, module.params)
+    except ServiceParamError as exc:
+        module.fail_json(msg=str(exc))
+    action = decision["action"]
+    result = dict(changed=action != "none", changes=decision["changes"], rebuilt=action == "rebuild",
+                  swarm_service=current)
+    if action != "none":
+        result["diff"] = dict(before=current["spec"] if current else {}, after=decision["spec"] or {})
+    if action in ("create", "rebuild", "update") and module.check_mode:
+        result["swarm_service"] = dict(current or {}, id=current["id"] if action == "update" else None,
+                                       spec=decision["spec"])
+    if action == "remove":
+        result["swarm_service"] = None
+    if module.check_mode or action == "none":
+        module.exit_json(**result)
+    try:
+        if action in ("remove", "rebuild"):
+            client.delete("/v1/services/%s" % current["id"])
+        if action in ("create", "rebuild"):
+            result["swarm_service"] = client.post("/v1/services", decision["body"])
+        elif action == "update":
+            answer = client.post("/v1/services/%s/update" % current["id"], decision["body"])
+            result["swarm_service"] = answer["service"]
+            if not answer.get("changes"):
+                result["changed"], result["changes"] = False, []
+                result.pop("diff", None)
+    except SwarmctlError as exc:
+        module.fail_json(msg=exc.message, status=exc.status, changed=action == "rebuild")
+    if result.get("diff") and result["swarm_service"]:
+        result["diff"]["after"] = result["swarm_service"]["spec"]
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,415 @@
+#!/usr/bin/python
+# Copyright (c) 2026 swarmctl maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: swarm
+short_description: Create, join and leave a swarmctl swarm
+version_added: 0.1.0
+description:
+  - Creates a new swarm on the local swarmctl daemon (O(state=present)), joins the daemon to an existing swarm
+    (O(state=join)), makes it leave its swarm (O(state=absent)), or removes another, down node from the swarm
+    (O(state=remove)).
+  - Parameter names follow M(community.docker.docker_swarm), so playbooks move over by renaming the module.
+  - Talks to the local daemon through its unix socket (O(swarmctl_host)); the daemon must be running.
+author:
+  - swarmctl maintainers (@swarmctl)
+attributes:
+  check_mode:
+    description: Predicts the change without making it.
+    support: full
+  diff_mode:
+    description: Shows the node's swarm membership (and token rotations) before and after.
+    support: full
+options:
+  state:
+    description:
+      - V(present) creates a new swarm with this node as its first manager, unless the node already is a manager
+        of a swarm. Join tokens are rotated on request in either case.
+      - V(join) joins the swarm of O(remote_addrs) with O(join_token). A node that is already part of a swarm
+        is left as it is (RV(ignore:changed=false)).
+      - V(absent) makes the node leave its swarm. A manager needs O(force=true).
+      - V(remove) removes the node O(node_id) from the swarm; this node must be a manager.
+    type: str
+    default: present
+    choices: [present, join, absent, remove]
+  advertise_addr:
+    description:
+      - The IP address other nodes reach this node at (init and join). Defaults to the daemon's
+        C(--advertise-addr).
+    type: str
+  listen_addr:
+    description:
+      - The management API's listen address, C(IP:PORT) (init and join). Defaults to the daemon's
+        C(--listen-addr), usually C(ADVERTISE:2377).
+    type: str
+  remote_addrs:
+    description:
+      - Management addresses (C(HOST:PORT)) of managers of the swarm to join. They are tried in order; the first
+        one that can be reached is used.
+      - Required with O(state=join).
+    type: list
+    elements: str
+  join_token:
+    description:
+      - The swarm's worker or manager join token, C(SWMTKN-1-...). The token decides the role the node joins as.
+      - Required with O(state=join).
+    type: str
+  force:
+    description:
+      - With O(state=absent), leave the swarm even if this node is a manager. Leaving as the last manager erases
+        the swarm's state.
+      - With O(state=remove), remove the node even if it is not down.
+      - Not used with O(state=present); use C(swarmctl swarm init --force-new-cluster) to recover a swarm.
+    type: bool
+    default: false
+  node_id:
+    description:
+      - The node to remove with O(state=remove), by id, unique id prefix or unique hostname.
+      - Required with O(state=remove).
+    type: str
+  rotate_worker_token:
+    description:
+      - Rotate the worker join token (O(state=present) on a manager). Always a change.
+    type: bool
+    default: false
+  rotate_manager_token:
+    description:
+      - Rotate the manager join token (O(state=present) on a manager). Always a change.
+    type: bool
+    default: false
+  swarmctl_host:
+    description:
+      - The local daemon's API socket, C(unix:///PATH).
+      - If not set, the environment variable E(SWARMCTL_HOST) is used, then the default.
+    type: str
+    default: unix:///run/swarmctl/swarmctl.sock
+  timeout:
+    description:
+      - Seconds to wait for each answer of the daemon.
+    type: int
+    default: 60
+notes:
+  - Joining uses the daemon's local C(POST /v1/swarm/join); the daemon checks the swarm's CA against the token's
+    digest before it sends anything secret.
+seealso:
+  - module: swarmctl.cluster.info
+  - module: swarmctl.cluster.node
+"""
+
+EXAMPLES = r"""
+- name: Create a swarm on the first manager
+  swarmctl.cluster.swarm:
+    state: present
+    advertise_addr: 10.0.0.1
+  register: swarm
+
+- name: Join a worker, handing the token over from the first manager
+  swarmctl.cluster.swarm:
+    state: join
+    join_token: "{{ hostvars[groups['managers'][0]].swarm.swarm_facts.JoinTokens.Worker }}"
+    remote_addrs:
+      - 10.0.0.1:2377
+      - 10.0.0.2:2377
+
+- name: Rotate the worker token
+  swarmctl.cluster.swarm:
+    state: present
+    rotate_worker_token: true
+
+- name: Remove a node that is down
+  swarmctl.cluster.swarm:
+    state: remove
+    node_id: worker3
+
+- name: Leave the swarm, even as a manager
+  swarmctl.cluster.swarm:
+    state: absent
+    force: true
+"""
+
+RETURN = r"""
+swarm_facts:
+  description:
+    - The swarm as its managers see it (C(GET /v1/swarm)) with the current join tokens.
+    - Empty when this node is not a manager (a worker, a node outside any swarm, or a prediction in check mode).
+  returned: success
+  type: dict
+  contains:
+    id:
+      description: The swarm's cluster id.
+      type: str
+      returned: when this node is a manager
+    spec:
+      description: The swarm's settings.
+      type: dict
+      returned: when this node is a manager
+    root_ca:
+      description: The root CA certificate (C(cert)) and its digest (C(digest)).
+      type: dict
+      returned: when this node is a manager
+    managers:
+      description: Raft addresses of the managers.
+      type: list
+      elements: str
+      returned: when this node is a manager
+    leader:
+      description: Raft address of the leader.
+      type: str
+      returned: when this node is a manager
+    manager_addrs:
+      description: Management addresses (C(IP:PORT)) of the managers, for O(remote_addrs) of joining nodes.
+      type: list
+      elements: str
+      returned: when this node is a manager
+    JoinTokens:
+      description: The join tokens, under the keys C(Worker) and C(Manager) as in community.docker.
+      type: dict
+      returned: when this node is a manager
+      sample: {"Worker": "SWMTKN-1-...", "Manager": "SWMTKN-1-..."}
+actions:
+  description: What was done, or would be done in check mode.
+  returned: success
+  type: list
+  elements: str
+  sample: ["Swarm cluster created"]
+node_id:
+  description: This node's id in its swarm, or null outside a swarm (also after leaving).
+  returned: success
+  type: str
+  sample: 4u8dmxcu1vzbd0fjmf9l0jyvd
+"""
+
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.swarmctl.cluster.plugins.module_utils.swarmctl_client import (
+    SwarmctlError,
+    client_from_module,
+    swarmctl_argument_spec,
+)
+
+_TOKEN = re.compile(r"^SWMTKN-1-[0-9a-z]{50}-[0-9a-z]{25}$")
+
+
+def token_problem(token):
+    """None if the token looks like a join token, else a message that does not repeat the token."""
+    token = (token or "").strip()
+    if not token:
+        return "join_token is required with state=join"
+    if not token.startswith("SWMTKN-"):
+        return "join_token is malformed: it must start with 'SWMTKN-1-'"
+    if not _TOKEN.match(token):
+        return "join_token is malformed: expected SWMTKN-1-<50 base-36 characters>-<25 base-36 characters>"
+    return None
+
+
+def addr_problem(addr):
+    """None if addr is HOST:PORT with a valid port."""
+    host, sep, port = (addr or "").strip().rpartition(":")
+    if not sep or not host:
+        return "invalid remote address %r: expected HOST:PORT, e.g. 10.0.0.1:2377" % (addr,)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return "invalid remote address %r: the port must be a number from 1 to 65535" % (addr,)
+    return None
+
+
+def membership(info):
+    """The part of /v1/info the diff shows."""
+    return {"local_node_state": info.get("local_node_state"), "role": info.get("role"),
+            "node_id": info.get("node_id"), "cluster_id": info.get("cluster_id")}
+
+
+def is_unreachable(exc):
+    """A join error that means 'try the next manager' rather than 'this will never work'."""
+    return exc.status in (None, 503) and "could not connect" in (exc.message or "")
+
+
+class SwarmModule(object):
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.client = client_from_module(module)
+        self.changed = False
+        self.actions = []
+        self.rotated = []
+
+    def fail(self, msg, **kwargs):
+        self.module.fail_json(msg=msg, actions=self.actions, changed=self.changed, **kwargs)
+
+    def call(self, method, path, body=None):
+        try:
+            return self.client.request(method, path, body)
+        except SwarmctlError as exc:
+            self.fail(exc.message, status=exc.status)
+
+    def info(self):
+        return self.call("GET", "/v1/info")
+
+    def swarm_facts(self, info):
+        if not info.get("is_manager"):
+            return {}
+        facts = self.call("GET", "/v1/swarm")
+        worker = self.call("GET", "/v1/swarm/join-token/worker")
+        manager = self.call("GET", "/v1/swarm/join-token/manager")
+        facts["JoinTokens"] = {"Worker": worker["token"], "Manager": manager["token"]}
+        facts["manager_addrs"] = manager.get("managers") or []
+        return facts
+
+    # ---- states ----------------------------------------------------------------------------------
+    def present(self, info):
+        if self.params["force"]:
+            self.module.warn("force is not used with state=present: swarmctl.cluster.swarm never forces a new "
+                             "cluster (use 'swarmctl swarm init --force-new-cluster' to recover a swarm)")
+        if info["local_node_state"] == "active":
+            if not info.get("is_manager"):
+                self.fail("This node is already part of a swarm as a worker: state=present needs a node outside "
+                          "any swarm (to create one) or a manager (to update it). Use state=join to join, or "
+                          "promote the node first.")
+            self.rotate()
+            return info
+        self.changed = True
+        self.actions.append("Swarm cluster created")
+        if self.module.check_mode:
+            return dict(info, local_node_state="active", role="manager", is_manager=True, node_id=None)
+        body = {}
+        for key in ("advertise_addr", "listen_addr"):
+            if self.params[key]:
+                body[key] = self.params[key]
+        self.call("POST", "/v1/swarm/init", body)
+        return self.info()
+
+    def rotate(self):
+        for role in ("worker", "manager"):
+            if not self.params["rotate_%s_token" % role]:
+                continue
+            self.changed = True
+            self.rotated.append(role)
+            self.actions.append("%s join token rotated" % role.capitalize())
+            if not self.module.check_mode:
+                self.call("POST", "/v1/swarm/join-token/rotate", {"role": role})
+
+    def join(self, info):
+        if info["local_node_state"] == "active":
+            return info
+        problem = token_problem(self.params["join_token"])
+        if problem:
+            self.fail(problem)
+        remotes = [a.strip() for a in self.params["remote_addrs"] or [] if a and a.strip()]
+        if not remotes:
+            self.fail("remote_addrs must name at least one manager (HOST:PORT) with state=join")
+        for addr in remotes:
+            problem = addr_problem(addr)
+            if problem:
+                self.fail(problem)
+        self.changed = True
+        self.actions.append("New node is added to swarm cluster")
+        if self.module.check_mode:
+            return dict(info, local_node_state="active", node_id=None)
+        errors = []
+        for addr in remotes:
+            body = {"token": self.params["join_token"].strip(), "remote_addr": addr}
+            for key in ("advertise_addr", "listen_addr"):
+                if self.params[key]:
+                    body[key] = self.params[key]
+            try:
+                self.client.post("/v1/swarm/join", body)
+                return self.info()
+            except SwarmctlError as exc:
+                if not is_unreachable(exc):
+                    self.changed = False
+                    self.fail(exc.message, status=exc.status, remote_addr=addr)
+                errors.append(exc.message)
+        self.changed = False
+        self.fail("could not reach any manager of remote_addrs: %s" % "; ".join(errors))
+
+    def absent(self, info):
+        if info["local_node_state"] != "active":
+            return info
+        if info.get("role") == "manager" and not self.params["force"]:
+            self.fail("This node is a manager of its swarm: leaving could lose quorum, and leaving as the last "
+                      "manager erases the swarm's state. Set force=true to leave anyway.")
+        self.changed = True
+        self.actions.append("Node has left the swarm cluster")
+        if not self.module.check_mode:
+            self.call("POST", "/v1/swarm/leave", {"force": bool(self.params["force"])})
+            return self.info()
+        return dict(info, local_node_state="inactive", role=None, node_id=None, cluster_id=None, is_manager=False)
+
+    def remove(self, info):
+        ref = (self.params["node_id"] or "").strip()
+        if not ref:
+            self.fail("node_id is required with state=remove")
+        if info["local_node_state"] != "active":
+            self.fail("This node is not part of a swarm: state=remove must run on a manager of the swarm.")
+        try:
+            node = self.client.get("/v1/nodes/%s" % ref)
+        except SwarmctlError as exc:
+            if exc.status == 404:
+                return info  # already gone
+            self.fail(exc.message, status=exc.status)
+        if node["id"] == info.get("node_id"):
+            self.fail("node %s is this node: use state=absent to leave the swarm" % ref)
+        if node["spec"]["role"] == "manager":
+            self.fail("node %s is a manager of the swarm: demote it (swarmctl.cluster.node role=worker) "
+                      "before removing it" % ref)
+        if node["status"]["state"] != "down" and not self.params["force"]:
+            self.fail("Can not remove node %s: its status is %s, not down. Set force=true to remove it anyway."
+                      % (ref, node["status"]["state"]))
+        self.changed = True
+        self.actions.append("Node is removed from swarm cluster.")
+        if not self.module.check_mode:
+            self.call("DELETE", "/v1/nodes/%s%s" % (node["id"], "?force=1" if self.params["force"] else ""))
+        return info
+
+    def run(self):
+        info = self.info()
+        before = membership(info)
+        state = self.params["state"]
+        after_info = getattr(self, state)(info)
+        after = membership(after_info)
+        diff_before, diff_after = dict(before), dict(after)
+        if self.rotated:
+            diff_before["join_tokens"] = {r: "current" for r in self.rotated}
+            diff_after["join_tokens"] = {r: "rotated" for r in self.rotated}
+        facts = {}
+        if not self.module.check_mode or not self.changed:
+            facts = self.swarm_facts(after_info)
+        elif state == "present" and info["local_node_state"] == "active":
+            facts = self.swarm_facts(info)  # rotation predicted: the tokens shown are the current ones
+        result = dict(changed=self.changed, actions=self.actions, swarm_facts=facts,
+                      node_id=after_info.get("node_id"))
+        if self.changed:
+            result["diff"] = dict(before=diff_before, after=diff_after)
+        self.module.exit_json(**result)
+
+
+def main():
+    argument_spec = swarmctl_argument_spec(
+        state=dict(type="str", default="present", choices=["present", "join", "absent", "remove"]),
+        advertise_addr=dict(type="str"),
+        listen_addr=dict(type="str"),
+        remote_addrs=dict(type="list", elements="str"),
+        join_token=dict(type="str", no_log=True),
+        force=dict(type="bool", default=False),
+        node_id=dict(type="str"),
+        rotate_worker_token=dict(type="bool", default=False, no_log=False),
+        rotate_manager_token=dict(type="bool", default=False, no_log=False),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        required_if=[
+            ("state", "join", ("remote_addrs", "join_token")),
+            ("state", "remove", ("node_id",)),
+        ],
+    )
+    SwarmModule(module).run()
+
+
+if __name__ == "__main__":
+    main()

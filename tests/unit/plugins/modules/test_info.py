@@ -1,0 +1,70 @@
+"""swarmctl.cluster.info: filters, and the answers on a manager, a worker and outside a swarm."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.swarmctl.cluster.plugins.modules import info
+
+NODES = [
+    {"id": "aaa1", "spec": {"role": "manager", "availability": "active", "labels": {}},
+     "description": {"hostname": "m1"}, "status": {"state": "ready"}},
+    {"id": "bbb2", "spec": {"role": "worker", "availability": "drain", "labels": {"zone": "a"}},
+     "description": {"hostname": "w1"}, "status": {"state": "down"}},
+    {"id": "bbc3", "spec": {"role": "worker", "availability": "active", "labels": {"zone": "b"}},
+     "description": {"hostname": "w2"}, "status": {"state": "ready"}},
+]
+
+
+@pytest.mark.parametrize("filters, hostnames", [
+    (None, ["m1", "w1", "w2"]),
+    ({"role": "worker"}, ["w1", "w2"]),
+    ({"role": "worker", "state": "ready"}, ["w2"]),
+    ({"id": "bb"}, ["w1", "w2"]),
+    ({"name": ["m1", "w2"]}, ["m1", "w2"]),
+    ({"label": "zone"}, ["w1", "w2"]),
+    ({"label": "zone=b"}, ["w2"]),
+    ({"availability": "drain"}, ["w1"]),
+])
+def test_node_filters(filters, hostnames):
+    assert [n["description"]["hostname"] for n in info.apply_filters("nodes", NODES, filters)] == hostnames
+
+
+def test_task_filters():
+    tasks = [{"id": "t1", "name": "web.1", "service_name": "web", "service_id": "s1", "node_name": "w1",
+              "node_id": "bbb2", "desired_state": "running"},
+             {"id": "t2", "name": "web.2", "service_name": "web", "service_id": "s1", "node_name": None,
+              "node_id": None, "desired_state": "shutdown"}]
+    assert [t["id"] for t in info.apply_filters("tasks", tasks, {"service": "s1", "desired-state": "running"})] == ["t1"]
+    assert [t["id"] for t in info.apply_filters("tasks", tasks, {"node": "w1"})] == ["t1"]
+    assert [t["id"] for t in info.apply_filters("tasks", tasks, {"name": "web.2"})] == ["t2"]
+
+
+def test_unknown_filter_key():
+    with pytest.raises(info.FilterError, match="unknown nodes_filters key 'colour'"):
+        info.check_filters("nodes", {"colour": "red"})
+
+
+def test_manager(fake_daemon, run_module):
+    fake_daemon.routes[("GET", "/v1/info")] = (200, {"local_node_state": "active", "is_manager": True})
+    fake_daemon.routes[("GET", "/v1/swarm")] = (200, {"id": "c1"})
+    for role in ("worker", "manager"):
+        answer = {"token": "T-" + role, "managers": ["127.0.0.81:2377"]}
+        fake_daemon.routes[("GET", "/v1/swarm/join-token/%s" % role)] = (200, answer)
+    fake_daemon.routes[("GET", "/v1/nodes")] = (200, NODES)
+    result = run_module("info", {"swarmctl_host": fake_daemon.host, "nodes": True,
+                                 "nodes_filters": {"role": "manager"}}, check_mode=True)
+    assert result["swarm_active"] and result["swarm_manager"] and not result["changed"]
+    assert result["swarm_facts"]["JoinTokens"] == {"Worker": "T-worker", "Manager": "T-manager"}
+    assert [n["id"] for n in result["nodes"]] == ["aaa1"]
+    assert "services" not in result and "tasks" not in result
+
+
+@pytest.mark.parametrize("state, manager", [("active", False), ("inactive", False)])
+def test_worker_and_outside(fake_daemon, run_module, state, manager):
+    fake_daemon.routes[("GET", "/v1/info")] = (200, {"local_node_state": state, "is_manager": manager})
+    result = run_module("info", {"swarmctl_host": fake_daemon.host, "nodes": True, "services": True,
+                                 "tasks": True})
+    assert result["swarm_active"] == (state == "active") and result["swarm_manager"] is False
+    assert result["swarm_facts"] == {} and not {"nodes", "services", "tasks"} & set(result)
+    assert [r[1] for r in fake_daemon.requests] == ["/v1/info"]
