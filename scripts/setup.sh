@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what swarmctl needs on a fresh Debian machine (run as root): Python packages, and with
-# --system also the Debian packages used by later stages (Docker engine, busybox, sshd).
+# Installs what swarmctl needs on a fresh Debian machine (run as root): Python packages (with
+# ansible-core and ansible-runner), and with --system also Debian's Docker engine, busybox and sshd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${1:-}" == "--system" ]]; then
@@ -8,4 +8,4 @@ if [[ "${1:-}" == "--system" ]]; then
   apt-get update -qq
   apt-get install -y -qq docker.io busybox-static openssh-server >/dev/null
 fi
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 -m pip install -q --disable-pip-version-check -e '.[test,provision]'
