@@ -10,6 +10,7 @@ Without ansible-core the tests are not collected at all.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import importlib.util
 import json
@@ -37,6 +38,7 @@ def _make_collection_importable() -> None:
     except ImportError:
         pass
     root = tempfile.mkdtemp(prefix="swarmctl-coll-")
+    atexit.register(shutil.rmtree, root, True)
     os.makedirs(os.path.join(root, "ansible_collections", "swarmctl"))
     os.symlink(REPO, os.path.join(root, "ansible_collections", "swarmctl", "cluster"))
     sys.path.insert(0, root)
