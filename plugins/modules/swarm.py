@@ -29,7 +29,8 @@ options:
   state:
     description:
       - V(present) creates a new swarm with this node as its first manager, unless the node already is a manager
-        of a swarm. Join tokens are rotated on request in either case.
+        of a swarm; on such a manager it rotates the join tokens on request (a new swarm's tokens are fresh,
+        so nothing is rotated right after creating one).
       - V(join) joins the swarm of O(remote_addrs) with O(join_token). A node that is already part of a swarm
         is left as it is (RV(ignore:changed=false)).
       - V(absent) makes the node leave its swarm. A manager needs O(force=true).
