@@ -160,7 +160,7 @@ down() {
   else
     echo "ok: no swarmctl daemon of the demo runs (pgrep -af 'swarmctl.cli.main daemon|swarmctl daemon')"
   fi
-  n=$(pgrep -af 'swarmctl.cli.main daemon|swarmctl daemon' | grep -vF -- "$LOCAL_ROOT/" | wc -l)
+  n=$( (pgrep -af 'swarmctl.cli.main daemon|swarmctl daemon' || true) | (grep -vF -- "$LOCAL_ROOT/" || true) | wc -l)
   [[ $n == 0 ]] || echo "note: $n swarmctl daemon(s) of something else run (not started by the demo; left alone)"
   if docker -H "$DOCKER_URL" info >/dev/null 2>&1; then
     left=""
@@ -170,7 +170,7 @@ down() {
     else
       echo "ok: no container of the demo's nodes in the engine (label swarmctl.node.id)"
     fi
-    n=$(docker -H "$DOCKER_URL" ps -aq --filter label=swarmctl.node.id | wc -l)
+    n=$( (docker -H "$DOCKER_URL" ps -aq --filter label=swarmctl.node.id || true) | wc -l)
     [[ $n == 0 ]] || echo "note: $n container(s) of other swarmctl nodes (not the demo's) are in the engine"
   fi
   if [[ -e "$LOCAL_ROOT" ]]; then echo "LEFT: $LOCAL_ROOT"; failed=1; else echo "ok: $LOCAL_ROOT is gone"; fi
