@@ -24,6 +24,8 @@ attributes:
   diff_mode:
     description: Nothing changes, so there is no diff.
     support: none
+extends_documentation_fragment:
+  - swarmctl.cluster.swarmctl
 options:
   nodes:
     description:
@@ -57,17 +59,6 @@ options:
       - Keys are C(id) (id prefix), C(name) (task name, for example C(web.1)), C(service) (service name or id),
         C(node) (hostname or node id) and C(desired-state) (for example V(running)).
     type: dict
-  swarmctl_host:
-    description:
-      - The local daemon's API socket, C(unix:///PATH).
-      - If not set, the environment variable E(SWARMCTL_HOST) is used, then the default.
-    type: str
-    default: unix:///run/swarmctl/swarmctl.sock
-  timeout:
-    description:
-      - Seconds to wait for each answer of the daemon.
-    type: int
-    default: 60
 seealso:
   - module: swarmctl.cluster.swarm
 """

@@ -22,6 +22,8 @@ attributes:
   diff_mode:
     description: Shows the node's role, availability and labels before and after.
     support: full
+extends_documentation_fragment:
+  - swarmctl.cluster.swarmctl
 options:
   hostname:
     description:
@@ -62,17 +64,6 @@ options:
         checks (the last manager cannot be demoted).
     type: str
     choices: [manager, worker]
-  swarmctl_host:
-    description:
-      - The local daemon's API socket, C(unix:///PATH). The daemon must be a manager of the swarm.
-      - If not set, the environment variable E(SWARMCTL_HOST) is used, then the default.
-    type: str
-    default: unix:///run/swarmctl/swarmctl.sock
-  timeout:
-    description:
-      - Seconds to wait for each answer of the daemon.
-    type: int
-    default: 60
 seealso:
   - module: swarmctl.cluster.swarm
   - module: swarmctl.cluster.info

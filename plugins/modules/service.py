@@ -26,6 +26,8 @@ attributes:
   diff_mode:
     description: Shows the service spec before and after.
     support: full
+extends_documentation_fragment:
+  - swarmctl.cluster.swarmctl
 options:
   name:
     description:
@@ -160,17 +162,6 @@ options:
       - Redeploy the tasks even if nothing changed. Always a change when the service exists.
     type: bool
     default: false
-  swarmctl_host:
-    description:
-      - The local daemon's API socket, C(unix:///PATH). The daemon must be a manager of the swarm.
-      - If not set, the environment variable E(SWARMCTL_HOST) is used, then the default.
-    type: str
-    default: unix:///run/swarmctl/swarmctl.sock
-  timeout:
-    description:
-      - Seconds to wait for each answer of the daemon.
-    type: int
-    default: 60
 notes:
   - The module does not wait for the tasks to run; use M(swarmctl.cluster.info) with O(swarmctl.cluster.info#module:tasks=true)
     to watch them.

@@ -25,6 +25,8 @@ attributes:
   diff_mode:
     description: Shows the node's swarm membership (and token rotations) before and after.
     support: full
+extends_documentation_fragment:
+  - swarmctl.cluster.swarmctl
 options:
   state:
     description:
@@ -83,17 +85,6 @@ options:
       - Rotate the manager join token (O(state=present) on a manager). Always a change.
     type: bool
     default: false
-  swarmctl_host:
-    description:
-      - The local daemon's API socket, C(unix:///PATH).
-      - If not set, the environment variable E(SWARMCTL_HOST) is used, then the default.
-    type: str
-    default: unix:///run/swarmctl/swarmctl.sock
-  timeout:
-    description:
-      - Seconds to wait for each answer of the daemon.
-    type: int
-    default: 60
 notes:
   - Joining uses the daemon's local C(POST /v1/swarm/join); the daemon checks the swarm's CA against the token's
     digest before it sends anything secret.
