@@ -49,6 +49,7 @@ export ANSIBLE_FORCE_COLOR=0 NO_COLOR=1
 
 leftovers() {  # daemons of inventory/local and containers of swarmctl nodes still around
   local n=0 d c
+  rmdir /tmp/swarmctl-local 2>/dev/null || true   # the hosts' common parent: teardown removes each host's home only
   d=$( (pgrep -af 'swarmctl.cli.main daemon|swarmctl daemon' || true) | (grep -F /tmp/swarmctl-local/ || true))
   c=$(docker -H "$DOCKER_URL" ps -aq --filter label=swarmctl.node.id 2>/dev/null || true)
   [[ -z "$d" ]] || { echo "LEFT: daemons: $d"; n=1; }

@@ -6,7 +6,7 @@
 Each write is `swarmctl -H unix://SOCK node update --label-add upgrade-write=N NODE`, tried on the sockets
 in turn (a client failing over between managers), starting with the one that last worked. A round fails
 when no manager accepted the write. RESULT.json: rounds, failed rounds, per-socket failures and the longest
-time without a successful write (longest_gap_s). Bounded: at most --max-rounds rounds and --max-seconds s.
+time between two successful writes (longest_gap_s; about INTERVAL plus a write when none failed). Bounded: at most --max-rounds rounds and --max-seconds s.
 """
 
 import argparse
@@ -55,11 +55,11 @@ def main() -> int:
             if len(errors) < 50:
                 errors.append(f"{time.monotonic() - start:.1f}s {sock}: {msg[:200]}")
         now = time.monotonic()
+        longest_gap = max(longest_gap, now - last_ok)  # time since the last successful write (or the start)
         if ok:
             last_ok = now
         else:
             failed += 1
-        longest_gap = max(longest_gap, now - last_ok)
         time.sleep(a.interval)
 
     result = {"rounds": rounds, "failed_rounds": failed, "longest_gap_s": round(longest_gap, 2),
