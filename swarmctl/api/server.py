@@ -108,12 +108,18 @@ class APIServer:
         self._tls_site: web.BaseSite | None = None
 
     # ---- listeners ---------------------------------------------------------------------------
+    async def setup(self) -> None:
+        """Prepare the app; listeners are added by start_unix and start_tls, in any order."""
+        if self._runner is None:
+            self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+            await self._runner.setup()
+
     async def start_unix(self, path: str) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await self._runner.setup()
+        await self.setup()
         await web.UnixSite(self._runner, path).start()
 
     async def start_tls(self, sock, ssl_context) -> None:
+        await self.setup()
         await self.stop_tls()
         self._tls_site = web.SockSite(self._runner, sock, ssl_context=ssl_context)
         await self._tls_site.start()

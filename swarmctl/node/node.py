@@ -108,11 +108,12 @@ class Node:
         if self.addrs is not None:
             self._listen_sock = _bind(self.addrs)
             _check_port_free(self.addrs.advertise, self.addrs.listen_port + 1, "the Raft address")
-        await self._open_socket()
+        self._claim_socket()
         if self.identity:
             await self._activate()
+        await self._open_socket()  # only now: until activation, a manager would answer "not a manager"
 
-    async def _open_socket(self) -> None:
+    def _claim_socket(self) -> None:
         path = self.config.socket
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         if os.path.exists(path):
@@ -125,6 +126,9 @@ class Node:
                 raise StartupError(f"socket {path} is in use by another swarmctl daemon")
             finally:
                 probe.close()
+
+    async def _open_socket(self) -> None:
+        path = self.config.socket
         await self.api.start_unix(path)
         self._socket_owned = True
         os.chmod(path, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IWGRP)
