@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Write a node label through the managers every INTERVAL s until STOP_FILE exists (or the limits hit).
 
     writes.py --cli SWARMCTL --socket SOCK [--socket SOCK ...] --node NODE --stop-file F --out RESULT.json
@@ -44,7 +43,7 @@ def main() -> int:
             try:
                 res = subprocess.run([a.cli, "-H", f"unix://{sock}", "node", "update", "--label-add",
                                       f"upgrade-write={rounds}", a.node],
-                                     capture_output=True, text=True, timeout=10)
+                                     capture_output=True, text=True, timeout=10, check=False)
                 rc, msg = res.returncode, (res.stderr or res.stdout).strip()
             except subprocess.TimeoutExpired:
                 rc, msg = -1, "timeout"
