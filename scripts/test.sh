@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what it needs (Python packages, Docker engine,
-# busybox), then runs unit, runtime and integration tests. The tests start and stop a private dockerd.
+# busybox), then runs unit, runtime, integration and collection tests (they start and stop a private dockerd),
+# the collection's quality gates and the molecule scenarios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --system
@@ -9,3 +10,7 @@ export SWARMCTL_REQUIRE_ANSIBLE=1   # and the collection's modules under real an
 # daemons of an interrupted earlier run would hold the loopback addresses the tests use
 pkill -f 'swarmctl.cli.main daemon' 2>/dev/null || true
 python3 -m pytest -q -p no:cacheprovider --timeout=300 tests "$@"
+# the Ansible collection's quality gates (ansible-test sanity, ansible-lint production, build, install, ansible-doc)
+bash scripts/collection-checks.sh
+# molecule: the local 5-node swarm formed, scaled out and upgraded by the playbooks over SSH
+bash scripts/molecule.sh
