@@ -29,7 +29,6 @@ class Session:
         self._on_removed = on_removed
         self._current = 0
         self._task: asyncio.Task | None = None
-        self._wake = asyncio.Event()
         self.answered = asyncio.Event()  # set after the first heartbeat a manager accepted
 
     def start(self) -> None:
@@ -38,10 +37,6 @@ class Session:
     async def stop(self) -> None:
         await cancel(self._task)
         self._task = None
-
-    def poke(self) -> None:
-        """Heartbeat now rather than at the end of the period."""
-        self._wake.set()
 
     async def _run(self) -> None:
         while True:
@@ -56,11 +51,7 @@ class Session:
                     await self._on_answer(answer)
                 except Exception:
                     log.exception("handling the heartbeat answer failed")
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.period)
-            except asyncio.TimeoutError:
-                pass
+            await asyncio.sleep(self.period)
 
     async def _beat(self) -> dict | None:
         try:

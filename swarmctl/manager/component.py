@@ -34,9 +34,6 @@ class Reconciler:
         self._dirty.set()
         self._task = asyncio.create_task(self._run(), name=type(self).__name__)
 
-    def poke(self) -> None:
-        self._dirty.set()
-
     async def stop(self) -> None:
         if self._cancel_watch:
             self._cancel_watch()

@@ -226,9 +226,8 @@ class Node:
         leader = self.store.leader()
         if leader is None:
             return None
-        for node in self.store.machine.list("node"):
-            if node["description"].get("addrs", {}).get("raft") == leader:
-                return node["description"]["addrs"]["manager"]
+        # Raft always listens on the management port + 1 of the same address (config.Addresses),
+        # so the leader's API address follows from its Raft address without a scan of the nodes.
         host, port = parse_host_port(leader)
         return f"{host}:{port - 1}"
 

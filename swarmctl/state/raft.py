@@ -130,9 +130,6 @@ class RaftStore:
                 return self._sync.isNodeConnected(node)
         return False
 
-    def status(self) -> dict:
-        return {k: v for k, v in self._sync.getStatus().items() if isinstance(v, (int, float, str, bool, type(None)))}
-
     def destroy(self) -> None:
         self._sync.destroy()
 
