@@ -2,8 +2,9 @@
 
 ``ensure_engine()`` makes sure a private dockerd answers on unix:///tmp/swarmctl-dockerd/docker.sock
 (started with scripts/dockerd.sh if it is not running) and that the offline test image exists
-(scripts/build-test-image.sh).  ``release_engine()`` stops the engine only if ensure_engine started it,
-so an engine someone started by hand stays up.
+(scripts/build-test-image.sh).  Every ensure_engine() is paired with one release_engine(); the last
+release stops the engine, and only if ensure_engine started it, so an engine someone started by hand
+stays up and one fixture's release never pulls the engine from under another fixture still using it.
 
 Without dockerd (or without root) the calling test is skipped, unless SWARMCTL_REQUIRE_DOCKER is set
 (CI sets it): then a missing engine is a failure.
@@ -29,6 +30,7 @@ TEST_IMAGE = "swarmctl-test/busybox:latest"
 _lock = threading.Lock()
 _started_by_us = False
 _ready = False
+_users = 0  # ensure_engine() calls not yet paired with a release_engine()
 
 
 def _required() -> bool:
@@ -51,9 +53,10 @@ def engine_running() -> bool:
 
 def ensure_engine() -> str:
     """Start the private engine if needed, build the test image if needed; return the socket URL."""
-    global _started_by_us, _ready
+    global _started_by_us, _ready, _users
     with _lock:
         if _ready:
+            _users += 1
             return SOCKET_URL
         if shutil.which("dockerd") is None:
             _unavailable("dockerd is not installed (scripts/setup.sh --system installs docker.io)")
@@ -73,13 +76,17 @@ def ensure_engine() -> str:
                 _run(["bash", str(DOCKERD_SH), "stop", ENGINE_DIR], timeout=120)
             pytest.fail(f"scripts/build-test-image.sh failed:\n{res.stdout}{res.stderr}", pytrace=False)
         _ready = True
+        _users += 1
         return SOCKET_URL
 
 
 def release_engine() -> None:
-    """Stop the engine if ensure_engine started it (containers still running are stopped with it)."""
-    global _started_by_us, _ready
+    """Drop one use; the last one stops the engine if ensure_engine started it (with its containers)."""
+    global _started_by_us, _ready, _users
     with _lock:
+        _users = max(0, _users - 1)
+        if _users:
+            return
         _ready = False
         if not _started_by_us:
             return
