@@ -21,7 +21,6 @@ ROOT=$(pwd)
 STATE=${SWARMCTL_DEMO_STATE:-/tmp/swarmctl-demo-state}
 LOCAL_ROOT=/tmp/swarmctl-local            # inventory/local: swarmctl_home is $LOCAL_ROOT/<host>
 DOCKER_URL=unix:///tmp/swarmctl-dockerd/docker.sock
-CONTROL_DIR=/tmp/swarmctl-ansible-cp      # ansible.cfg control_path_dir
 SERVICE=demo-web
 PORTS=(18081 18082 18083)
 export ANSIBLE_CONFIG="$ROOT/ansible.cfg"
@@ -39,10 +38,7 @@ link_collection() {  # ansible.cfg's collections_path finds swarmctl.cluster (th
 }
 
 close_ssh_masters() {  # Ansible's persistent SSH connections (ControlPersist) end now instead of in 30 s
-  local s
-  for s in "$CONTROL_DIR"/*; do
-    [[ -S "$s" ]] && ssh -o ControlPath="$s" -O exit swarmctl-local >/dev/null 2>&1 || true
-  done
+  bash scripts/sshd.sh close-masters
 }
 
 our_daemons() {  # swarmctl daemons of this demo (their command lines name $LOCAL_ROOT)

@@ -17,6 +17,7 @@ STARTED_DOCKERD=0
 STARTED_SSHD=0
 
 cleanup() {
+  scripts/sshd.sh close-masters
   if [[ $STARTED_SSHD == 1 ]]; then scripts/sshd.sh stop || true; fi
   if [[ $STARTED_DOCKERD == 1 ]]; then scripts/dockerd.sh stop || true; echo "dockerd stopped (started by molecule.sh)"; fi
 }

@@ -66,6 +66,7 @@ def local_hosts():
             provision("-i", INVENTORY, "teardown")
         if os.path.isdir(LOCAL_ROOT) and not os.listdir(LOCAL_ROOT):
             os.rmdir(LOCAL_ROOT)  # the hosts' common parent (teardown removes only each host's home)
+        _sh(["bash", SSHD_SH, "close-masters"])  # Ansible's ControlPersist ssh processes end with the test
         if started_sshd:
             _sh(["bash", SSHD_SH, "stop"])
         docker_engine.release_engine()
