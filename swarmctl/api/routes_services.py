@@ -97,6 +97,8 @@ async def update_swarm(ctx):
     sets = []
     if ctx.body.default_strategy:
         sets.append((["spec", "default_strategy"], ctx.body.default_strategy))
+    if ctx.body.node_cert_expiry is not None:
+        sets.append((["spec", "node_cert_expiry"], ctx.body.node_cert_expiry))
     if sets:
         await commit(ctx.store, [{"op": "patch", "kind": "cluster", "id": cluster["id"], "set": sets}])
     return {"spec": ctx.manager.membership.cluster()["spec"]}

@@ -55,10 +55,18 @@ class RemoteJoinRequest(Body):
     heartbeat_period: float = Field(default=5.0, gt=0)
 
 
+class CertificateSummary(Body):
+    serial: str = Field(min_length=1, max_length=64)
+    not_after: str = Field(min_length=1, max_length=64)
+
+
 class HeartbeatRequest(Body):
+    # a newer node may describe more of itself to an older leader during a rolling upgrade
+    model_config = ConfigDict(extra="ignore")
     hostname: Optional[str] = None
     addr: Optional[str] = None
     heartbeat_period: float = Field(default=5.0, gt=0)
+    tls: Optional[CertificateSummary] = None
 
 
 class CertificateRequest(Body):
@@ -140,3 +148,5 @@ class ScaleRequest(Body):
 
 class SwarmUpdateRequest(Body):
     default_strategy: Optional[Literal["spread", "binpack", "random"]] = None
+    # seconds; at least one minute (Swarm: an hour), at most the root CA's remaining life in practice
+    node_cert_expiry: Optional[float] = Field(default=None, ge=60, le=20 * 365 * 24 * 3600)

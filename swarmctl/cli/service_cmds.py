@@ -165,6 +165,9 @@ def add_swarm_update_parser(swarm) -> None:
     p = swarm.add_parser("update", help="change swarm-wide settings")
     p.add_argument("--default-strategy", choices=STRATEGIES,
                    help="placement strategy of services that do not set one")
+    p.add_argument("--cert-expiry", metavar="DURATION",
+                   help="validity of node certificates issued from now on, e.g. 2160h (the default, 90 days); "
+                        "at least 1m. Nodes renew theirs when 50-80%% of it has passed")
     p.set_defaults(func=swarm_update)
 
 
@@ -172,6 +175,11 @@ def swarm_update(client, args) -> int:
     body = {}
     if args.default_strategy:
         body["default_strategy"] = args.default_strategy
+    if args.cert_expiry is not None:
+        expiry = parse_duration(args.cert_expiry, "certificate expiry")
+        if expiry < 60:
+            raise UnitError(f"invalid certificate expiry {args.cert_expiry!r}: it must be at least 1m")
+        body["node_cert_expiry"] = expiry
     client.post("/v1/swarm/update", body)
     print("Swarm updated.")
     return 0

@@ -87,7 +87,7 @@ class Dispatcher:
         period = info.get("heartbeat_period")
         if period and node["description"].get("heartbeat_period") != period:
             sets.append((["description", "heartbeat_period"], period))
-        for key in ("hostname",):
+        for key in ("hostname", "tls"):
             if info.get(key) and node["description"].get(key) != info[key]:
                 sets.append((["description", key], info[key]))
         if info.get("addr") and node["status"].get("addr") != info["addr"]:

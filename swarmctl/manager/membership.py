@@ -9,6 +9,7 @@ caught-up follower first and lets the new leader finish the job (the request is 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from swarmctl.errors import BadRequest, Conflict, Forbidden, Misdirected, PreconditionFailed, Unavailable
 from swarmctl.manager import ca
@@ -16,7 +17,13 @@ from swarmctl.manager.nodes import node_view, resolve_node
 from swarmctl.manager.writes import commit
 from swarmctl.security.tokens import TokenError, make_token, new_secret, parse_token, secret_matches
 from swarmctl.state.raft import MembershipBusy, RaftStore
-from swarmctl.state.records import ROLES, new_id, new_node
+from swarmctl.state.records import NODE_CERT_EXPIRY, ROLES, new_id, new_node
+
+
+def node_cert_expiry(cluster: dict) -> timedelta:
+    """How long the certificates this cluster issues to nodes are valid (clusters made before the
+    setting existed use the default)."""
+    return timedelta(seconds=cluster["spec"].get("node_cert_expiry") or NODE_CERT_EXPIRY)
 
 
 class Membership:
@@ -39,7 +46,8 @@ class Membership:
         cluster = self.cluster()
         try:
             cert = ca.sign_node_certificate(cluster["root_ca"]["cert"].encode(), cluster["root_ca"]["key"].encode(),
-                                            csr_pem.encode(), node_id, role, cluster["id"])
+                                            csr_pem.encode(), node_id, role, cluster["id"],
+                                            lifetime=node_cert_expiry(cluster))
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         return cert.decode()
@@ -133,7 +141,8 @@ class Membership:
         return {}
 
     async def renew_certificate(self, node_id: str, csr: str) -> dict:
-        """A fresh certificate for the node's current role (after promotion or demotion)."""
+        """A fresh certificate for the node's current role: before the old one expires, and after
+        promotion or demotion.  The caller proved who it is with its current certificate."""
         node = self.store.machine.get("node", node_id)
         if node is None:
             raise Forbidden(f"node {node_id} is not part of this swarm")

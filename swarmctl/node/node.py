@@ -22,10 +22,11 @@ from swarmctl.errors import (ALREADY_IN_SWARM_MESSAGE, APIError, BadRequest, Con
                              NotInSwarm, PreconditionFailed, Unavailable)
 from swarmctl.manager.ca import create_root_ca, sign_node_certificate
 from swarmctl.manager.manager import Manager
+from swarmctl.node.certrenewal import CertRenewer
 from swarmctl.node.config import Addresses, ConfigError, DaemonConfig, parse_host_port
 from swarmctl.node.datadir import DataDir, DataDirError
 from swarmctl.security import tls
-from swarmctl.security.certs import generate_key, make_csr
+from swarmctl.security.certs import generate_key, load_certificate, make_csr
 from swarmctl.security.tokens import TokenError, ca_digest, new_secret, parse_token
 from swarmctl.state.raft import RaftStore
 from swarmctl.state.records import new_cluster, new_id, new_node
@@ -71,6 +72,10 @@ class Node:
         self.session: Session | None = None
         self.worker: Worker | None = None
         self.peer: PeerClient | None = None
+        self._client_ctx = None  # the TLS contexts in use, reloaded in place when the certificate is renewed
+        self._server_ctx = None
+        self._cert_renewer: CertRenewer | None = None
+        self._cert_summary: dict = {}
         self.api = APIServer(self)
         self._listen_sock: socket.socket | None = None
         self._role_change: asyncio.Task | None = None
@@ -164,8 +169,13 @@ class Node:
         self.session.start()
         self.worker = Worker(self.node_id, self._make_runtime, self.session.call)
         self.worker.start()
+        self._cert_renewer = CertRenewer(self._read_cert, self._renew_own_certificate)
+        self._cert_renewer.start()
 
     async def _deactivate(self) -> None:
+        if self._cert_renewer is not None:
+            await self._cert_renewer.stop()
+            self._cert_renewer = None
         for task in (self._role_change, self._members_saver):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
@@ -209,14 +219,14 @@ class Node:
         return make_runtime(self.config.docker_host)
 
     def _make_peer(self) -> None:
-        context = tls.client_context(self.data.ca_file, self.data.cert_file, self.data.key_file)
-        self.peer = PeerClient(context)
+        self._client_ctx = tls.client_context(self.data.ca_file, self.data.cert_file, self.data.key_file)
+        self.peer = PeerClient(self._client_ctx)
 
     async def _start_tls(self) -> None:
         if self._listen_sock is None or self._listen_sock.fileno() < 0:
             self._listen_sock = _bind(self.addrs)
-        context = tls.server_context(self.data.cert_file, self.data.key_file, self.data.ca_file)
-        await self.api.start_tls(self._listen_sock, context)
+        self._server_ctx = tls.server_context(self.data.cert_file, self.data.key_file, self.data.ca_file)
+        await self.api.start_tls(self._listen_sock, self._server_ctx)
         self._listen_sock = None  # the site owns it now and closes it on stop
 
     # ---- leader lookups ----------------------------------------------------------------------
@@ -249,8 +259,11 @@ class Node:
         return info
 
     def _describe(self) -> dict:
-        return {"hostname": self.config.hostname, "addr": self.addrs.advertise,
+        info = {"hostname": self.config.hostname, "addr": self.addrs.advertise,
                 "heartbeat_period": self.config.heartbeat_period}
+        if self._cert_summary:
+            info["tls"] = {"serial": self._cert_summary["serial"], "not_after": self._cert_summary["not_after"]}
+        return info
 
     # ---- init --------------------------------------------------------------------------------
     def _adopt_addresses(self, advertise: str | None, listen: str | None) -> None:
@@ -467,6 +480,28 @@ class Node:
                     await self._become_worker()
             except Exception as exc:
                 log.warning("changing role to %s failed (will retry): %s", wanted, exc)
+
+    def _read_cert(self) -> bytes:
+        cert = self.data.read(self.data.cert_file)
+        if self._cert_summary.get("pem") != cert:
+            parsed = load_certificate(cert)
+            self._cert_summary = {"pem": cert, "serial": format(parsed.serial_number, "x"),
+                                  "not_after": parsed.not_valid_after_utc.isoformat(timespec="seconds")}
+        return cert
+
+    async def _renew_own_certificate(self) -> None:
+        """Renew this node's certificate before it expires (certrenewal) and load it into the TLS
+        contexts in use: new connections present it, open ones carry on."""
+        async with self._busy:
+            if self.session is None:
+                return
+            await self._renew_certificate(self.session.managers)
+            for ctx in (self._client_ctx, self._server_ctx):
+                if ctx is not None:
+                    ctx.load_cert_chain(self.data.cert_file, self.data.key_file)
+            self._read_cert()
+            log.info("node certificate renewed: serial %s, valid until %s",
+                     self._cert_summary["serial"], self._cert_summary["not_after"])
 
     async def _renew_certificate(self, managers: list[str]) -> None:
         key = generate_key()

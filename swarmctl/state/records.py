@@ -45,12 +45,16 @@ def new_node(node_id: str, role: str, hostname: str, addr: str, *, engine_labels
     return record
 
 
+NODE_CERT_EXPIRY = 90 * 24 * 3600  # seconds; Swarm's default (`swarm update --cert-expiry`)
+
+
 def new_cluster(cluster_id: str, *, ca_cert: str, ca_key: str, ca_digest: str, worker_secret: str,
                 manager_secret: str, raft_secret: str, heartbeat_period: float) -> dict:
     """The single cluster record: CA material and token secrets live here so any leader can sign."""
     return {
         "id": cluster_id,
-        "spec": {"name": "default", "default_strategy": "spread", "heartbeat_period": heartbeat_period},
+        "spec": {"name": "default", "default_strategy": "spread", "heartbeat_period": heartbeat_period,
+                 "node_cert_expiry": NODE_CERT_EXPIRY},
         "root_ca": {"cert": ca_cert, "key": ca_key, "digest": ca_digest},
         "join_secrets": {"worker": worker_secret, "manager": manager_secret},
         "raft_secret": raft_secret,

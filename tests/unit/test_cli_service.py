@@ -580,3 +580,15 @@ def test_rm_inspect_logs_swarm_update(stub, capsys):
     assert main(["swarm", "update", "--default-strategy", "binpack"]) == 0
     assert capsys.readouterr().out.endswith("Swarm updated.\n")
     assert stub.requests[-1] == ("POST", "/v1/swarm/update", {"default_strategy": "binpack"})
+
+
+def test_swarm_update_cert_expiry(stub, capsys):
+    stub.routes[("POST", "/v1/swarm/update")] = {"spec": {"node_cert_expiry": 7776000}}
+    assert main(["swarm", "update", "--cert-expiry", "2160h"]) == 0
+    assert stub.requests[-1] == ("POST", "/v1/swarm/update", {"node_cert_expiry": 7776000.0})
+    before = len(stub.requests)
+    for bad in ("30s", "0", "abc", "-5m"):
+        capsys.readouterr()
+        assert main(["swarm", "update", f"--cert-expiry={bad}"]) == 1
+        assert "certificate expiry" in capsys.readouterr().err
+    assert len(stub.requests) == before  # nothing was sent
