@@ -20,6 +20,10 @@ REQUEST_MEMORY = 20000
 
 Event = tuple  # (action, kind, id, record) with action in create|update|delete
 
+# Secondary indexes, (kind, dotted path): find() on these costs the number of matches, not the number of
+# records, which is what keeps a node's assignments and a service's tasks cheap with 100k tasks.
+INDEXED = (("task", "node_id"), ("task", "service_id"))
+
 
 class WriteError(Exception):
     """A write whose precondition failed; nothing of it was applied."""
@@ -70,6 +74,7 @@ class StateMachine:
         self.index = 0
         self.applied: OrderedDict[str, dict] = OrderedDict()
         self._watchers: list[Callable[[int, list[Event]], None]] = []
+        self._indexes: dict[tuple[str, str], dict] = {key: {} for key in INDEXED}
 
     # ---- reads -------------------------------------------------------------------------------
     def get(self, kind: str, record_id: str) -> dict | None:
@@ -82,7 +87,36 @@ class StateMachine:
 
     def find(self, kind: str, path: str, value) -> list[dict]:
         """Records of a kind whose field at a dotted path equals value."""
+        index = self._indexes.get((kind, path)) if isinstance(path, str) else None
+        if index is not None:
+            try:
+                with self.lock:
+                    return list(index.get(value, {}).values())
+            except TypeError:  # an unhashable value matches nothing an index holds
+                pass
         return [r for r in self.list(kind) if _get_path(r, path) == value]
+
+    # ---- indexes -----------------------------------------------------------------------------
+    def _reindex(self, kind: str, record_id: str, old: dict | None, new: dict | None) -> None:
+        for (indexed_kind, path), index in self._indexes.items():
+            if indexed_kind != kind:
+                continue
+            old_value = _get_path(old, path) if old is not None else None
+            new_value = _get_path(new, path) if new is not None else None
+            if old is not None and (new is None or old_value != new_value):
+                bucket = index.get(old_value)
+                if bucket is not None:
+                    bucket.pop(record_id, None)
+                    if not bucket:
+                        del index[old_value]
+            if new is not None:
+                index.setdefault(new_value, {})[record_id] = new
+
+    def _rebuild_indexes(self) -> None:
+        self._indexes = {key: {} for key in INDEXED}
+        for kind, records in self.data.items():
+            for record_id, record in records.items():
+                self._reindex(kind, record_id, None, record)
 
     # ---- watchers ----------------------------------------------------------------------------
     def watch(self, callback: Callable[[int, list[Event]], None]) -> Callable[[], None]:
@@ -132,6 +166,7 @@ class StateMachine:
             events = []
         else:
             for (kind, record_id), record in staged.items():
+                self._reindex(kind, record_id, self.data[kind].get(record_id), record)
                 if record is None:
                     self.data[kind].pop(record_id, None)
                 else:
@@ -220,6 +255,7 @@ class StateMachine:
     def restore(self, snap: dict) -> None:
         with self.lock:
             self.data = {kind: dict(snap["data"].get(kind, {})) for kind in KINDS}
+            self._rebuild_indexes()
             self.index = snap["index"]
             self.applied = OrderedDict(snap.get("applied", {}))
             self._notify([("reset", None, None, None)])

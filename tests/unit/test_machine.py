@@ -86,3 +86,44 @@ def test_same_writes_same_state_on_every_replica():
     for w in writes:
         b.apply_batch([w])
     assert a.snapshot()["data"] == b.snapshot()["data"]
+
+
+def test_indexed_find_matches_a_full_scan():
+    """find() on an indexed field (task.node_id, task.service_id) answers exactly what a scan would, through
+    creates, patches that move a task, deletes, failed writes and a snapshot restore."""
+    import random
+    rng = random.Random(3)
+    m = StateMachine()
+    nodes, services = ["n1", "n2", "n3", None], ["s1", "s2"]
+
+    def scan(path, value):
+        return sorted(t["id"] for t in m.list("task") if t.get(path) == value)
+
+    def check():
+        for value in nodes:
+            assert sorted(t["id"] for t in m.find("task", "node_id", value)) == scan("node_id", value)
+        for value in services + ["nope"]:
+            assert sorted(t["id"] for t in m.find("task", "service_id", value)) == scan("service_id", value)
+
+    for step in range(400):
+        task_id = f"t{rng.randrange(40)}"
+        exists = m.get("task", task_id) is not None
+        roll = rng.random()
+        if not exists or roll < 0.2:
+            write(m, [{"op": "put", "kind": "task", "id": task_id,
+                       "record": {"node_id": rng.choice(nodes), "service_id": rng.choice(services)}}])
+        elif roll < 0.7:
+            write(m, [{"op": "patch", "kind": "task", "id": task_id, "set": [("node_id", rng.choice(nodes))]}])
+        elif roll < 0.8:  # a failed write changes no index
+            write(m, [{"op": "patch", "kind": "task", "id": task_id, "set": [("node_id", "n9")]},
+                      {"op": "create", "kind": "task", "id": task_id, "record": {}}])
+        else:
+            write(m, [{"op": "delete", "kind": "task", "id": task_id}])
+        if step % 50 == 0:
+            check()
+    check()
+    restored = StateMachine()
+    restored.restore(m.snapshot())
+    m = restored
+    check()
+    assert m.find("task", "node_id", ["unhashable"]) == []
