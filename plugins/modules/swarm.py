@@ -85,6 +85,12 @@ options:
       - Rotate the manager join token (O(state=present) on a manager). Always a change.
     type: bool
     default: false
+  node_cert_expiry:
+    description:
+      - Validity of the node certificates the swarm issues from now on, in seconds (O(state=present)). At least
+        V(60). Nodes renew their certificates at a random point between 50% and 80% of their lifetime.
+      - Unset, the swarm's current setting is kept (a new swarm starts with 7776000, 90 days).
+    type: int
 notes:
   - Joining uses the daemon's local C(POST /v1/swarm/join); the daemon checks the swarm's CA against the token's
     digest before it sends anything secret.
@@ -112,6 +118,11 @@ EXAMPLES = r"""
   swarmctl.cluster.swarm:
     state: present
     rotate_worker_token: true
+
+- name: Issue node certificates for 30 days
+  swarmctl.cluster.swarm:
+    state: present
+    node_cert_expiry: 2592000
 
 - name: Remove a node that is down
   swarmctl.cluster.swarm:
@@ -229,6 +240,7 @@ class SwarmModule(object):
         self.changed = False
         self.actions = []
         self.rotated = []
+        self.settings_diff = None  # (before, after) of node_cert_expiry when it changes
 
     def fail(self, msg, **kwargs):
         self.module.fail_json(msg=msg, actions=self.actions, changed=self.changed, **kwargs)
@@ -263,17 +275,37 @@ class SwarmModule(object):
                           "any swarm (to create one) or a manager (to update it). Use state=join to join, or "
                           "promote the node first.")
             self.rotate()
+            self.update_settings(created=False)
             return info
         self.changed = True
         self.actions.append("Swarm cluster created")
         if self.module.check_mode:
+            self.update_settings(created=True)
             return dict(info, local_node_state="active", role="manager", is_manager=True, node_id=None)
         body = {}
         for key in ("advertise_addr", "listen_addr"):
             if self.params[key]:
                 body[key] = self.params[key]
         self.call("POST", "/v1/swarm/init", body)
+        self.update_settings(created=True)
         return self.info()
+
+    def update_settings(self, created):
+        """Apply node_cert_expiry when it differs from the swarm's (in check mode, only predict it)."""
+        wanted = self.params["node_cert_expiry"]
+        if wanted is None:
+            return
+        if created and self.module.check_mode:
+            current = None  # the swarm does not exist yet
+        else:
+            current = self.call("GET", "/v1/swarm")["spec"].get("node_cert_expiry")
+        if current is not None and int(current) == wanted:
+            return
+        self.changed = True
+        self.settings_diff = (current, wanted)
+        self.actions.append("Swarm settings updated: node_cert_expiry")
+        if not self.module.check_mode:
+            self.call("POST", "/v1/swarm/update", {"node_cert_expiry": wanted})
 
     def rotate(self):
         for role in ("worker", "manager"):
@@ -359,6 +391,9 @@ class SwarmModule(object):
         return info
 
     def run(self):
+        expiry = self.params["node_cert_expiry"]
+        if expiry is not None and expiry < 60:
+            self.fail("node_cert_expiry must be at least 60 seconds, got %d" % expiry)
         info = self.info()
         before = membership(info)
         state = self.params["state"]
@@ -368,6 +403,8 @@ class SwarmModule(object):
         if self.rotated:
             diff_before["join_tokens"] = {r: "current" for r in self.rotated}
             diff_after["join_tokens"] = {r: "rotated" for r in self.rotated}
+        if self.settings_diff:
+            diff_before["node_cert_expiry"], diff_after["node_cert_expiry"] = self.settings_diff
         facts = {}
         if not self.module.check_mode or not self.changed:
             facts = self.swarm_facts(after_info)
@@ -391,6 +428,7 @@ def main():
         node_id=dict(type="str"),
         rotate_worker_token=dict(type="bool", default=False, no_log=False),
         rotate_manager_token=dict(type="bool", default=False, no_log=False),
+        node_cert_expiry=dict(type="int"),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,

@@ -288,6 +288,25 @@ def test_swarm_rotate_worker_token(env):
     assert new["Worker"] != old["Worker"] and new["Manager"] == old["Manager"]
 
 
+def test_swarm_node_cert_expiry(env):
+    def expiry():
+        return env.ansible("info", {})["swarm_facts"]["spec"]["node_cert_expiry"]
+    assert expiry() == 7776000
+    args = {"state": "present", "node_cert_expiry": 2592000}
+    predicted = env.ansible("swarm", args, check=True, diff=True)
+    assert ok(predicted) and predicted["changed"]
+    assert predicted["actions"] == ["Swarm settings updated: node_cert_expiry"]
+    assert predicted["diff"]["before"]["node_cert_expiry"] == 7776000
+    assert predicted["diff"]["after"]["node_cert_expiry"] == 2592000
+    assert expiry() == 7776000
+    assert ok(env.ansible("swarm", args)) and expiry() == 2592000
+    again = env.ansible("swarm", args)
+    assert ok(again) and not again["changed"]
+    assert failed_with(env.ansible("swarm", {"state": "present", "node_cert_expiry": 30}),
+                       "node_cert_expiry must be at least 60 seconds")
+    assert expiry() == 2592000
+
+
 # ---- join (through a playbook that hands the token over), bad tokens, no token in output -------------
 JOIN_PLAY = """
 - name: Join a worker with the manager's token
