@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 
-from swarmctl.cli import node_cmds, provision, service_cmds, swarm_cmds
+from swarmctl import __version__
+from swarmctl.cli import node_cmds, provision, service_cmds, swarm_cmds, version_cmd
 from swarmctl.cli.client import Client, CLIError, DaemonError
 
 
@@ -51,12 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swarmctl", description="A Docker-Swarm-style container orchestrator.")
     parser.add_argument("-H", "--host", help="daemon socket, unix://PATH (default: $SWARMCTL_HOST or "
                                              "unix:///run/swarmctl/swarmctl.sock)")
+    parser.add_argument("-v", "--version", action="version", version=f"swarmctl version {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _daemon_parser(sub)
     swarm_cmds.add_parsers(sub)
     node_cmds.add_parsers(sub)
     provision.add_parser(sub)
     service_cmds.add_parsers(sub)
+    version_cmd.add_parser(sub)
     return parser
 
 

@@ -14,6 +14,7 @@ import secrets
 import socket
 import stat
 
+from swarmctl import __version__
 from swarmctl.agent.session import Session
 from swarmctl.agent.worker import Worker
 from swarmctl.api.peer import PeerClient, PeerUnreachable
@@ -244,6 +245,7 @@ class Node:
     # ---- info --------------------------------------------------------------------------------
     def info(self) -> dict:
         info = {
+            "version": __version__,
             "node_id": self.node_id, "cluster_id": self.cluster_id, "role": self.role,
             "local_node_state": "active" if self.identity else "inactive",
             "hostname": self.config.hostname,

@@ -592,3 +592,24 @@ def test_swarm_update_cert_expiry(stub, capsys):
         assert main(["swarm", "update", f"--cert-expiry={bad}"]) == 1
         assert "certificate expiry" in capsys.readouterr().err
     assert len(stub.requests) == before  # nothing was sent
+
+
+def test_version(stub, capsys):
+    from swarmctl import __version__
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out == f"swarmctl version {__version__}\n"
+    stub.routes[("GET", "/v1/info")] = {"version": "9.9.9", "node_id": "abc", "role": "manager"}
+    assert main(["version"]) == 0
+    out = capsys.readouterr().out
+    assert f"Client:\n Version:  {__version__}" in out and "Server:\n Version:  9.9.9" in out and "abc (manager)" in out
+    assert main(["version", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["client"]["version"] == __version__ and data["server"]["version"] == "9.9.9"
+
+
+def test_version_without_a_daemon(capsys):
+    assert main(["-H", "unix:///tmp/swarmctl-no-such-daemon.sock", "version"]) == 1
+    captured = capsys.readouterr()
+    assert "Client:" in captured.out and "Server:" not in captured.out
+    assert "Cannot connect to the swarmctl daemon" in captured.err
