@@ -39,28 +39,61 @@ def resolve_host(host: str | None) -> str:
     return host
 
 
+# A kept-alive connection the daemon closed meanwhile fails like this before any answer arrives.
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
 class Client:
+    """Requests to the local daemon over one kept-alive connection (reopened when the daemon closed it).
+
+    Every request carries an X-Request-Id, so the one retry on a stale connection never applies a write
+    twice: the daemon applies a request id once."""
+
     def __init__(self, host: str | None = None, timeout: float = 60.0):
         self.host = resolve_host(host)
         self.path = self.host[len("unix://"):]
         self.timeout = timeout
+        self._conn: _UnixConnection | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def request(self, method: str, path: str, body=None):
-        conn = _UnixConnection(self.path, self.timeout)
-        try:
-            payload = json.dumps(body).encode() if body is not None else None
-            headers = {"Content-Type": "application/json"} if payload is not None else {}
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise CLIError(f"Cannot connect to the swarmctl daemon at {self.host}. Is the daemon running?") from None
-        except PermissionError:
-            raise CLIError(f"Permission denied while connecting to the swarmctl daemon at {self.host}") from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise CLIError(f"error talking to the swarmctl daemon at {self.host}: {exc}") from None
-        finally:
-            conn.close()
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"X-Request-Id": os.urandom(16).hex()}
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        for _attempt in range(2):
+            reused = self._conn is not None
+            conn = self._conn or _UnixConnection(self.path, self.timeout)
+            self._conn = None
+            try:
+                conn.request(method, path, body=payload, headers=headers)
+                response = conn.getresponse()
+                raw = response.read()
+            except _STALE as exc:
+                conn.close()
+                if reused:
+                    continue  # the daemon closed the idle connection before reading this request: reopen once
+                raise CLIError(f"error talking to the swarmctl daemon at {self.host}: {exc}") from None
+            except (FileNotFoundError, ConnectionRefusedError):
+                conn.close()
+                raise CLIError(f"Cannot connect to the swarmctl daemon at {self.host}. Is the daemon running?") from None
+            except PermissionError:
+                conn.close()
+                raise CLIError(f"Permission denied while connecting to the swarmctl daemon at {self.host}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise CLIError(f"error talking to the swarmctl daemon at {self.host}: {exc}") from None
+            if response.will_close:
+                conn.close()
+            else:
+                self._conn = conn
+            break
+        else:
+            raise CLIError(f"error talking to the swarmctl daemon at {self.host}: the connection was closed")
         try:
             data = json.loads(raw) if raw else None
         except ValueError:

@@ -358,6 +358,8 @@ def test_restart_condition_none():
 
 # ==== end to end against a stub daemon ==========================================================
 class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like the daemon's aiohttp server
+
     def log_message(self, *args):
         pass
 
@@ -366,6 +368,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length)) if length else None
         stub = self.server.stub
         stub.requests.append((self.command, self.path, body))
+        stub.request_ids.append(self.headers.get("X-Request-Id"))
         status, data = stub.respond(self.command, self.path, body)
         raw = json.dumps(data).encode()
         self.send_response(status)
@@ -388,6 +391,7 @@ class Stub:
     def __init__(self):
         self.routes: dict[tuple[str, str], object] = {}
         self.requests: list[tuple[str, str, object]] = []
+        self.request_ids: list[str | None] = []
 
     def respond(self, method, path, body):
         answer = self.routes.get((method, path))
@@ -613,3 +617,22 @@ def test_version_without_a_daemon(capsys):
     captured = capsys.readouterr()
     assert "Client:" in captured.out and "Server:" not in captured.out
     assert "Cannot connect to the swarmctl daemon" in captured.err
+
+
+def test_client_keeps_its_connection_and_reopens_a_closed_one(stub):
+    """One connection for many requests; after the daemon closed it, the next request reopens it once. Every
+    request carries its own X-Request-Id, kept on the retry, so a write is never applied twice."""
+    from swarmctl.cli.client import Client
+    stub.routes[("GET", "/v1/info")] = {"node_id": "n"}
+    stub.routes[("POST", "/v1/nodes/n/update")] = {"id": "n"}
+    client = Client()
+    assert client.get("/v1/info") == {"node_id": "n"}
+    first = client._conn
+    assert first is not None
+    assert client.get("/v1/info") == {"node_id": "n"} and client._conn is first
+    first.sock.shutdown(2)  # as if the daemon had closed the idle connection
+    assert client.post("/v1/nodes/n/update", {"labels_add": {"a": "b"}}) == {"id": "n"}
+    assert client._conn is not None and client._conn is not first
+    assert [p for _m, p, _b in stub.requests].count("/v1/nodes/n/update") == 1
+    assert all(stub.request_ids) and len(set(stub.request_ids)) == len(stub.request_ids) == 3
+    client.close()
