@@ -40,38 +40,31 @@ def test_renewal_is_due_between_half_and_four_fifths_of_the_lifetime(ca_pair):
     assert 0.5 <= min(shares) < 0.55 and 0.75 < max(shares) <= 0.8
 
 
-def test_renewer_renews_a_due_certificate_once(ca_pair, monkeypatch):
-    current = {"pem": issue(ca_pair, timedelta(seconds=1))}  # due within 0.8 s
-    calls = []
-
-    async def renew():
-        calls.append(1)
-        current["pem"] = issue(ca_pair, timedelta(days=90))
-
-    async def scenario():
-        renewer = CertRenewer(lambda: current["pem"], renew)
-        renewer.start()
-        await asyncio.sleep(1.5)
-        await renewer.stop()
-    asyncio.run(scenario())
-    assert calls == [1]
-
-
-def test_renewer_retries_after_a_failure(ca_pair, monkeypatch):
-    monkeypatch.setattr(certrenewal, "RETRY_MIN", 0.05)
+def run_renewer(ca_pair, failures: int = 0, seconds: float = 1.5) -> int:
+    """Run a renewer on a certificate that is due within 0.8 s; the first `failures` renewals fail.
+    Returns how many renewals were attempted."""
     current = {"pem": issue(ca_pair, timedelta(seconds=1))}
     calls = []
 
     async def renew():
         calls.append(1)
-        if len(calls) < 3:
+        if len(calls) <= failures:
             raise ConnectionError("no manager answered")
         current["pem"] = issue(ca_pair, timedelta(days=90))
 
     async def scenario():
         renewer = CertRenewer(lambda: current["pem"], renew)
         renewer.start()
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(seconds)
         await renewer.stop()
     asyncio.run(scenario())
-    assert len(calls) == 3
+    return len(calls)
+
+
+def test_renewer_renews_a_due_certificate_once(ca_pair):
+    assert run_renewer(ca_pair) == 1
+
+
+def test_renewer_retries_after_a_failure(ca_pair, monkeypatch):
+    monkeypatch.setattr(certrenewal, "RETRY_MIN", 0.05)
+    assert run_renewer(ca_pair, failures=2) == 3
