@@ -7,6 +7,7 @@ a local one look the same to a manager.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 
 import aiohttp
@@ -33,14 +34,25 @@ class PeerClient:
     async def request(self, addr: str, method: str, path: str, body=None, headers=None,
                       timeout: float | None = None) -> tuple[int, dict | str]:
         """Send one request; returns (status, decoded JSON or text). Raises PeerUnreachable."""
+        status, content_type, raw = await self.request_raw(addr, method, path, body, headers, timeout)
+        text = raw.decode("utf-8", errors="replace")
+        if content_type == "application/json":
+            try:
+                return status, json.loads(text)
+            except ValueError:
+                pass
+        return status, text
+
+    async def request_raw(self, addr: str, method: str, path: str, body=None, headers=None,
+                          timeout: float | None = None) -> tuple[int, str, bytes]:
+        """Send one request; returns (status, content type, body bytes) undecoded, for relaying an answer
+        as it is (a follower forwarding to the leader). Raises PeerUnreachable."""
         url = f"https://{addr}{path}"
         try:
             async with self._get_session().request(
                     method, url, json=body, headers=headers,
                     timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as response:
-                if response.content_type == "application/json":
-                    return response.status, await response.json()
-                return response.status, await response.text()
+                return response.status, response.content_type, await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError, ssl.SSLError, OSError) as exc:
             raise PeerUnreachable(f"{addr}: {exc.__class__.__name__}: {exc}".rstrip(": ")) from None
 

@@ -236,13 +236,14 @@ class APIServer:
         if ctx.caller:
             headers[ORIGIN_NODE] = ctx.caller
         try:
-            status, data = await self.node.peer.request(leader_addr, ctx.request.method, ctx.request.path_qs,
-                                                        ctx.raw_body, headers, timeout=FORWARD_DEADLINE + 1)
+            status, content_type, raw = await self.node.peer.request_raw(
+                leader_addr, ctx.request.method, ctx.request.path_qs, ctx.raw_body, headers,
+                timeout=FORWARD_DEADLINE + 1)
         except PeerUnreachable as exc:
             log.debug("forward to leader %s failed: %s", leader_addr, exc)
             return None
         if status == 421:
             return None
-        if isinstance(data, str):
-            data = {"message": data}
-        return _json(data, status)
+        if content_type == "application/json":
+            return web.Response(body=raw, status=status, content_type="application/json")  # relayed as it is
+        return _json({"message": raw.decode("utf-8", errors="replace")}, status)
