@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from swarmctl.api.peer import PeerUnreachable
 from swarmctl.errors import (APIError, BadRequest, Forbidden, Misdirected, NoLeaderError, NotAManager,
-                             Unauthorized)
+                             Unauthorized, Unavailable)
 from swarmctl.security.tls import peer_identity
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,17 @@ FORWARD_DEADLINE = 4.0
 FORWARDED = "X-Swarmctl-Forwarded"
 ORIGIN_NODE = "X-Swarmctl-Origin-Node"
 REQUEST_ID = "X-Request-Id"
+
+
+def not_a_manager(node, request) -> APIError:
+    """Why a request for a manager cannot be served here.  A manager that is shutting down has already
+    stopped its manager parts: it must not claim to be a worker. It tells a forwarding manager to try the
+    (next) leader, and a local client to try again."""
+    if getattr(node, "stopping", False):
+        if request.headers.get(FORWARDED):
+            return Misdirected("this manager is shutting down")
+        return Unavailable("this node is shutting down; try again, or use another manager")
+    return NotAManager()
 
 
 @dataclass
@@ -71,7 +82,7 @@ class Context:
     def manager(self):
         manager = self.node.manager
         if manager is None:
-            raise NotAManager()
+            raise not_a_manager(self.node, self.request)
         return manager
 
     @property
@@ -193,7 +204,7 @@ class APIServer:
             return identity.node_id
         # cluster access: only managers, and only while their record says so
         if self.node.manager is None:
-            raise NotAManager()
+            raise not_a_manager(self.node, request)
         if not self._is_manager_peer(identity):
             raise Forbidden(f"node {identity.node_id} is not a manager of this swarm")
         return request.headers.get(ORIGIN_NODE)

@@ -83,6 +83,7 @@ class Node:
         self._members_saver: asyncio.Task | None = None
         self._busy = asyncio.Lock()
         self._socket_owned = False
+        self.stopping = False  # set when the daemon shuts down: the API then says so instead of "not a manager"
 
     # ---- identity shortcuts ------------------------------------------------------------------
     @property
@@ -140,6 +141,7 @@ class Node:
         os.chmod(path, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IWGRP)
 
     async def stop(self) -> None:
+        self.stopping = True
         await self._deactivate()
         await self.api.stop()
         if self._listen_sock is not None:
