@@ -37,6 +37,15 @@ link_collection() {  # ansible.cfg's collections_path finds swarmctl.cluster (th
   ln -sfn ../../../.. .ansible/collections/ansible_collections/swarmctl/cluster
 }
 
+start_unless_running() {  # start_unless_running dockerd|sshd: use a running one, else start it and note so for `down`
+  if "scripts/$1.sh" status >/dev/null 2>&1; then
+    echo "scripts/$1.sh's $1 already runs: using it (demo.sh down will leave it running)"
+  else
+    "scripts/$1.sh" start
+    touch "$STATE/$1.started"
+  fi
+}
+
 close_ssh_masters() {  # Ansible's persistent SSH connections (ControlPersist) end now instead of in 30 s
   bash scripts/sshd.sh close-masters
 }
@@ -66,21 +75,11 @@ up() {
   ansible-playbook --version | head -n 1
 
   say "Private Docker engine ($DOCKER_URL) and the test image"
-  if scripts/dockerd.sh status >/dev/null 2>&1; then
-    echo "a private dockerd already runs at $DOCKER_URL: using it (demo.sh down will leave it running)"
-  else
-    scripts/dockerd.sh start
-    touch "$STATE/dockerd.started"
-  fi
+  start_unless_running dockerd
   scripts/build-test-image.sh "$DOCKER_URL"
 
   say "Private sshd for the inventory hosts 127.0.0.11-19 (scripts/sshd.sh start)"
-  if scripts/sshd.sh status >/dev/null 2>&1; then
-    echo "scripts/sshd.sh's sshd already runs: using it (demo.sh down will leave it running)"
-  else
-    scripts/sshd.sh start
-    touch "$STATE/sshd.started"
-  fi
+  start_unless_running sshd
 
   link_collection
   say "ansible-playbook -i inventory/local playbooks/site.yml"

@@ -60,6 +60,13 @@ class Client:
             self._conn.close()
             self._conn = None
 
+    def _error(self, exc: Exception) -> CLIError:
+        if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
+            return CLIError(f"Cannot connect to the swarmctl daemon at {self.host}. Is the daemon running?")
+        if isinstance(exc, PermissionError):
+            return CLIError(f"Permission denied while connecting to the swarmctl daemon at {self.host}")
+        return CLIError(f"error talking to the swarmctl daemon at {self.host}: {exc}")
+
     def request(self, method: str, path: str, body=None):
         payload = json.dumps(body).encode() if body is not None else None
         headers = {"X-Request-Id": os.urandom(16).hex()}
@@ -73,20 +80,11 @@ class Client:
                 conn.request(method, path, body=payload, headers=headers)
                 response = conn.getresponse()
                 raw = response.read()
-            except _STALE as exc:
-                conn.close()
-                if reused:
-                    continue  # the daemon closed the idle connection before reading this request: reopen once
-                raise CLIError(f"error talking to the swarmctl daemon at {self.host}: {exc}") from None
-            except (FileNotFoundError, ConnectionRefusedError):
-                conn.close()
-                raise CLIError(f"Cannot connect to the swarmctl daemon at {self.host}. Is the daemon running?") from None
-            except PermissionError:
-                conn.close()
-                raise CLIError(f"Permission denied while connecting to the swarmctl daemon at {self.host}") from None
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                raise CLIError(f"error talking to the swarmctl daemon at {self.host}: {exc}") from None
+                if reused and isinstance(exc, _STALE):
+                    continue  # the daemon closed the idle connection before reading this request: reopen once
+                raise self._error(exc) from None
             if response.will_close:
                 conn.close()
             else:

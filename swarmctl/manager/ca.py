@@ -20,10 +20,6 @@ from swarmctl.security.certs import generate_key, load_certificate, load_private
 ROOT_CA_CN = "swarmctl-root-ca"
 ROLES = ("manager", "worker")
 CLOCK_SKEW = timedelta(minutes=5)
-# Swarm's defaults and bounds for node certificates (`swarm update --cert-expiry`); our minimum is one
-# minute instead of Swarm's hour, so that renewal can be watched in tests and demos.
-DEFAULT_NODE_CERT_EXPIRY = timedelta(days=90)
-MIN_NODE_CERT_EXPIRY = timedelta(minutes=1)
 
 
 def _now() -> datetime:
@@ -123,15 +119,14 @@ def sign_node_certificate(
     node_id: str,
     role: str,
     cluster_id: str,
-    days: int = 90,
-    lifetime: timedelta | None = None,
+    lifetime: timedelta = timedelta(days=90),
 ) -> bytes:
     """Issue a node's TLS client+server certificate for the CSR's public key.
 
     The subject comes from the arguments, never from the CSR, so a joiner
-    cannot choose its own id or role.  ``lifetime`` (the cluster's node
-    certificate expiry) wins over ``days``.  The start is backdated by
-    CLOCK_SKEW; the lifetime counts from now.
+    cannot choose its own id or role.  ``lifetime`` is the cluster's node
+    certificate expiry; it counts from now, while the start is backdated by
+    CLOCK_SKEW.
     """
     subject = _node_subject(node_id, role, cluster_id)
     csr = _load_csr(csr_pem)
@@ -139,7 +134,7 @@ def sign_node_certificate(
     ca_key = load_private_key(ca_key_pem)
     _check_ca_pair(ca_cert, ca_key)
     now = _now()
-    not_after = min(now + (lifetime or timedelta(days=days)), ca_cert.not_valid_after_utc)
+    not_after = min(now + lifetime, ca_cert.not_valid_after_utc)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)

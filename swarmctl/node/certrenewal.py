@@ -16,6 +16,7 @@ import random
 from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable
 
+from swarmctl.asyncutil import cancel
 from swarmctl.manager.ca import CLOCK_SKEW
 from swarmctl.security.certs import load_certificate
 
@@ -57,13 +58,8 @@ class CertRenewer:
         self._task = asyncio.create_task(self._run(), name="cert-renewal")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         planned_for: bytes | None = None

@@ -45,7 +45,7 @@ def issue(ca_pair, node_id, role="worker", cluster=CLUSTER, days=90):
     """(cert_pem, key_pem) for a node signed by ca_pair."""
     key = generate_key()
     cert = sign_node_certificate(
-        ca_pair[0], ca_pair[1], make_csr(key), node_id, role, cluster, days=days
+        ca_pair[0], ca_pair[1], make_csr(key), node_id, role, cluster, lifetime=timedelta(days=days)
     )
     return cert, key
 
