@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --system
 export SWARMCTL_REQUIRE_DOCKER=1    # the service tests must run on a real engine, never skip
 export SWARMCTL_REQUIRE_ANSIBLE=1   # and the collection's modules under real ansible
-# daemons of an interrupted earlier run would hold the loopback addresses the tests use
-pkill -f 'swarmctl.cli.main daemon' 2>/dev/null || true
+# Tests stop only the processes they started (by pid); a test whose addresses are taken (say by the
+# daemons of an interrupted earlier run) fails and names the address instead of killing anything.
 python3 -m pytest -q -p no:cacheprovider --timeout=300 tests "$@"
 # the Ansible collection's quality gates (ansible-test sanity, ansible-lint production, build, install, ansible-doc)
 bash scripts/collection-checks.sh

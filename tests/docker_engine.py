@@ -23,7 +23,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DOCKERD_SH = REPO / "scripts" / "dockerd.sh"
 BUILD_IMAGE_SH = REPO / "scripts" / "build-test-image.sh"
-ENGINE_DIR = "/tmp/swarmctl-dockerd"
+# SWARMCTL_TEST_ENGINE_DIR gives a session its own engine (parallel runs in separate network namespaces)
+ENGINE_DIR = os.environ.get("SWARMCTL_TEST_ENGINE_DIR", "/tmp/swarmctl-dockerd")
 SOCKET_URL = f"unix://{ENGINE_DIR}/docker.sock"
 TEST_IMAGE = "swarmctl-test/busybox:latest"
 

@@ -22,7 +22,7 @@ async def check_image(ctx, image: str | None) -> None:
     """Refuse an image that no ready node has: swarmctl never pulls, so such a task could never run."""
     if not image:
         return
-    nodes = [n for n in ctx.store.machine.list("node") if n["status"]["state"] == "ready"]
+    nodes = [n for n in ctx.store.list("node") if n["status"]["state"] == "ready"]
 
     async def ask(node):
         try:
@@ -41,7 +41,7 @@ async def check_image(ctx, image: str | None) -> None:
 
 @route("GET", "/v1/services", "cluster")
 async def list_services(ctx):
-    items = sorted(ctx.store.machine.list("service"), key=lambda s: s["spec"]["name"])
+    items = sorted(ctx.store.list("service"), key=lambda s: s["spec"]["name"])
     return [services.service_view(ctx.store, s) for s in items]
 
 
@@ -109,11 +109,11 @@ async def service_logs(ctx):
     """Container output of every task of the service, gathered from each node's agent."""
     service = services.resolve_service(ctx.store, ctx.request.match_info["ref"])
     tail = ctx.request.query.get("tail")
-    tasks = [t for t in ctx.store.machine.find("task", "service_id", service["id"])
+    tasks = [t for t in ctx.store.find("task", "service_id", service["id"])
              if t.get("node_id") and t["status"].get("container_id")]
 
     async def fetch(task):
-        node = ctx.store.machine.get("node", task["node_id"])
+        node = ctx.store.get("node", task["node_id"])
         name = f"{task_name(task)}.{task['id'][:12]}@{node['description']['hostname'] if node else task['node_id']}"
         if node is None:
             return name, [], "node is gone"

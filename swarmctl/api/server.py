@@ -212,7 +212,7 @@ class APIServer:
     def _is_manager_peer(self, identity) -> bool:
         if identity.role != "manager" or self.node.manager is None:
             return False
-        record = self.node.manager.store.machine.get("node", identity.node_id)
+        record = self.node.manager.store.get("node", identity.node_id)
         return record is not None and record["spec"]["role"] == "manager"
 
     # ---- leader routing ----------------------------------------------------------------------

@@ -30,7 +30,7 @@ class Reconciler:
         def on_events(_index, events):
             if any(e[0] == "reset" or e[1] in self.kinds for e in events):
                 loop.call_soon_threadsafe(self._dirty.set)
-        self._cancel_watch = self.store.machine.watch(on_events)
+        self._cancel_watch = self.store.watch(on_events)
         self._dirty.set()
         self._task = asyncio.create_task(self._run(), name=type(self).__name__)
 

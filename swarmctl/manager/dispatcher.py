@@ -50,7 +50,7 @@ class Dispatcher:
                 if not touched:
                     return
             loop.call_soon_threadsafe(self._bump, touched)
-        self._cancel_watch = self.store.machine.watch(on_events)
+        self._cancel_watch = self.store.watch(on_events)
         self._task = asyncio.create_task(self._watch_down(), name="dispatcher")
 
     def _bump(self, node_ids) -> None:
@@ -73,7 +73,7 @@ class Dispatcher:
     # ---- sessions ----------------------------------------------------------------------------
     async def heartbeat(self, node_id: str, info: dict) -> dict:
         """Record a heartbeat; returns the node record (after any status change was committed)."""
-        node = self.store.machine.get("node", node_id)
+        node = self.store.get("node", node_id)
         if node is None and time.monotonic() - self._since < 3 * self.default_period:
             # a new leader may not have applied the latest joins yet: never revoke in that window
             raise Unavailable("the manager is still catching up; try again")
@@ -94,7 +94,7 @@ class Dispatcher:
             sets.append((["status", "addr"], info["addr"]))
         if sets:
             await commit(self.store, [{"op": "patch", "kind": "node", "id": node_id, "set": sets}])
-            node = self.store.machine.get("node", node_id) or node
+            node = self.store.get("node", node_id) or node
         return node
 
     # ---- assignments -------------------------------------------------------------------------
@@ -103,7 +103,7 @@ class Dispatcher:
 
     async def assignments(self, node_id: str, since: str | None, wait: float) -> dict:
         """The node's tasks; with `since` equal to the current version, wait (long-poll) for a change."""
-        if self.store.machine.get("node", node_id) is None:
+        if self.store.get("node", node_id) is None:
             raise Unauthorized(f"node {node_id} is not part of this swarm")
         if since == self._token(node_id) and wait > 0:
             waiter = self._waiters.setdefault(node_id, asyncio.Event())
@@ -112,7 +112,7 @@ class Dispatcher:
             except asyncio.TimeoutError:
                 pass
         token = self._token(node_id)
-        tasks = [t for t in self.store.machine.find("task", "node_id", node_id)
+        tasks = [t for t in self.store.find("task", "node_id", node_id)
                  if t["status"]["state"] != "pending"
                  and (t["desired_state"] == "running" or not is_terminal(t["status"]["state"]))]
         return {"version": token, "tasks": tasks}
@@ -122,7 +122,7 @@ class Dispatcher:
         ops = []
         now = time.time()
         for update in updates:
-            task = self.store.machine.get("task", update["task_id"])
+            task = self.store.get("task", update["task_id"])
             if task is None or task.get("node_id") != node_id or not can_move(task["status"]["state"], update["state"]):
                 continue
             sets = [(["status", "state"], update["state"]), (["status", "timestamp"], now),
@@ -147,7 +147,7 @@ class Dispatcher:
             now = time.monotonic()
             ops = [{"op": "patch", "kind": "node", "id": node["id"], "missing_ok": True,
                     "set": [(["status", "state"], "down"), (["status", "message"], "heartbeat failure")]}
-                   for node in self.store.machine.list("node")
+                   for node in self.store.list("node")
                    if node["status"]["state"] != "down" and self._expired(node, now)]
             if ops:
                 log.info("marking %d node(s) down after %d missed heartbeats: %s", len(ops), MISSED_PERIODS,

@@ -33,7 +33,7 @@ class Membership:
 
     # ---- helpers -----------------------------------------------------------------------------
     def cluster(self) -> dict:
-        clusters = self.store.machine.list("cluster")
+        clusters = self.store.list("cluster")
         if not clusters:
             raise Unavailable("this manager is still loading the swarm state; try again in a moment")
         return clusters[0]
@@ -53,7 +53,7 @@ class Membership:
         return cert.decode()
 
     def managers(self) -> list[dict]:
-        return [n for n in self.store.machine.list("node") if n["spec"]["role"] == "manager"]
+        return [n for n in self.store.list("node") if n["spec"]["role"] == "manager"]
 
     def manager_addrs(self) -> list[str]:
         return sorted(n["description"]["addrs"]["manager"] for n in self.managers())
@@ -98,7 +98,7 @@ class Membership:
 
     async def raft_join(self, node_id: str) -> dict:
         """Make a manager node a Raft member; returns what it needs to start its replica."""
-        node = self.store.machine.get("node", node_id)
+        node = self.store.get("node", node_id)
         if node is None or node["spec"]["role"] != "manager":
             raise Forbidden(f"node {node_id} is not a manager")
         raft_addr = node["description"]["addrs"]["raft"]
@@ -128,7 +128,7 @@ class Membership:
 
     async def raft_leave(self, node_id: str) -> dict:
         """A manager leaving with --force: drop it from Raft and keep it listed as a down worker."""
-        node = self.store.machine.get("node", node_id)
+        node = self.store.get("node", node_id)
         if node is None:
             return {}
         raft_addr = node["description"]["addrs"]["raft"]
@@ -143,7 +143,7 @@ class Membership:
     async def renew_certificate(self, node_id: str, csr: str) -> dict:
         """A fresh certificate for the node's current role: before the old one expires, and after
         promotion or demotion.  The caller proved who it is with its current certificate."""
-        node = self.store.machine.get("node", node_id)
+        node = self.store.get("node", node_id)
         if node is None:
             raise Forbidden(f"node {node_id} is not part of this swarm")
         role = node["spec"]["role"]
@@ -165,7 +165,7 @@ class Membership:
             await commit(self.store, [{"op": "patch", "kind": "node", "id": node["id"], "set": [
                 (["spec", "role"], "manager"),
                 (["manager_status"], {"addr": addrs["manager"], "raft_addr": addrs["raft"]})]}])
-        return node_view(self.store, self.store.machine.get("node", node["id"]))
+        return node_view(self.store, self.store.get("node", node["id"]))
 
     async def demote(self, ref: str) -> dict:
         node = resolve_node(self.store, ref)
@@ -179,7 +179,7 @@ class Membership:
             await self._remove_member(raft_addr)
             await commit(self.store, [{"op": "patch", "kind": "node", "id": node["id"], "set": [
                 (["spec", "role"], "worker"), (["manager_status"], None)]}])
-        return node_view(self.store, self.store.machine.get("node", node["id"]))
+        return node_view(self.store, self.store.get("node", node["id"]))
 
     async def remove(self, ref: str, force: bool) -> None:
         node = resolve_node(self.store, ref)

@@ -10,7 +10,7 @@ from swarmctl.state.records import AVAILABILITIES
 
 def resolve_node(store: RaftStore, ref: str) -> dict:
     """Find a node by id, unique id prefix, or unique hostname, as Docker does."""
-    nodes = store.machine.list("node")
+    nodes = store.list("node")
     for node in nodes:
         if node["id"] == ref:
             return node
@@ -44,7 +44,7 @@ def node_view(store: RaftStore, node: dict) -> dict:
 
 
 def list_nodes(store: RaftStore) -> list[dict]:
-    nodes = sorted(store.machine.list("node"), key=lambda n: (n["description"]["hostname"], n["id"]))
+    nodes = sorted(store.list("node"), key=lambda n: (n["description"]["hostname"], n["id"]))
     return [node_view(store, n) for n in nodes]
 
 
@@ -70,4 +70,4 @@ async def update_node(store: RaftStore, ref: str, availability: str | None, labe
     if sets or unsets:
         await commit(store, [{"op": "patch", "kind": "node", "id": node["id"], "set": sets, "unset": unsets}],
                      request_id=request_id)
-    return node_view(store, store.machine.get("node", node["id"]))
+    return node_view(store, store.get("node", node["id"]))

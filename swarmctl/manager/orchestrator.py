@@ -215,8 +215,7 @@ class Orchestrator(Reconciler):
     interval = 0.5
 
     async def reconcile(self) -> None:
-        machine = self.store.machine
-        ops = plan(machine.list("service"), machine.list("task"), machine.list("node"))
+        ops = plan(self.store.list("service"), self.store.list("task"), self.store.list("node"))
         if ops:
             log.info("orchestrator: %s", ", ".join(f"{n} x {r}" for r, n in Counter(map(_reason, ops)).items()))
         for batch in chunks(ops):

@@ -19,7 +19,7 @@ NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789
 
 
 def resolve_service(store: RaftStore, ref: str) -> dict:
-    services = store.machine.list("service")
+    services = store.list("service")
     for s in services:
         if s["id"] == ref or s["spec"]["name"] == ref:
             return s
@@ -100,7 +100,7 @@ async def create(store: RaftStore, body: dict, request_id: str | None = None) ->
     spec = build_spec(body)
     if not spec["name"]:
         raise BadRequest("a service name is required")
-    if any(s["spec"]["name"] == spec["name"] for s in store.machine.list("service")):
+    if any(s["spec"]["name"] == spec["name"] for s in store.list("service")):
         raise Conflict(f"service {spec['name']} already exists")
     service_id = new_id()
     record = {"id": service_id, "spec": spec, "spec_version": 1, "previous_spec": None}
@@ -109,7 +109,7 @@ async def create(store: RaftStore, body: dict, request_id: str | None = None) ->
                               "unique": "spec.name"}], request_id=request_id)
     except Conflict as exc:
         raise Conflict(f"service {spec['name']} already exists" if "already exists" in str(exc) else str(exc))
-    return service_view(store, store.machine.get("service", service_id))
+    return service_view(store, store.get("service", service_id))
 
 
 async def update(store: RaftStore, ref: str, changes: dict, request_id: str | None = None) -> dict:
@@ -140,13 +140,13 @@ async def update(store: RaftStore, ref: str, changes: dict, request_id: str | No
         sets.append((["spec_version"], service["spec_version"] + 1))
     await commit(store, [{"op": "patch", "kind": "service", "id": service["id"], "set": sets}],
                  request_id=request_id)
-    return {"service": service_view(store, store.machine.get("service", service["id"])), "changes": changed}
+    return {"service": service_view(store, store.get("service", service["id"])), "changes": changed}
 
 
 async def remove(store: RaftStore, ref: str) -> None:
     service = resolve_service(store, ref)
     ops = [{"op": "delete", "kind": "service", "id": service["id"]}]
-    for task in store.machine.find("task", "service_id", service["id"]):
+    for task in store.find("task", "service_id", service["id"]):
         if task["desired_state"] == "running":
             ops.append({"op": "patch", "kind": "task", "id": task["id"], "missing_ok": True,
                         "set": [(["desired_state"], "shutdown"), (["status", "message"], "service removed")]})
@@ -154,7 +154,7 @@ async def remove(store: RaftStore, ref: str) -> None:
 
 
 def service_view(store: RaftStore, service: dict) -> dict:
-    tasks = store.machine.find("task", "service_id", service["id"])
+    tasks = store.find("task", "service_id", service["id"])
     running = sum(1 for t in tasks if t["desired_state"] == "running" and t["status"]["state"] == "running")
     if service["spec"]["mode"] == "global":
         desired = sum(1 for t in tasks if t["desired_state"] == "running")
@@ -168,13 +168,13 @@ def service_view(store: RaftStore, service: dict) -> dict:
 def task_view(store: RaftStore, task: dict) -> dict:
     view = dict(task)
     view["name"] = task_name(task)
-    node = store.machine.get("node", task["node_id"]) if task.get("node_id") else None
+    node = store.get("node", task["node_id"]) if task.get("node_id") else None
     view["node_name"] = node["description"]["hostname"] if node else None
     return view
 
 
 def list_tasks(store: RaftStore, service: dict | None = None) -> list[dict]:
-    tasks = store.machine.find("task", "service_id", service["id"]) if service else store.machine.list("task")
+    tasks = store.find("task", "service_id", service["id"]) if service else store.list("task")
     tasks.sort(key=lambda t: (t["service_name"], t["slot"] or 0, t["node_id"] or "",
                               -(t.get("created_at") or 0)))
     return [task_view(store, t) for t in tasks]
@@ -182,10 +182,10 @@ def list_tasks(store: RaftStore, service: dict | None = None) -> list[dict]:
 
 def converged(store: RaftStore, service: dict) -> dict:
     """Progress of a service towards its spec, for the CLI's wait."""
-    tasks = [t for t in store.machine.find("task", "service_id", service["id"])
+    tasks = [t for t in store.find("task", "service_id", service["id"])
              if t["desired_state"] == "running" and t["spec_version"] == service["spec_version"]]
     view = service_view(store, service)
-    failures = [t for t in store.machine.find("task", "service_id", service["id"])
+    failures = [t for t in store.find("task", "service_id", service["id"])
                 if t["spec_version"] == service["spec_version"] and t["status"]["state"] in ("failed", "rejected")]
     pending = [t["status"]["message"] for t in tasks if t["status"]["state"] == "pending"
                and t["status"]["message"].startswith("no suitable node")]

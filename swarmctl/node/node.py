@@ -345,7 +345,7 @@ class Node:
 
     async def _force_new_cluster(self) -> dict:
         """Restart Raft as a one-member cluster carrying the current state (docs/operations.md)."""
-        snapshot = self.store.machine.snapshot()
+        snapshot = self.store.snapshot()
         await self._deactivate()
         records = []
         secret = secrets.token_urlsafe(32)  # old managers that come back cannot talk to the new cluster

@@ -106,6 +106,30 @@ class RaftStore:
         self._flush_scheduled = False
         self._inflight = 0
 
+    # ---- reads (this replica) ---------------------------------------------------------------
+    # The narrow interface every component uses: read, watch, write. Nothing outside swarmctl/state
+    # touches the state machine itself.
+    def get(self, kind: str, record_id: str) -> dict | None:
+        return self.machine.get(kind, record_id)
+
+    def list(self, kind: str) -> list[dict]:
+        return self.machine.list(kind)
+
+    def find(self, kind: str, path, value) -> list[dict]:
+        return self.machine.find(kind, path, value)
+
+    @property
+    def index(self) -> int:
+        """The index of the last write this replica applied (the version stamped on the records it touched)."""
+        return self.machine.index
+
+    def watch(self, callback):
+        """callback(index, events) after every applied write, on the Raft thread; returns a cancel function."""
+        return self.machine.watch(callback)
+
+    def snapshot(self) -> dict:
+        return self.machine.snapshot()
+
     # ---- status ------------------------------------------------------------------------------
     def is_leader(self) -> bool:
         return self._sync._isLeader()

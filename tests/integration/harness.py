@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -67,6 +68,8 @@ class Daemon:
 
     def start(self, wait: bool = True) -> None:
         assert self.proc is None or self.proc.poll() is not None, "already running"
+        if not os.path.exists(os.path.join(self.data_dir, "swarmctl.json")):
+            ensure_free(self.ip, self.port, self.port + 1)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             SWARMCTL + ["daemon", "--data-dir", self.data_dir, "--advertise-addr", self.ip,
@@ -172,6 +175,20 @@ class Cluster:
     def stop_all(self) -> None:
         for d in self.daemons.values():
             d.kill() if d.running else None
+
+
+def ensure_free(ip: str, *ports: int) -> None:
+    """Fail clearly when an address a test needs is taken (never kill whoever holds it)."""
+    for port in ports:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((ip, port))
+        except OSError as exc:
+            raise RuntimeError(f"{ip}:{port} is in use ({exc.strerror}): another swarmctl daemon or test holds it; "
+                               "stop it, or run the tests in a network namespace of their own") from None
+        finally:
+            sock.close()
 
 
 def check(result: Result) -> Result:

@@ -19,7 +19,7 @@ from swarmctl.manager.writes import commit
 
 
 def default_strategy(store) -> str:
-    clusters = store.machine.list("cluster")
+    clusters = store.list("cluster")
     return clusters[0]["spec"].get("default_strategy", "spread") if clusters else "spread"
 
 
@@ -61,7 +61,6 @@ class Scheduler(Reconciler):
     kinds = ("task", "node", "cluster")
 
     async def reconcile(self) -> None:
-        machine = self.store.machine
-        ops = plan(machine.list("task"), machine.list("node"), default_strategy(self.store))
+        ops = plan(self.store.list("task"), self.store.list("node"), default_strategy(self.store))
         for batch in chunks(ops):
             await commit(self.store, batch)
