@@ -130,6 +130,17 @@ class RaftStore:
     def snapshot(self) -> dict:
         return self.machine.snapshot()
 
+    def applied(self, request_id: str) -> dict | None:
+        """The stored result of a write with this request id, if this replica has applied one."""
+        with self.machine.lock:
+            return self.machine.applied.get(request_id)
+
+    async def barrier(self, timeout: float = 3.0) -> int:
+        """On the leader: commit an empty entry and return the index applied with it. Every write that
+        committed before the barrier began is then applied here (a read index, confirmed through the log)."""
+        result = await self.write([], timeout=timeout)
+        return result["index"]
+
     # ---- status ------------------------------------------------------------------------------
     def is_leader(self) -> bool:
         return self._sync._isLeader()
