@@ -1,0 +1,45 @@
+"""The agent part of a node, run on every node in a swarm: the session to the managers, the worker that
+runs the node's tasks, and the renewal of the node's certificate.
+
+It knows the managers only through the PeerClient, as any remote node does; on a manager it talks to its
+own management port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+from swarmctl.agent.session import Session
+from swarmctl.agent.worker import Worker
+from swarmctl.node.certrenewal import CertRenewer
+
+log = logging.getLogger(__name__)
+
+
+class AgentPart:
+    def __init__(self, node_id: str, peer: Callable, managers: list[str], period: float,
+                 describe: Callable[[], dict], on_answer: Callable[[dict], Awaitable[None]],
+                 on_removed: Callable[[str], Awaitable[None]], make_runtime: Callable,
+                 read_cert: Callable[[], bytes], renew_cert: Callable[[], Awaitable[None]]):
+        self.session = Session(peer, managers, period, describe, on_answer, on_removed)
+        self.worker = Worker(node_id, make_runtime, self.session.call)
+        self._renewer = CertRenewer(read_cert, renew_cert)
+
+    def start(self) -> None:
+        self.session.start()
+        self.worker.start()
+        self._renewer.start()
+
+    async def stop(self) -> None:
+        await self._renewer.stop()
+        await self.worker.stop()
+        await self.session.stop()
+
+    async def first_heartbeat(self, timeout: float = 5.0) -> None:
+        """Return once a manager has seen this node (init and join answer then, so it is Ready)."""
+        try:
+            await asyncio.wait_for(self.session.answered.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("no manager answered a heartbeat within %.0f s of joining", timeout)

@@ -1,0 +1,72 @@
+"""The manager part of a node: its Raft replica, the manager components, and the file of Raft members.
+
+A node runs this part only while its stored role is manager. Starting it opens the replica with the
+member list from the data dir (or the one given by a join); stopping it destroys the replica and the
+components, so the node can become a worker or leave without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from swarmctl.asyncutil import cancel
+from swarmctl.manager.manager import Manager
+from swarmctl.node.datadir import DataDir
+from swarmctl.state.raft import RaftStore
+
+log = logging.getLogger(__name__)
+
+
+class ManagerPart:
+    def __init__(self, data: DataDir, raft_addr: str, heartbeat_period: float):
+        self.data = data
+        self.raft_addr = raft_addr
+        self.heartbeat_period = heartbeat_period
+        self.store: RaftStore | None = None
+        self.manager: Manager | None = None
+        self._members_saver: asyncio.Task | None = None
+        self._secret: str | None = None
+
+    def open_store(self, secret: str, members: list[str], machine=None) -> RaftStore:
+        """Start the replica (before the components: init and force-new-cluster write through it first)."""
+        self._secret = secret
+        self.store = RaftStore(self.raft_addr, members, secret, self.data.raft_dir, machine=machine)
+        return self.store
+
+    async def start(self) -> None:
+        """Start the components on the replica (opened here from the data dir if it is not open yet)."""
+        if self.store is None:
+            raft = self.data.load_raft()
+            self.open_store(raft["secret"], raft["members"])
+        self.manager = Manager(self.store, self.heartbeat_period)
+        await self.manager.start()
+        self._members_saver = asyncio.create_task(self._save_members(), name="raft-members")
+
+    async def stop(self) -> None:
+        await cancel(self._members_saver)
+        self._members_saver = None
+        if self.manager is not None:
+            await self.manager.stop()
+            self.manager = None
+        if self.store is not None:
+            store, self.store = self.store, None
+            await asyncio.get_running_loop().run_in_executor(None, store.destroy)
+            await asyncio.sleep(0.2)  # let pysyncobj's thread close its sockets
+
+    async def wait_leader(self, timeout: float) -> bool:
+        for _ in range(int(timeout / 0.05)):
+            if self.store is not None and self.store.is_leader():
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def _save_members(self) -> None:
+        """Keep raft/members.json current, so a restart starts with today's membership."""
+        saved = None
+        while self.store is not None:
+            members = self.store.members()
+            if members != saved:
+                self.data.save_raft(self._secret, members)
+                saved = members
+            await asyncio.sleep(1.0)
