@@ -7,6 +7,7 @@ from swarmctl.api.schemas import Empty, NodeUpdateRequest, RotateRequest
 from swarmctl.api.server import route
 from swarmctl.errors import BadRequest
 from swarmctl.manager import nodes
+from swarmctl.manager.writes import barrier
 from swarmctl.state.records import public_cluster
 
 
@@ -30,7 +31,7 @@ async def join_token(ctx):
 
 @route("POST", "/v1/swarm/join-token/rotate", "cluster", leader=True, body=RotateRequest)
 async def rotate_token(ctx):
-    token = await ctx.manager.membership.rotate_token(ctx.body.role)
+    token = await ctx.manager.membership.rotate_token(ctx.body.role, ctx.request_id)
     return {"role": ctx.body.role, "token": token, "managers": ctx.manager.membership.manager_addrs()}
 
 
@@ -54,17 +55,23 @@ async def update_node(ctx):
                                    b.labels_rm, b.labels, request_id=ctx.request_id)
 
 
-@route("POST", "/v1/nodes/{ref}/promote", "cluster", leader=True, body=Empty)
+@route("POST", "/v1/nodes/{ref}/promote", "cluster", leader=True, body=Empty, timeout=40.0)
 async def promote(ctx):
     return await ctx.manager.membership.promote(ctx.request.match_info["ref"])
 
 
-@route("POST", "/v1/nodes/{ref}/demote", "cluster", leader=True, body=Empty)
+@route("POST", "/v1/nodes/{ref}/demote", "cluster", leader=True, body=Empty, timeout=20.0)
 async def demote(ctx):
     return await ctx.manager.membership.demote(ctx.request.match_info["ref"])
 
 
 @route("DELETE", "/v1/nodes/{ref}", "cluster", leader=True)
 async def remove_node(ctx):
-    await ctx.manager.membership.remove(ctx.request.match_info["ref"], ctx.query_flag("force"))
+    await ctx.manager.membership.remove(ctx.request.match_info["ref"], ctx.query_flag("force"), ctx.request_id)
     return {}
+
+
+@route("GET", "/v1/raft/read-index", "cluster", leader=True)
+async def read_index(ctx):
+    """The leader's read index for a follower's linearizable read: the index applied with a barrier."""
+    return {"index": await barrier(ctx.store)}

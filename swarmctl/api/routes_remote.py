@@ -1,7 +1,7 @@
 """Routes of the management port used by other nodes: CA, join, Raft membership, sessions."""
 
 from swarmctl.api.schemas import (AssignmentsRequest, CertificateRequest, Empty, HeartbeatRequest,
-                                  RemoteJoinRequest, TaskStatusRequest)
+                                  RaftJoinRequest, RemoteJoinRequest, TaskStatusRequest)
 from swarmctl.api.server import route
 from swarmctl.errors import NotFound
 
@@ -16,15 +16,22 @@ async def root_ca(ctx):
 @route("POST", "/v1/join", "public", leader=True, body=RemoteJoinRequest)
 async def join(ctx):
     info = ctx.body.model_dump()
-    return await ctx.manager.membership.join(info.pop("token"), info.pop("csr"), info)
+    return await ctx.manager.membership.join(info.pop("token"), info.pop("csr"), info, ctx.request_id)
 
 
-@route("POST", "/v1/raft/join", "node", leader=True, body=Empty)
+@route("GET", "/v1/raft/members", "node", leader=True)
+async def raft_members(ctx):
+    """The committed Raft member list, for a manager about to start its replica and join."""
+    return await ctx.manager.membership.raft_members(ctx.caller)
+
+
+@route("POST", "/v1/raft/join", "node", leader=True, body=RaftJoinRequest, timeout=15.0)
 async def raft_join(ctx):
-    return await ctx.manager.membership.raft_join(ctx.caller)
+    """Add the calling manager (whose replica runs with `members`) to Raft; answers once committed."""
+    return await ctx.manager.membership.raft_join(ctx.caller, ctx.body.members)
 
 
-@route("POST", "/v1/raft/leave", "node", leader=True, body=Empty)
+@route("POST", "/v1/raft/leave", "node", leader=True, body=Empty, timeout=15.0)
 async def raft_leave(ctx):
     return await ctx.manager.membership.raft_leave(ctx.caller)
 

@@ -43,6 +43,10 @@ class NodeUpdateRequest(Body):
     labels: Optional[dict[str, str]] = None
 
 
+class RaftJoinRequest(Body):
+    members: Optional[list[str]] = Field(default=None, max_length=64)  # the list the caller's replica runs with
+
+
 class RemoteJoinRequest(Body):
     token: str = Field(min_length=1)
     csr: str = Field(min_length=1)
@@ -67,6 +71,7 @@ class HeartbeatRequest(Body):
     addr: Optional[str] = None
     heartbeat_period: float = Field(default=5.0, gt=0)
     tls: Optional[CertificateSummary] = None
+    raft_running: Optional[bool] = None  # a manager's replica runs (the Raft membership reconciler reads it)
 
 
 class CertificateRequest(Body):

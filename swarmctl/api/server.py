@@ -28,6 +28,7 @@ from swarmctl.api.peer import PeerUnreachable
 from swarmctl.errors import (APIError, BadRequest, Forbidden, Misdirected, NoLeaderError, NotAManager,
                              Unauthorized, Unavailable)
 from swarmctl.security.tls import peer_identity
+from swarmctl.state.raft import NoLeader, NotLeader
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ FORWARD_DEADLINE = 4.0
 FORWARDED = "X-Swarmctl-Forwarded"
 ORIGIN_NODE = "X-Swarmctl-Origin-Node"
 REQUEST_ID = "X-Request-Id"
+STALE = "X-Swarmctl-Stale"
+CATCH_UP_WAIT = 1.0  # how long a follower waits to apply up to a read index before it forwards the read
 
 
 def not_a_manager(node, request) -> APIError:
@@ -56,15 +59,17 @@ class Route:
     leader: bool
     body: type[BaseModel] | None
     handler: Callable[["Context"], Awaitable[Any]]
+    timeout: float  # how long a forwarded request may take on the leader (membership changes wait for commits)
 
 
 ROUTES: list[Route] = []
 
 
-def route(method: str, path: str, access: str, *, leader: bool = False, body: type[BaseModel] | None = None):
+def route(method: str, path: str, access: str, *, leader: bool = False, body: type[BaseModel] | None = None,
+          timeout: float = FORWARD_DEADLINE + 1):
     """Register a handler: async def handler(ctx) -> JSON-able value."""
     def register(handler):
-        ROUTES.append(Route(method, path, access, leader, body, handler))
+        ROUTES.append(Route(method, path, access, leader, body, handler, timeout))
         return handler
     return register
 
@@ -97,6 +102,16 @@ def _json(data, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda v: json.dumps(v, default=str))
 
 
+async def _wait_applied(store, index: int, timeout: float) -> bool:
+    """Wait until this replica has applied the write at `index` (True), or give up after timeout."""
+    deadline = time.monotonic() + timeout
+    while store.index < index:
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.002)
+    return True
+
+
 @web.middleware
 async def _json_errors(request, handler):
     """Unknown paths and methods answer in the API's JSON error form too."""
@@ -112,7 +127,7 @@ class APIServer:
     def __init__(self, node):
         self.node = node
         self.app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[_json_errors])
-        from swarmctl.api import routes_cluster, routes_local, routes_remote, routes_services  # noqa: F401
+        from swarmctl.api import routes_cluster, routes_debug, routes_local, routes_remote, routes_services  # noqa: F401
         for spec in ROUTES:
             self.app.router.add_route(spec.method, spec.path, self._make_handler(spec))
         self._runner: web.AppRunner | None = None
@@ -152,6 +167,10 @@ class APIServer:
                 return await self._handle(spec, request)
             except APIError as exc:
                 return _json({"message": exc.message}, exc.status)
+            except NotLeader:  # lost leadership under a handler: the forwarder retries on the next leader
+                return _json({"message": "this manager is no longer the leader"}, Misdirected.status)
+            except NoLeader as exc:
+                return _json({"message": str(exc)}, NoLeaderError.status)
             except Exception as exc:  # never a traceback to the client
                 log.exception("internal error in %s %s", spec.method, spec.path)
                 return _json({"message": f"internal error: {exc.__class__.__name__}: {exc}"}, 500)
@@ -176,8 +195,19 @@ class APIServer:
         ctx = Context(self.node, request, body, caller, raw, request.headers.get(REQUEST_ID) or uuid.uuid4().hex)
         if spec.leader:
             return await self._on_leader(spec, ctx)
+        stale = False
+        if spec.method == "GET" and spec.access == "cluster":
+            if ctx.query_flag("stale"):
+                stale = True  # the caller asked for this replica's state as it is (say, a manager without quorum)
+            else:
+                answer = await self._linearize(ctx)
+                if answer is not None:  # not caught up: the leader answered instead
+                    return answer
         result = await spec.handler(ctx)
-        return result if isinstance(result, web.StreamResponse) else _json(result)
+        response = result if isinstance(result, web.StreamResponse) else _json(result)
+        if stale:
+            response.headers[STALE] = "1"
+        return response
 
     def _authorise(self, spec: Route, request: web.Request) -> str | None:
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
@@ -225,20 +255,59 @@ class APIServer:
                 try:
                     result = await spec.handler(ctx)
                     return result if isinstance(result, web.StreamResponse) else _json(result)
-                except Misdirected:
+                except (Misdirected, NotLeader):
                     if forwarded:
                         raise
             elif forwarded:
                 raise Misdirected("not the leader")
             else:
-                answer = await self._forward(ctx)
+                answer = await self._forward(ctx, spec.timeout)
                 if answer is not None:
                     return answer
             if time.monotonic() >= deadline:
                 raise NoLeaderError()
             await asyncio.sleep(0.05)
 
-    async def _forward(self, ctx: Context) -> web.Response | None:
+    async def _linearize(self, ctx: Context) -> web.Response | None:
+        """Make a read linearizable: it sees every write acknowledged before it began, on any manager.
+
+        On the leader, a barrier through the log (which also proves it still leads). On a follower, a read
+        index from the leader (the leader's barrier), then a wait until this replica has applied that far; a
+        replica that does not catch up in time (say, just restarted) forwards the read to the leader, whose
+        answer is returned (not None)."""
+        store = ctx.store
+        forwarded = bool(ctx.request.headers.get(FORWARDED))
+        deadline = time.monotonic() + FORWARD_DEADLINE
+        while True:
+            if store.is_leader():
+                try:
+                    await store.barrier()
+                    return None
+                except (NotLeader, NoLeader):
+                    pass
+            elif forwarded:
+                raise Misdirected("not the leader")
+            else:
+                leader_addr = self.node.leader_manager_addr()
+                if leader_addr is not None:
+                    try:
+                        status, data = await self.node.peer.request(
+                            leader_addr, "GET", "/v1/raft/read-index", headers={FORWARDED: "1"},
+                            timeout=FORWARD_DEADLINE)
+                    except PeerUnreachable as exc:
+                        log.debug("read index from %s failed: %s", leader_addr, exc)
+                    else:
+                        if status == 200 and isinstance(data, dict) and isinstance(data.get("index"), int):
+                            if await _wait_applied(store, data["index"], CATCH_UP_WAIT):
+                                return None
+                            answer = await self._forward(ctx)
+                            if answer is not None:
+                                return answer
+            if time.monotonic() >= deadline:
+                raise NoLeaderError()
+            await asyncio.sleep(0.05)
+
+    async def _forward(self, ctx: Context, timeout: float = FORWARD_DEADLINE + 1) -> web.Response | None:
         """Send the request to the leader; None means try again (no leader yet, or it moved)."""
         leader_addr = self.node.leader_manager_addr()
         if leader_addr is None:
@@ -248,8 +317,7 @@ class APIServer:
             headers[ORIGIN_NODE] = ctx.caller
         try:
             status, content_type, raw = await self.node.peer.request_raw(
-                leader_addr, ctx.request.method, ctx.request.path_qs, ctx.raw_body, headers,
-                timeout=FORWARD_DEADLINE + 1)
+                leader_addr, ctx.request.method, ctx.request.path_qs, ctx.raw_body, headers, timeout=timeout)
         except PeerUnreachable as exc:
             log.debug("forward to leader %s failed: %s", leader_addr, exc)
             return None

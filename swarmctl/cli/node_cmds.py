@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from urllib.parse import quote
 
-from swarmctl.cli.client import CLIError
+from swarmctl.cli.client import CLIError, DaemonError
 from swarmctl.cli.output import print_json, print_table
 
 
@@ -43,8 +44,20 @@ def _title(text: str | None) -> str:
     return (text or "").capitalize()
 
 
+STALE_WARNING = ("WARNING: The swarm does not have a leader. Showing this manager's last known state of the "
+                 "nodes, which may be out of date.")
+
+
 def ls(client, args) -> int:
-    nodes = client.get("/v1/nodes")
+    try:
+        nodes = client.get("/v1/nodes")
+    except DaemonError as exc:
+        # A manager that lost quorum can still show what it last knew, marked as such (reads are otherwise
+        # linearizable, and so refused without a leader, as in Docker).
+        if exc.status != 503 or "does not have a leader" not in str(exc):
+            raise
+        nodes = client.get("/v1/nodes?stale=1")
+        print(STALE_WARNING, file=sys.stderr)
     if args.format == "json":
         print_json(nodes)
         return 0

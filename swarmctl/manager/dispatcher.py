@@ -27,6 +27,7 @@ class Dispatcher:
         self.store = store
         self.default_period = default_period
         self._last_seen: dict[str, float] = {}
+        self._raft_running: dict[str, bool] = {}  # what each manager's last heartbeat said of its replica
         self._task: asyncio.Task | None = None
         self._since = time.monotonic()
         self._epoch = ""
@@ -38,6 +39,7 @@ class Dispatcher:
     def start(self) -> None:
         self._since = time.monotonic()
         self._last_seen.clear()
+        self._raft_running.clear()
         self._epoch = new_id(8)  # assignment versions restart with every leadership term
         self._versions.clear()
         loop = asyncio.get_running_loop()
@@ -81,6 +83,7 @@ class Dispatcher:
             raise Unauthorized(f"node {node_id} is not part of this swarm (it was removed); "
                                "its certificate is no longer accepted")
         self._last_seen[node_id] = time.monotonic()
+        self._raft_running[node_id] = bool(info.get("raft_running"))
         sets = []
         if node["status"]["state"] != "ready":
             sets += [(["status", "state"], "ready"), (["status", "message"], "")]
@@ -96,6 +99,11 @@ class Dispatcher:
             await commit(self.store, [{"op": "patch", "kind": "node", "id": node_id, "set": sets}])
             node = self.store.get("node", node_id) or node
         return node
+
+    def raft_running(self, node_id: str, within: float) -> bool:
+        """Whether the node heartbeated in the last `within` seconds and said its Raft replica runs."""
+        seen = self._last_seen.get(node_id)
+        return seen is not None and time.monotonic() - seen <= within and self._raft_running.get(node_id, False)
 
     # ---- assignments -------------------------------------------------------------------------
     def _token(self, node_id: str) -> str:

@@ -1,6 +1,6 @@
 """A manager: its Raft replica plus the components that run while it leads.
 
-Leader-only components (dispatcher, orchestrator, scheduler) are started
+Leader-only components (dispatcher, orchestrator, scheduler, Raft membership reconciler) are started
 when this replica becomes leader and stopped when it loses leadership, so exactly one set of
 reconcilers writes to the store at a time.
 """
@@ -14,6 +14,7 @@ from swarmctl.asyncutil import cancel
 from swarmctl.manager.dispatcher import Dispatcher
 from swarmctl.manager.membership import Membership
 from swarmctl.manager.orchestrator import Orchestrator
+from swarmctl.manager.raftmembers import RaftMembers
 from swarmctl.manager.scheduler.scheduler import Scheduler
 from swarmctl.state.raft import RaftStore
 
@@ -27,6 +28,7 @@ class Manager:
         self.dispatcher = Dispatcher(store, heartbeat_period)
         self.orchestrator = Orchestrator(store)
         self.scheduler = Scheduler(store)
+        self.raft_members = RaftMembers(store, self.membership, self.dispatcher, heartbeat_period)
         self._leading = False
         self._watch: asyncio.Task | None = None
 
@@ -51,6 +53,7 @@ class Manager:
                 self.dispatcher.start()
                 self.orchestrator.start()
                 self.scheduler.start()
+                self.raft_members.start()
             elif not leader and self._leading:
                 log.info("lost leadership: stopping leader components")
                 await self._stop_leading()
@@ -59,6 +62,7 @@ class Manager:
     async def _stop_leading(self) -> None:
         if self._leading:
             self._leading = False
+            await self.raft_members.stop()
             await self.scheduler.stop()
             await self.orchestrator.stop()
             await self.dispatcher.stop()

@@ -17,3 +17,13 @@ async def commit(store: RaftStore, ops: list[dict], request_id: str | None = Non
     if not result["ok"]:
         raise Conflict(result["error"])
     return result["index"]
+
+
+async def barrier(store: RaftStore, timeout: float = 3.0) -> int:
+    """A barrier through the log on the leader (RaftStore.barrier), with the API's errors."""
+    try:
+        return await store.barrier(timeout=timeout)
+    except NotLeader:
+        raise Misdirected("this manager is no longer the leader") from None
+    except NoLeader:
+        raise NoLeaderError() from None

@@ -250,6 +250,8 @@ class Node:
                 "heartbeat_period": self.config.heartbeat_period}
         if self._cert_summary:
             info["tls"] = {"serial": self._cert_summary["serial"], "not_after": self._cert_summary["not_after"]}
+        if self.role == "manager":
+            info["raft_running"] = self.store is not None
         return info
 
     # ---- addresses and identity --------------------------------------------------------------

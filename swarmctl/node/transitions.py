@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import secrets
+import uuid
 
 from swarmctl.api.peer import PeerClient, PeerUnreachable
 from swarmctl.errors import (ALREADY_IN_SWARM_MESSAGE, APIError, BadRequest, Conflict, Forbidden, NotInSwarm,
@@ -124,7 +125,7 @@ async def join(node, token: str, remote: str, advertise: str | None, listen: str
         key = generate_key()
         joiner = PeerClient(tls.client_context(ca_file), timeout=10.0)
         try:
-            answer = await joiner.call(remote, "POST", "/v1/join", {
+            answer = await joiner.call(remote, "POST", "/v1/join", headers={"X-Request-Id": uuid.uuid4().hex}, body={
                 "token": token.strip(), "csr": make_csr(key).decode(), "hostname": node.config.hostname,
                 "addr": node.addrs.advertise, "manager_addr": node.addrs.manager, "raft_addr": node.addrs.raft,
                 "engine_labels": node.config.labels, "resources": node.config.resources,
@@ -136,29 +137,44 @@ async def join(node, token: str, remote: str, advertise: str | None, listen: str
             os.unlink(ca_file)
         node.data.save_certs(answer["ca"].encode(), answer["certificate"].encode(), key)
         managers = answer.get("managers") or [remote]
+        part = None
         if answer["role"] == "manager":
             peer = node.make_peer()
             try:
-                raft = await _raft_join(peer, managers if remote in managers else [remote] + managers)
+                part = await join_raft(node, peer, managers if remote in managers else [remote] + managers)
             finally:
                 await peer.close()
-            node.data.clear_raft()
-            node.data.save_raft(raft["secret"], raft["members"])
         node.save_identity(answer["node_id"], answer["cluster_id"], answer["role"], managers)
-        await node.activate()
+        await node.activate(part)
         await node.agent.first_heartbeat()
         return {"node_id": node.node_id, "role": node.role}
 
 
-async def _raft_join(peer: PeerClient, managers: list[str]) -> dict:
+async def join_raft(node, peer: PeerClient, managers: list[str]):
+    """Start this node's replica with the committed member list and join Raft; returns the running manager
+    part once the leader reports the configuration change committed. The replica runs before the change is
+    made, so the change (which counts this member towards its quorum) can commit at once."""
     last: Exception | None = None
     for _ in range(3):
         for addr in managers:
             try:
-                return await peer.call(addr, "POST", "/v1/raft/join", {}, timeout=10.0)
+                info = await peer.call(addr, "GET", "/v1/raft/members", timeout=10.0)
             except (PeerUnreachable, APIError) as exc:
                 last = exc
-        await asyncio.sleep(0.3)
+                continue
+            members = [m for m in info["members"] if m != node.addrs.raft]
+            node.data.clear_raft()
+            node.data.save_raft(info.get("secret"), members + [node.addrs.raft])
+            part = node.new_manager_part()
+            part.open_store(info.get("secret"), members + [node.addrs.raft])
+            try:
+                await peer.call(addr, "POST", "/v1/raft/join", {"members": members}, timeout=15.0)
+                return part
+            except (PeerUnreachable, APIError) as exc:
+                last = exc
+                await part.stop()
+                node.data.clear_raft()
+        await asyncio.sleep(0.5)
     raise Unavailable(f"could not become a Raft member: {last}")
 
 
@@ -228,13 +244,11 @@ async def _become_manager(node) -> None:
     managers = [m for m in current if m != node.addrs.manager] or current
     await renew_certificate(node, managers)
     await node.reload_peer()
-    raft = await _raft_join(node.peer, managers)
+    part = await join_raft(node, node.peer, managers)
     await node.deactivate()
-    node.data.clear_raft()
-    node.data.save_raft(raft["secret"], raft["members"])
     node.identity["role"] = "manager"
     node.data.save_identity(node.identity)
-    await node.activate()
+    await node.activate(part)
     log.info("promoted to manager")
 
 

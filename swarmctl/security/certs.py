@@ -101,3 +101,13 @@ def _as_bytes(data: bytes | str) -> bytes:
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     raise ValueError(f"expected bytes, got {type(data).__name__}")
+
+
+def csr_public_key_der(csr_pem: bytes) -> bytes:
+    """The DER of a CSR's public key (what a join's node id is derived from). ValueError if unreadable."""
+    try:
+        csr = x509.load_pem_x509_csr(bytes(csr_pem))
+        return csr.public_key().public_bytes(serialization.Encoding.DER,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("invalid certificate signing request") from exc

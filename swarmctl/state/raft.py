@@ -12,6 +12,7 @@ Design notes (see docs/design.md and ../shared/reference/pysyncobj.md):
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
@@ -26,6 +27,17 @@ from swarmctl.state.machine import StateMachine
 # Group commit: how long a write waits for company, and how many Raft entries may be in flight.
 GROUP_WINDOW = 0.0
 MAX_INFLIGHT = 1
+# The longest an entry may stay in flight before its writes are answered "no leader" and its slot is freed.
+INFLIGHT_DEADLINE = 5.0
+_LEADER = 2  # pysyncobj's _RAFT_STATE.LEADER
+
+log = logging.getLogger(__name__)
+
+
+def _fail(batch, error: Exception) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)
 
 
 class NoLeader(Exception):
@@ -100,11 +112,17 @@ class RaftStore:
         self._consumer = _Replicated(self.machine)
         partners = [m for m in members if m != self_addr]
         conf_overrides.setdefault("bindAddress", self_addr)  # pysyncobj binds 0.0.0.0 otherwise
-        self._sync = SyncObj(self_addr, partners, raft_conf(data_dir, secret, **conf_overrides),
-                             consumers=[self._consumer])
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # built outside a loop (tools, tests): no leadership callbacks
+            self._loop = None
+        conf_overrides.setdefault("onStateChanged", self._on_state_changed)
         self._pending: list[tuple[tuple, asyncio.Future]] = []
         self._flush_scheduled = False
-        self._inflight = 0
+        self._inflight: dict[int, list] = {}  # entries submitted to Raft, by batch number, until settled
+        self._batch_seq = 0
+        self._sync = SyncObj(self_addr, partners, raft_conf(data_dir, secret, **conf_overrides),
+                             consumers=[self._consumer])
 
     # ---- reads (this replica) ---------------------------------------------------------------
     # The narrow interface every component uses: read, watch, write. Nothing outside swarmctl/state
@@ -170,7 +188,12 @@ class RaftStore:
 
     # ---- writes ------------------------------------------------------------------------------
     async def write(self, ops: list[dict], request_id: str | None = None, timeout: float = 3.0) -> dict:
-        """Commit ops through Raft on this (leader) replica; returns the machine's result dict."""
+        """Commit ops through Raft on this (leader) replica; returns the machine's result dict.
+
+        NotLeader: this replica is not (or no longer) the leader and the write was never submitted, or it was
+        submitted and this replica lost leadership before the outcome was known; in both cases a retry with
+        the same request id on the new leader applies it at most once. NoLeader: no outcome within the timeout.
+        """
         if not self.is_leader():
             raise NotLeader(self.leader())
         if not self.has_quorum():
@@ -179,7 +202,9 @@ class RaftStore:
             raise NoLeader()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.append(((request_id or uuid.uuid4().hex, time.time(), ops), future))
+        if request_id is None and ops:  # barriers (no ops) are not remembered: they would crowd out real ids
+            request_id = uuid.uuid4().hex
+        self._pending.append(((request_id, time.time(), ops), future))
         self._maybe_flush(loop)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -188,7 +213,7 @@ class RaftStore:
 
     def _maybe_flush(self, loop: asyncio.AbstractEventLoop) -> None:
         """Group commit: with an entry in flight, writes queue up and go out together when it commits."""
-        if self._pending and not self._flush_scheduled and self._inflight < MAX_INFLIGHT:
+        if self._pending and not self._flush_scheduled and len(self._inflight) < MAX_INFLIGHT:
             self._flush_scheduled = True
             loop.call_later(GROUP_WINDOW, self._flush, loop)
 
@@ -197,24 +222,59 @@ class RaftStore:
         self._flush_scheduled = False
         if not batch:
             return
+        if not self.is_leader():
+            _fail(batch, NotLeader(self.leader()))  # never submitted: the caller may send them elsewhere
+            return
         writes = [write for write, _ in batch]
-        futures = [future for _, future in batch]
-        self._inflight += 1
+        self._batch_seq += 1
+        batch_id = self._batch_seq
+        self._inflight[batch_id] = batch
+        # Every entry in flight has an end: its callback, the loss of leadership, or this deadline. pysyncobj
+        # drops callbacks on some paths (a snapshot installed over the entry, a truncated log), and a slot that
+        # was never released would block every later write.
+        loop.call_later(INFLIGHT_DEADLINE, self._settle, loop, batch_id, None, NoLeader())
 
         def done(results, err):
-            def resolve():
-                self._inflight -= 1
-                for i, future in enumerate(futures):
-                    if future.done():
-                        continue
-                    if err == FAIL_REASON.SUCCESS:
-                        future.set_result(results[i])
-                    else:
-                        future.set_exception(NoLeader())
-                self._maybe_flush(loop)
-            loop.call_soon_threadsafe(resolve)
+            if err == FAIL_REASON.SUCCESS:
+                loop.call_soon_threadsafe(self._settle, loop, batch_id, results, None)
+            else:  # discarded, lost leadership, ...: the outcome is unknown to us
+                loop.call_soon_threadsafe(self._settle, loop, batch_id, None, NotLeader(None))
 
-        self._consumer.apply(writes, callback=done)
+        try:
+            self._consumer.apply(writes, callback=done)
+        except Exception as exc:  # e.g. pysyncobj's queue is full
+            log.warning("could not submit a write batch: %s", exc)
+            self._settle(loop, batch_id, None, NoLeader())
+
+    def _settle(self, loop: asyncio.AbstractEventLoop, batch_id: int, results, error) -> None:
+        """Resolve an entry in flight once (whichever of callback, deadline or leadership loss comes first)."""
+        batch = self._inflight.pop(batch_id, None)
+        if batch is None:
+            return
+        if error is None:
+            for i, (_, future) in enumerate(batch):
+                if not future.done():
+                    future.set_result(results[i])
+        else:
+            _fail(batch, error)
+        self._maybe_flush(loop)
+
+    def _on_state_changed(self, old_state, new_state) -> None:
+        """pysyncobj's onStateChanged, on its tick thread: a leader that steps down fails what it holds."""
+        if old_state == _LEADER and new_state != _LEADER and self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._lost_leadership)
+            except RuntimeError:  # the loop is closed (shutdown)
+                pass
+
+    def _lost_leadership(self) -> None:
+        """Release every write this replica holds: queued ones were never submitted, and those in flight may
+        or may not commit under the next leader; both get NotLeader, so the API retries them there with the
+        same request id, which applies at most once."""
+        for batch_id in list(self._inflight):
+            self._settle(self._loop, batch_id, None, NotLeader(self.leader()))
+        pending, self._pending = self._pending, []
+        _fail(pending, NotLeader(self.leader()))
 
     # ---- membership --------------------------------------------------------------------------
     def _membership(self, call, addr: str) -> asyncio.Future:
@@ -234,33 +294,36 @@ class RaftStore:
         call(addr, callback=lambda _result, err: loop.call_soon_threadsafe(settle, err))
         return future
 
-    async def add_member(self, addr: str, timeout: float = 4.0, wait: bool = True) -> asyncio.Future | None:
-        """Add a member. With wait=False return once the change is on the leader's log, because a
-        new member must be running before the change can commit (it counts towards the quorum)."""
-        if addr in self.members():
-            return None
-        future = self._membership(self._sync.addNodeToCluster, addr)
-        if not wait:
-            for _ in range(int(timeout / 0.01)):
-                if addr in self.members() or future.done():
-                    break
-                await asyncio.sleep(0.01)
-            if future.done() and future.exception():
-                raise future.exception()
-            return future
-        try:
-            await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            raise NoLeader() from None
-        return None
-
-    async def remove_member(self, addr: str, timeout: float = 4.0) -> None:
+    async def _committed_member(self, addr: str) -> bool:
+        """Whether addr is in the committed configuration. pysyncobj applies a change to its member list when
+        the entry is appended, before it commits; a barrier committed after it (in this leader's term)
+        commits every earlier entry, so the list read after the barrier is the committed one."""
         if addr not in self.members():
+            return False
+        await self.barrier()
+        return addr in self.members()
+
+    async def add_member(self, addr: str, timeout: float = 10.0) -> None:
+        """Add a member and return once the change has committed; idempotent. The new member must already
+        run its replica with the current member list, since it counts towards the quorum that commits it."""
+        if await self._committed_member(addr):
             return
+        await self._change(self._sync.addNodeToCluster, addr, timeout)
+
+    async def remove_member(self, addr: str, timeout: float = 10.0) -> None:
+        """Remove a member and return once the change has committed; idempotent."""
+        if addr not in self.members():
+            await self.barrier()  # a removal still uncommitted from an earlier term commits with it
+            if addr not in self.members():
+                return
+        await self._change(self._sync.removeNodeFromCluster, addr, timeout)
+
+    async def _change(self, call, addr: str, timeout: float) -> None:
         try:
-            await asyncio.wait_for(self._membership(self._sync.removeNodeFromCluster, addr), timeout)
+            await asyncio.wait_for(self._membership(call, addr), timeout)
         except asyncio.TimeoutError:
-            raise NoLeader() from None
+            raise NoLeader(f"the Raft membership change for {addr} did not commit within {timeout:.0f}s; "
+                           "check that a majority of managers (and the new one) are up") from None
 
     async def transfer_leadership(self, timeout: float = 3.0) -> bool:
         """Hand leadership to the most caught-up follower; True once this replica is no longer leader."""

@@ -40,6 +40,7 @@ class Daemon:
     heartbeat: float = 0.5
     port: int = BASE_PORT
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # extra environment of the daemon process
     proc: subprocess.Popen | None = None
 
     @property
@@ -75,7 +76,7 @@ class Daemon:
             SWARMCTL + ["daemon", "--data-dir", self.data_dir, "--advertise-addr", self.ip,
                         "--listen-addr", self.addr, "--socket", self.socket, "--hostname", self.name,
                         "--heartbeat-period", str(self.heartbeat), "--log-level", "info"] + self.extra_args,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, **self.env))
         log.close()
         if wait:
             self.wait_socket()

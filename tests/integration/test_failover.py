@@ -46,8 +46,12 @@ def test_quorum_loss_and_recovery(cluster):
     assert result.code != 0 and NO_LEADER_MESSAGE in result.err, result
     assert elapsed < 5.5, elapsed
     assert "Traceback" not in result.err
-    # reads still work locally
-    assert labels(survivors[0])["after_first_kill"] == "1"
+    # reads are linearizable, so refused without a leader; `node ls` still shows the last known state, marked
+    assert NO_LEADER_MESSAGE in survivors[0].cli("node", "inspect", "node1").err
+    stale = survivors[0].cli("node", "ls", "--format", "json")
+    assert stale.ok and "does not have a leader" in stale.err and "last known state" in stale.err, stale
+    node1 = next(n for n in stale.json() if n["description"]["hostname"] == "node1")
+    assert node1["spec"]["labels"]["after_first_kill"] == "1"
     # restart both: the cluster recovers with all its state
     leader.start()
     survivors[1].start()
