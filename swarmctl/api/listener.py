@@ -5,17 +5,18 @@ aiohttp's own sites take an SSL context but set no handshake timeout, count no c
 neither slow headers nor slow bodies (its keep-alive timeout starts only after a first request). asyncio
 has the pieces but no server that combines them, so this module does, in about a hundred lines:
 
-- every accepted connection counts from its first moment, TLS handshake included, against
-  MAX_CONNECTIONS; one over the limit is closed at once, before any TLS work or buffer is spent on it;
-- the TLS handshake must finish within HANDSHAKE_TIMEOUT (loop.start_tls);
+- every accepted connection counts from its accept, TLS handshake included, against MAX_CONNECTIONS;
+  one over the limit is closed as soon as its handshake ends;
+- the TLS handshake must finish within HANDSHAKE_TIMEOUT (create_server's ssl_handshake_timeout);
 - between requests, a connection may stay idle for IDLE_TIMEOUT; from the first byte of a request, its
   headers must be complete within HEADER_TIMEOUT (a slowloris is cut off there); the body has
   BODY_TIMEOUT, enforced where it is read (server.APIServer);
 - at most MAX_REQUESTS requests are handled at once (429 beyond), enforced by the server's middleware
   through `request_started`/`request_finished`.
 
-The counting does not leak: a connection is released exactly once, when its handshake fails or when the
-TLS connection is lost.
+The counting does not leak: a connection is released exactly once, when the TLS connection is lost, or
+HANDSHAKE_TIMEOUT + 1 s after its accept if its handshake never completed (asyncio does not tell the
+protocol of a failed handshake).
 """
 
 from __future__ import annotations
@@ -31,62 +32,45 @@ log = logging.getLogger(__name__)
 
 
 class _Gate(asyncio.Protocol):
-    """One connection: counted, handshaken, timed, then the aiohttp handler's stand-in as protocol."""
+    """One connection: counted from its accept, then the aiohttp handler's stand-in as protocol."""
 
     def __init__(self, listener: "TLSListener"):
         self.listener = listener
         self.handler = None            # aiohttp's RequestHandler once the handshake is done
         self.transport = None          # the TLS transport
-        self._raw = None
         self._counted = False
-        self._early: list[bytes] = []  # decrypted bytes that arrived before the handler was attached
         self._busy = 0                 # requests of this connection being handled
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = None
+        self._orphan: asyncio.TimerHandle | None = None
+        if listener.open < limits.MAX_CONNECTIONS:
+            listener.open += 1
+            self._counted = True
+            listener.gates.add(self)
+            # asyncio tells the app protocol nothing of a handshake that fails or times out (it aborts that
+            # connection at HANDSHAKE_TIMEOUT): one that has not completed by then is released here
+            self._orphan = asyncio.get_running_loop().call_later(limits.HANDSHAKE_TIMEOUT + 1, self._release)
 
-    # ---- the raw TCP connection ------------------------------------------------------------------
     def connection_made(self, transport) -> None:
-        if self.transport is not None:  # the TLS transport, after start_tls: nothing to do here
-            return
-        self._raw = transport
-        listener = self.listener
-        if listener.open >= limits.MAX_CONNECTIONS:
-            listener.refused += 1
+        """The TLS handshake is done."""
+        if self._orphan is not None:
+            self._orphan.cancel()
+            self._orphan = None
+        if not self._counted or self.listener.closing:
+            self.listener.refused += not self._counted
             transport.abort()
             return
-        listener.open += 1
-        self._counted = True
-        transport.pause_reading()  # nothing is read before start_tls owns the connection
-        listener.gates.add(self)
-        asyncio.get_running_loop().create_task(self._handshake())
-
-    async def _handshake(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            tls = await loop.start_tls(self._raw, self, self.listener.ssl_context, server_side=True,
-                                       ssl_handshake_timeout=limits.HANDSHAKE_TIMEOUT)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError, RuntimeError) as exc:
-            log.debug("TLS handshake failed: %s", exc)
-            self._raw.abort()
-            self._release()
-            return
-        if tls is None or self.listener.closing:
-            if tls is not None:
-                tls.abort()
-            self._release()
-            return
-        self.transport = tls
+        self.transport = transport
         self.handler = self.listener.app_server()
         self.listener.by_handler[self.handler] = self
-        self.handler.connection_made(tls)
-        early, self._early = self._early, []
-        for data in early:
-            self.handler.data_received(data)
-        if not self._busy:
-            self._arm("idle" if not early else "headers")
+        self.handler.connection_made(transport)
+        self._arm("idle")
 
     def _release(self) -> None:
         self._cancel_timer()
+        if self._orphan is not None:
+            self._orphan.cancel()
+            self._orphan = None
         if self._counted:
             self._counted = False
             self.listener.open -= 1
@@ -94,10 +78,9 @@ class _Gate(asyncio.Protocol):
         if self.handler is not None:
             self.listener.by_handler.pop(self.handler, None)
 
-    # ---- the TLS connection (this object is the protocol start_tls delivers to) --------------------
+    # ---- the TLS connection: what aiohttp's handler would receive ---------------------------------
     def data_received(self, data: bytes) -> None:
         if self.handler is None:
-            self._early.append(data)
             return
         if not self._busy and self._timer_kind != "headers":
             self._arm("headers")  # a request begins: its headers have HEADER_TIMEOUT from now
@@ -154,7 +137,10 @@ class _Gate(asyncio.Protocol):
             self.transport.close()
 
     def close(self) -> None:
-        (self.transport or self._raw).abort()
+        if self.transport is not None:
+            self.transport.abort()
+        else:
+            self._release()
 
 
 class TLSListener:
@@ -174,7 +160,8 @@ class TLSListener:
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Gate(self), sock=sock, backlog=1024)
+        self._server = await loop.create_server(lambda: _Gate(self), sock=sock, backlog=1024, ssl=self.ssl_context,
+                                                ssl_handshake_timeout=limits.HANDSHAKE_TIMEOUT)
 
     def gate_of(self, request) -> _Gate | None:
         return self.by_handler.get(request.protocol)
