@@ -8,8 +8,8 @@ generated requests per operation, a few minutes at most).
 
 schemathesis speaks HTTP through `requests`; requests-unixsocket2 (PyPI) gives it the unix socket.
 Operations that would make the daemon act on addresses taken from the input (join a swarm at a generated
-address, create a swarm on one) run only where they are refused before that: join and init on the manager,
-leave only where there is nothing to leave.
+address, create a swarm on one) run only where they are refused before that (join on the manager), leave
+only where there is nothing to leave; init is left out on the manager (force_new_cluster restarts its Raft).
 """
 
 from __future__ import annotations
@@ -147,7 +147,9 @@ def test_fuzz_the_local_socket_of_a_manager(fuzz_manager):
             check(manager.cli("service", "create", "-d", "--name", "fuzz", "--mode", "global", "--constraint",
                               "node.labels.fuzz==never", "swarmctl-test/busybox:latest"))
 
-    fuzz = Fuzz(doc, base, session, skip={("POST", "/v1/swarm/leave")})
+    # leave would end the swarm under test; init with force_new_cluster restarts this manager's Raft, which
+    # took longer than the 30 s request timeout here (an open finding); both are left out
+    fuzz = Fuzz(doc, base, session, skip={("POST", "/v1/swarm/leave"), ("POST", "/v1/swarm/init")})
     started = time.monotonic()
     fuzz.run(examples=28, refs={"ref": ["fuzz", "node1"], "role": ["worker", "manager"]})
     ensure_fuzz_service()

@@ -29,3 +29,59 @@ def test_twenty_concurrent_env_updates_over_three_managers(docker_cluster):
     # every success changed the task spec exactly once: nothing applied twice, nothing lost
     assert service["spec_version"] == 1 + len(succeeded) and len(env) == len(succeeded)
     print(f"{len(succeeded)} of 20 concurrent updates applied, {20 - len(succeeded)} refused as out of sequence")
+
+
+def test_management_port_cuts_off_slow_clients(cluster):
+    """A client that never finishes its TLS handshake, and one that sends its request headers a byte at a time
+    (a slowloris), are both disconnected within their timeouts; the port keeps serving everyone else."""
+    import socket
+    import ssl
+    import threading
+    import time
+
+    from swarmctl.api import limits
+
+    (m,), _ = cluster.form(1, 0)
+    results = {}
+
+    def silent():  # TCP only: no ClientHello ever
+        sock = socket.create_connection((m.ip, m.port), timeout=limits.HANDSHAKE_TIMEOUT + 10)
+        start = time.monotonic()
+        try:
+            results["silent"] = (sock.recv(1), time.monotonic() - start)
+        except OSError as exc:
+            results["silent"] = (exc, time.monotonic() - start)
+        finally:
+            sock.close()
+
+    def slowloris():
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        sock = ctx.wrap_socket(socket.create_connection((m.ip, m.port), timeout=5))
+        start = time.monotonic()
+        request = b"GET /v1/ca HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+        try:
+            for byte in request:
+                sock.send(bytes([byte]))
+                time.sleep(0.5)
+                if time.monotonic() - start > limits.HEADER_TIMEOUT + 10:
+                    break
+            results["slow"] = ("still open", time.monotonic() - start)
+        except OSError as exc:
+            results["slow"] = (exc, time.monotonic() - start)
+        finally:
+            sock.close()
+
+    threads = [threading.Thread(target=silent), threading.Thread(target=slowloris)]
+    for t in threads:
+        t.start()
+    time.sleep(1)
+    assert m.cli("node", "ls").ok  # served meanwhile (its heartbeats use the same port)
+    for t in threads:
+        t.join(limits.HEADER_TIMEOUT + 30)
+    outcome, took = results["silent"]
+    assert outcome in (b"",) or isinstance(outcome, OSError), outcome
+    assert limits.HANDSHAKE_TIMEOUT - 1 <= took <= limits.HANDSHAKE_TIMEOUT + 3, took
+    outcome, took = results["slow"]
+    assert isinstance(outcome, OSError), outcome
+    assert took <= limits.HEADER_TIMEOUT + 3, took
