@@ -45,6 +45,13 @@ class Conflict(APIError):
     status = 409
 
 
+class OutOfSequence(Conflict):
+    """An update computed from a stale read (its version is not the record's): Docker's text."""
+
+    def __init__(self, message: str = "update out of sequence"):
+        super().__init__(message)
+
+
 class PreconditionFailed(APIError):
     status = 412
 
@@ -61,7 +68,7 @@ class NotAManager(APIError):
 
 
 class NotInSwarm(APIError):
-    status = 503
+    status = 412  # the node's state, not a passing condition: retrying the same request cannot help
 
     def __init__(self):
         super().__init__(NOT_IN_SWARM_MESSAGE)

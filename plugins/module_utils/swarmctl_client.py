@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import socket
 
@@ -68,7 +69,10 @@ class SwarmctlClient(object):
         conn = _UnixConnection(self.path, self.timeout)
         try:
             payload = json.dumps(body).encode("utf-8") if body is not None else None
-            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            # one id per request: the daemon applies a retried write with the same id once
+            headers = {"X-Request-Id": os.urandom(16).hex()}
+            if payload is not None:
+                headers["Content-Type"] = "application/json"
             conn.request(method, path, body=payload, headers=headers)
             response = conn.getresponse()
             raw = response.read()
@@ -101,6 +105,59 @@ class SwarmctlClient(object):
 
     def delete(self, path):
         return self.request("DELETE", path)
+
+
+# ---- updates from a read, retried on a conflict ------------------------------------------------------
+# The same rule as the swarmctl CLI (swarmctl/cli/client.py; tests/unit/test_update_retry.py keeps the two in
+# agreement; modules may import only the standard library, so it is repeated here). An update carries the
+# version it was planned from (?version=N); on 409 "update out of sequence" the module reads the record again
+# and retries, at most MAX_UPDATE_RETRIES times, while no field that it changes was changed by someone else
+# since its first read; otherwise it fails with "update out of sequence".
+MAX_UPDATE_RETRIES = 3
+OUT_OF_SEQUENCE = "update out of sequence"
+
+
+def field_at(record, path):
+    """The value at a path of keys in a record (None where the path does not exist)."""
+    node = record
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def still_meaningful(first, fresh, paths):
+    """Whether an update planned on the record `first`, which changes the fields at `paths`, may be planned
+    again on `fresh` after a conflict: true while every one of those fields is as the first read showed it."""
+    return all(field_at(first, path) == field_at(fresh, path) for path in paths)
+
+
+def is_out_of_sequence(exc):
+    return getattr(exc, "status", None) == 409 and OUT_OF_SEQUENCE in str(exc)
+
+
+def update_with_retry(read, plan, send):
+    """read() -> the record; plan(record) -> (body, paths it changes); send(record, body) -> the answer
+    (a POST carrying ?version=record's version). Returns (answer, the record the update was planned on)."""
+    first = current = read()
+    for attempt in range(MAX_UPDATE_RETRIES + 1):
+        body, paths = plan(current)
+        try:
+            return send(current, body), current
+        except SwarmctlError as exc:
+            if not is_out_of_sequence(exc) or attempt == MAX_UPDATE_RETRIES:
+                raise
+        fresh = read()
+        if not still_meaningful(first, fresh, paths):
+            raise SwarmctlError(OUT_OF_SEQUENCE, 409)
+        current = fresh
+    raise SwarmctlError(OUT_OF_SEQUENCE, 409)  # not reached
+
+
+def with_version(path, record):
+    version = record.get("version")
+    return path if version is None else "%s?version=%d" % (path, int(version))
 
 
 def swarmctl_argument_spec(**options):

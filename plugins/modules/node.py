@@ -143,6 +143,8 @@ from ansible_collections.swarmctl.cluster.plugins.module_utils.swarmctl_client i
     SwarmctlError,
     client_from_module,
     swarmctl_argument_spec,
+    update_with_retry,
+    with_version,
 )
 
 
@@ -212,6 +214,18 @@ def plan(node, params, warn=None):
     return changes, (body or None), action, predicted
 
 
+def update_paths(body):
+    """The fields of the node record an update body changes, for the retry rule (still_meaningful)."""
+    paths = []
+    if "availability" in body:
+        paths.append(("spec", "availability"))
+    if "labels" in body:
+        paths.append(("spec", "labels"))
+    for key in list(body.get("labels_add") or {}) + list(body.get("labels_rm") or []):
+        paths.append(("spec", "labels", key))
+    return paths
+
+
 def summary(node):
     spec = node["spec"]
     return {"role": spec["role"], "availability": spec["availability"], "labels": dict(spec.get("labels") or {})}
@@ -245,9 +259,18 @@ def main():
     if changes and not module.check_mode:
         path = "/v1/nodes/%s" % node["id"]
         done = []
+        reads = [node]
+
+        def plan_update(current):
+            planned = plan(current, module.params)[1] or {}
+            return planned, update_paths(planned)
+
         try:
             if body:
-                client.post(path + "/update", body)
+                # with the node's version; on "update out of sequence" re-read and retry while the fields the
+                # update changes are as first read (module_utils.update_with_retry)
+                update_with_retry(lambda: reads.pop() if reads else client.get(path), plan_update,
+                                  lambda current, planned: client.post(with_version(path + "/update", current), planned))
                 done.extend(c for c in changes if c != "role")
             if action:
                 client.post("%s/%s" % (path, action), {})

@@ -259,6 +259,8 @@ from ansible_collections.swarmctl.cluster.plugins.module_utils.swarmctl_client i
     parse_bytes,
     parse_duration,
     swarmctl_argument_spec,
+    update_with_retry,
+    with_version,
 )
 
 # The daemon's defaults for a new service's task (swarmctl.state.records.default_task_spec), to predict a
@@ -518,6 +520,27 @@ def plan(current, params):
     return dict(action="update", body=update, spec=spec, changes=changes)
 
 
+def update_paths(body):
+    """The fields of the service record an update body changes, for the retry rule (still_meaningful): replicas,
+    labels and env as a whole (the module sets them whole), and every other task setting it names."""
+    paths = []
+    if "replicas" in body:
+        paths.append(("spec", "replicas"))
+    if "labels" in body:
+        paths.append(("spec", "labels"))
+
+    def leaves(tree, prefix):
+        for key, value in tree.items():
+            if isinstance(value, dict) and value and key != "env":
+                leaves(value, prefix + (key,))
+            else:
+                paths.append(prefix + (key,))
+    leaves(body.get("task") or {}, ("spec", "task"))
+    if body.get("force"):
+        paths.append(("spec", "task", "force_update"))
+    return paths
+
+
 def find_service(client, name):
     """The service named name (exact name, never an id prefix), or None."""
     for service in client.get("/v1/services"):
@@ -590,7 +613,19 @@ def main():
         if action in ("create", "rebuild"):
             result["swarm_service"] = client.post("/v1/services", decision["body"])
         elif action == "update":
-            answer = client.post("/v1/services/%s/update" % current["id"], decision["body"])
+            # with the service's version; on "update out of sequence" re-read and retry while the fields the
+            # update changes are as first read (module_utils.update_with_retry)
+            reads = [current]
+            path = "/v1/services/%s" % current["id"]
+
+            def plan_update(service):
+                fresh = plan(service, module.params)
+                body = fresh["body"] if fresh["action"] == "update" else decision["body"]
+                return body, update_paths(body)
+
+            answer, _planned_on = update_with_retry(
+                lambda: reads.pop() if reads else client.get(path), plan_update,
+                lambda service, body: client.post(with_version(path + "/update", service), body))
             result["swarm_service"] = answer["service"]
             if not answer.get("changes"):
                 result["changed"], result["changes"] = False, []

@@ -194,6 +194,8 @@ from ansible_collections.swarmctl.cluster.plugins.module_utils.swarmctl_client i
     SwarmctlError,
     client_from_module,
     swarmctl_argument_spec,
+    update_with_retry,
+    with_version,
 )
 
 _TOKEN = re.compile(r"^SWMTKN-1-[0-9a-z]{50}-[0-9a-z]{25}$")
@@ -298,14 +300,22 @@ class SwarmModule(object):
         if created and self.module.check_mode:
             current = None  # the swarm does not exist yet
         else:
-            current = self.call("GET", "/v1/swarm")["spec"].get("node_cert_expiry")
+            swarm = self.call("GET", "/v1/swarm")
+            current = swarm["spec"].get("node_cert_expiry")
         if current is not None and int(current) == wanted:
             return
         self.changed = True
         self.settings_diff = (current, wanted)
         self.actions.append("Swarm settings updated: node_cert_expiry")
         if not self.module.check_mode:
-            self.call("POST", "/v1/swarm/update", {"node_cert_expiry": wanted})
+            # with the cluster's version; retried on "update out of sequence" while the expiry is as first read
+            reads = [swarm]
+            try:
+                update_with_retry(lambda: reads.pop() if reads else self.client.get("/v1/swarm"),
+                                  lambda _swarm: ({"node_cert_expiry": wanted}, [("spec", "node_cert_expiry")]),
+                                  lambda record, body: self.client.post(with_version("/v1/swarm/update", record), body))
+            except SwarmctlError as exc:
+                self.fail(exc.message, status=exc.status)
 
     def rotate(self):
         for role in ("worker", "manager"):

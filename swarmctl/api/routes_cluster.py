@@ -3,7 +3,7 @@
 Reads are served from this manager's replica; writes are marked leader=True and run on the leader.
 """
 
-from swarmctl.api.schemas import Empty, NodeUpdateRequest, RotateRequest
+from swarmctl.api.schemas import Empty, ForceQuery, NodeUpdateRequest, RotateRequest, VersionQuery
 from swarmctl.api.server import route
 from swarmctl.errors import BadRequest
 from swarmctl.manager import nodes
@@ -13,6 +13,7 @@ from swarmctl.state.records import public_cluster
 
 @route("GET", "/v1/swarm", "cluster")
 async def inspect_swarm(ctx):
+    """The swarm (no secrets)."""
     cluster = ctx.manager.membership.cluster()
     view = public_cluster(cluster)
     view["managers"] = ctx.store.members()
@@ -22,6 +23,7 @@ async def inspect_swarm(ctx):
 
 @route("GET", "/v1/swarm/join-token/{role}", "cluster")
 async def join_token(ctx):
+    """A join token and the managers' addresses."""
     role = ctx.request.match_info["role"]
     if role not in ("worker", "manager"):
         raise BadRequest(f"unknown role {role!r}: must be worker or manager")
@@ -31,42 +33,50 @@ async def join_token(ctx):
 
 @route("POST", "/v1/swarm/join-token/rotate", "cluster", leader=True, body=RotateRequest)
 async def rotate_token(ctx):
+    """Replace a join token."""
     token = await ctx.manager.membership.rotate_token(ctx.body.role, ctx.request_id)
     return {"role": ctx.body.role, "token": token, "managers": ctx.manager.membership.manager_addrs()}
 
 
 @route("GET", "/v1/nodes", "cluster")
 async def list_nodes(ctx):
+    """List nodes, sorted by hostname."""
     return nodes.list_nodes(ctx.store)
 
 
 @route("GET", "/v1/nodes/{ref}", "cluster")
 async def inspect_node(ctx):
+    """One node."""
     return nodes.node_view(ctx.store, nodes.resolve_node(ctx.store, ctx.request.match_info["ref"]))
 
 
-@route("POST", "/v1/nodes/{ref}/update", "cluster", leader=True, body=NodeUpdateRequest)
+@route("POST", "/v1/nodes/{ref}/update", "cluster", leader=True, body=NodeUpdateRequest, query=VersionQuery)
 async def update_node(ctx):
+    """Change a node's availability and labels; ?version=N refuses a stale read with 409."""
     b = ctx.body
     for key in list(b.labels_add) + list(b.labels or {}):
         if not key or any(c.isspace() for c in key):
             raise BadRequest(f"invalid label key {key!r}")
     return await nodes.update_node(ctx.store, ctx.request.match_info["ref"], b.availability, b.labels_add,
-                                   b.labels_rm, b.labels, request_id=ctx.request_id)
+                                   b.labels_rm, b.labels, request_id=ctx.request_id,
+                                   version=ctx.query.version)
 
 
 @route("POST", "/v1/nodes/{ref}/promote", "cluster", leader=True, body=Empty, timeout=40.0)
 async def promote(ctx):
+    """Make a node a manager."""
     return await ctx.manager.membership.promote(ctx.request.match_info["ref"])
 
 
 @route("POST", "/v1/nodes/{ref}/demote", "cluster", leader=True, body=Empty, timeout=20.0)
 async def demote(ctx):
+    """Make a manager a worker (quorum-guarded)."""
     return await ctx.manager.membership.demote(ctx.request.match_info["ref"])
 
 
-@route("DELETE", "/v1/nodes/{ref}", "cluster", leader=True)
+@route("DELETE", "/v1/nodes/{ref}", "cluster", leader=True, query=ForceQuery)
 async def remove_node(ctx):
+    """Remove a node (?force=1: one that is not down)."""
     await ctx.manager.membership.remove(ctx.request.match_info["ref"], ctx.query_flag("force"), ctx.request_id)
     return {}
 

@@ -1,7 +1,7 @@
 """Routes of the management port used by other nodes: CA, join, Raft membership, sessions."""
 
-from swarmctl.api.schemas import (AssignmentsRequest, CertificateRequest, Empty, HeartbeatRequest,
-                                  RaftJoinRequest, RemoteJoinRequest, TaskStatusRequest)
+from swarmctl.api.schemas import (AssignmentsRequest, CertificateRequest, Empty, HeartbeatRequest, ImageQuery,
+                                  RaftJoinRequest, RemoteJoinRequest, TailQuery, TaskStatusRequest)
 from swarmctl.api.server import route
 from swarmctl.errors import NotFound
 
@@ -15,6 +15,7 @@ async def root_ca(ctx):
 
 @route("POST", "/v1/join", "public", leader=True, body=RemoteJoinRequest)
 async def join(ctx):
+    """Join the swarm with a token and a CSR (public)."""
     info = ctx.body.model_dump()
     return await ctx.manager.membership.join(info.pop("token"), info.pop("csr"), info, ctx.request_id)
 
@@ -33,11 +34,13 @@ async def raft_join(ctx):
 
 @route("POST", "/v1/raft/leave", "node", leader=True, body=Empty, timeout=15.0)
 async def raft_leave(ctx):
+    """Remove the calling manager from Raft."""
     return await ctx.manager.membership.raft_leave(ctx.caller)
 
 
 @route("POST", "/v1/session/heartbeat", "node", leader=True, body=HeartbeatRequest)
 async def heartbeat(ctx):
+    """A node's session heartbeat."""
     manager = ctx.manager
     node = await manager.dispatcher.heartbeat(ctx.caller, ctx.body.model_dump())
     return {"node": {"id": node["id"], "spec": node["spec"]}, "managers": manager.membership.manager_addrs(),
@@ -46,34 +49,36 @@ async def heartbeat(ctx):
 
 @route("POST", "/v1/session/certificate", "node", leader=True, body=CertificateRequest)
 async def certificate(ctx):
+    """A fresh certificate for the caller's current role."""
     return await ctx.manager.membership.renew_certificate(ctx.caller, ctx.body.csr)
 
 
 @route("POST", "/v1/session/assignments", "node", leader=True, body=AssignmentsRequest)
 async def assignments(ctx):
+    """The caller's tasks; long-polls for a change."""
     return await ctx.manager.dispatcher.assignments(ctx.caller, ctx.body.since, ctx.body.wait)
 
 
 @route("POST", "/v1/session/status", "node", leader=True, body=TaskStatusRequest)
 async def task_status(ctx):
+    """Status reports of the caller's tasks."""
     updates = [u.model_dump() for u in ctx.body.updates]
     return {"applied": await ctx.manager.dispatcher.update_status(ctx.caller, updates)}
 
 
-@route("GET", "/v1/agent/logs/{task_id}", "agent")
+@route("GET", "/v1/agent/logs/{task_id}", "agent", query=TailQuery)
 async def task_logs(ctx):
     """This node's container output for one of its tasks (asked by a manager for `service logs`)."""
     worker = ctx.node.worker
     if worker is None:
         raise NotFound("this node runs no tasks")
-    tail = ctx.request.query.get("tail")
-    return {"lines": await worker.logs(ctx.request.match_info["task_id"], int(tail) if tail else None)}
+    return {"lines": await worker.logs(ctx.request.match_info["task_id"], ctx.query.tail)}
 
 
-@route("GET", "/v1/agent/images", "agent")
+@route("GET", "/v1/agent/images", "agent", query=ImageQuery)
 async def has_image(ctx):
     """Whether this node's engine has an image (managers check before accepting a service)."""
     worker = ctx.node.worker
     if worker is None:
         raise NotFound("this node runs no tasks")
-    return {"present": await worker.has_image(ctx.request.query.get("name", ""))}
+    return {"present": await worker.has_image(ctx.query.name)}

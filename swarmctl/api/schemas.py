@@ -1,14 +1,37 @@
-"""Request bodies of the API, validated with pydantic; unknown fields are refused."""
+"""Request bodies and query strings of the API, validated with pydantic; unknown body fields are refused.
+
+Every bound comes from swarmctl/api/limits.py, so the validation, the OpenAPI description built from these
+models (GET /v1/openapi.json) and docs/api.md cannot disagree.
+"""
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+import re
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from swarmctl.api import limits as L
+
+Text = Annotated[str, StringConstraints(max_length=L.MAX_MESSAGE)]
+Addr = Annotated[str, StringConstraints(max_length=L.MAX_ADDR)]
+Hostname = Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_HOSTNAME)]
+LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_LABEL_KEY, pattern=r"^[^\s]+$")]
+LabelValue = Annotated[str, StringConstraints(max_length=L.MAX_LABEL_VALUE)]
+Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=L.MAX_LABELS)]
+Arg = Annotated[str, StringConstraints(max_length=L.MAX_ARG, pattern=r"^[^\x00]*$")]
+Args = Annotated[list[Arg], Field(max_length=L.MAX_ARGS)]
+EnvKey = Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_ENV_KEY, pattern=r"^[^=\x00]+$")]
+EnvValue = Annotated[str, StringConstraints(max_length=L.MAX_ENV_VALUE, pattern=r"^[^\x00]*$")]
+Constraint = Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_CONSTRAINT)]
+Duration = Annotated[float, Field(ge=0, le=L.MAX_DURATION)]
+Count = Annotated[int, Field(ge=0, le=L.MAX_ATTEMPTS)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_ID)]
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinities are not numbers a spec can hold (Python's JSON parser accepts them)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Empty(Body):
@@ -16,16 +39,16 @@ class Empty(Body):
 
 
 class InitRequest(Body):
-    advertise_addr: Optional[str] = None
-    listen_addr: Optional[str] = None
+    advertise_addr: Optional[Addr] = None
+    listen_addr: Optional[Addr] = None
     force_new_cluster: bool = False
 
 
 class JoinRequest(Body):
-    token: str = Field(min_length=1)
-    remote_addr: str = Field(min_length=1)
-    advertise_addr: Optional[str] = None
-    listen_addr: Optional[str] = None
+    token: str = Field(min_length=1, max_length=L.MAX_TOKEN)
+    remote_addr: Addr = Field(min_length=1)
+    advertise_addr: Optional[Addr] = None
+    listen_addr: Optional[Addr] = None
 
 
 class LeaveRequest(Body):
@@ -38,9 +61,9 @@ class RotateRequest(Body):
 
 class NodeUpdateRequest(Body):
     availability: Optional[Literal["active", "pause", "drain"]] = None
-    labels_add: dict[str, str] = {}
-    labels_rm: list[str] = []
-    labels: Optional[dict[str, str]] = None
+    labels_add: Labels = {}
+    labels_rm: Annotated[list[LabelKey], Field(max_length=L.MAX_LABELS)] = []
+    labels: Optional[Labels] = None
 
 
 class RaftJoinRequest(Body):
@@ -48,15 +71,16 @@ class RaftJoinRequest(Body):
 
 
 class RemoteJoinRequest(Body):
-    token: str = Field(min_length=1)
-    csr: str = Field(min_length=1)
-    hostname: str = Field(min_length=1)
-    addr: str
-    manager_addr: str
-    raft_addr: str
-    engine_labels: dict[str, str] = {}
-    resources: dict[str, float] = {}
-    heartbeat_period: float = Field(default=5.0, gt=0)
+    token: str = Field(min_length=1, max_length=L.MAX_TOKEN)
+    csr: str = Field(min_length=1, max_length=L.MAX_CSR)
+    hostname: Hostname
+    addr: Addr
+    manager_addr: Addr
+    raft_addr: Addr
+    engine_labels: Labels = {}
+    resources: Annotated[dict[Annotated[str, StringConstraints(max_length=64)], Annotated[float, Field(ge=0)]],
+                         Field(max_length=L.MAX_RESOURCES)] = {}
+    heartbeat_period: float = Field(default=5.0, gt=0, le=3600)
 
 
 class CertificateSummary(Body):
@@ -66,40 +90,40 @@ class CertificateSummary(Body):
 
 class HeartbeatRequest(Body):
     # a newer node may describe more of itself to an older leader during a rolling upgrade
-    model_config = ConfigDict(extra="ignore")
-    hostname: Optional[str] = None
-    addr: Optional[str] = None
-    heartbeat_period: float = Field(default=5.0, gt=0)
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    hostname: Optional[Hostname] = None
+    addr: Optional[Addr] = None
+    heartbeat_period: float = Field(default=5.0, gt=0, le=3600)
     tls: Optional[CertificateSummary] = None
     raft_running: Optional[bool] = None  # a manager's replica runs (the Raft membership reconciler reads it)
 
 
 class CertificateRequest(Body):
-    csr: str = Field(min_length=1)
+    csr: str = Field(min_length=1, max_length=L.MAX_CSR)
 
 
 class AssignmentsRequest(Body):
-    since: Optional[str] = None
+    since: Optional[Annotated[str, StringConstraints(max_length=L.MAX_ID)]] = None
     wait: float = Field(default=0.0, ge=0, le=10)
 
 
 class TaskStatusUpdate(Body):
-    task_id: str
+    task_id: Id
     state: Literal["accepted", "preparing", "ready", "starting", "running", "complete", "shutdown", "failed",
                    "rejected"]
-    message: Optional[str] = None
-    err: Optional[str] = None
-    container_id: Optional[str] = None
-    exit_code: Optional[int] = None
+    message: Optional[Text] = None
+    err: Optional[Text] = None
+    container_id: Optional[Id] = None
+    exit_code: Optional[int] = Field(default=None, ge=-(2 ** 31), le=2 ** 31 - 1)
 
 
 class TaskStatusRequest(Body):
-    updates: list[TaskStatusUpdate]
+    updates: list[TaskStatusUpdate] = Field(max_length=L.MAX_STATUS_UPDATES)
 
 
 class Resources(Body):
-    cpus: Optional[float] = Field(default=None, ge=0)
-    memory: Optional[int] = Field(default=None, ge=0)
+    cpus: Optional[float] = Field(default=None, ge=0, le=L.MAX_CPUS)
+    memory: Optional[int] = Field(default=None, ge=0, le=L.MAX_MEMORY)
 
 
 class ResourceRequirements(Body):
@@ -109,49 +133,95 @@ class ResourceRequirements(Body):
 
 class RestartPolicy(Body):
     condition: Optional[Literal["none", "on-failure", "any"]] = None
-    delay: Optional[float] = Field(default=None, ge=0)
-    max_attempts: Optional[int] = Field(default=None, ge=0)
-    window: Optional[float] = Field(default=None, ge=0)
+    delay: Optional[Duration] = None
+    max_attempts: Optional[Count] = None
+    window: Optional[Duration] = None
 
 
 class Placement(Body):
-    constraints: Optional[list[str]] = None
-    max_replicas_per_node: Optional[int] = Field(default=None, ge=0)
+    constraints: Optional[Annotated[list[Constraint], Field(max_length=L.MAX_CONSTRAINTS)]] = None
+    max_replicas_per_node: Optional[int] = Field(default=None, ge=0, le=L.MAX_REPLICAS)
     strategy: Optional[Literal["spread", "binpack", "random"]] = None
 
 
 class TaskSpec(Body):
-    image: Optional[str] = None
-    command: Optional[list[str]] = None
-    args: Optional[list[str]] = None
-    env: Optional[dict[str, str]] = None
+    image: Optional[str] = Field(default=None, max_length=L.MAX_IMAGE)
+    command: Optional[Args] = None
+    args: Optional[Args] = None
+    env: Optional[Annotated[dict[EnvKey, EnvValue], Field(max_length=L.MAX_ENV)]] = None
     network_mode: Optional[Literal["host", "none"]] = None
     resources: Optional[ResourceRequirements] = None
     restart_policy: Optional[RestartPolicy] = None
     placement: Optional[Placement] = None
-    stop_grace_period: Optional[float] = Field(default=None, ge=0)
+    stop_grace_period: Optional[Duration] = None
+
+
+def _replicas(value: int) -> int:
+    if value > L.MAX_REPLICAS:
+        raise ValueError(f"{value} is more than {L.MAX_REPLICAS}, the limit of replicas per service")
+    return value
+
+
+def _service_name(value: str) -> str:
+    """swarmkit's rule and texts (controlapi.validateAnnotations)."""
+    if len(value) > L.MAX_NAME:
+        raise ValueError(L.NAME_LENGTH_MESSAGE)
+    if not re.match(L.NAME_PATTERN, value):
+        raise ValueError(L.NAME_MESSAGE)
+    return value
+
+
+Replicas = Annotated[int, Field(ge=0, json_schema_extra={"maximum": L.MAX_REPLICAS}), AfterValidator(_replicas)]
+ServiceName = Annotated[str, Field(min_length=1, json_schema_extra={"maxLength": L.MAX_NAME, "pattern": L.NAME_PATTERN}),
+                        AfterValidator(_service_name)]
 
 
 class ServiceCreateRequest(Body):
-    name: str = Field(min_length=1, max_length=63)
+    name: ServiceName
     mode: Literal["replicated", "global"] = "replicated"
-    replicas: Optional[int] = Field(default=None, ge=0)
-    labels: dict[str, str] = {}
+    replicas: Optional[Replicas] = None
+    labels: Labels = {}
     task: TaskSpec
 
 
 class ServiceUpdateRequest(Body):
-    replicas: Optional[int] = Field(default=None, ge=0)
-    labels: Optional[dict[str, str]] = None
+    replicas: Optional[Replicas] = None
+    labels: Optional[Labels] = None
     task: Optional[TaskSpec] = None
     force: bool = False
 
 
 class ScaleRequest(Body):
-    replicas: int = Field(ge=0)
+    replicas: Replicas
 
 
 class SwarmUpdateRequest(Body):
     default_strategy: Optional[Literal["spread", "binpack", "random"]] = None
     # seconds; at least one minute (Swarm: an hour), at most the root CA's remaining life in practice
     node_cert_expiry: Optional[float] = Field(default=None, ge=60, le=20 * 365 * 24 * 3600)
+
+
+# ---- query strings ----------------------------------------------------------------------------------
+class Query(BaseModel):
+    """Query parameters of a route: unknown ones are ignored, as browsers and proxies add their own."""
+    model_config = ConfigDict(extra="ignore")
+
+
+class VersionQuery(Query):
+    version: Optional[int] = Field(
+        default=None, ge=0, le=L.MAX_VERSION,
+        description="The `version` of the record the change was computed from. A stale one is refused with 409 "
+                    "`update out of sequence`. Without it the change applies to the record as it is when the "
+                    "leader handles the request.")
+
+
+class ForceQuery(Query):
+    force: Optional[Literal["1", "true", "yes", "0", "false", "no", ""]] = None
+
+
+class TailQuery(Query):
+    tail: Optional[int] = Field(default=None, ge=0, le=L.MAX_LOG_TAIL)
+
+
+class ImageQuery(Query):
+    name: str = Field(default="", max_length=L.MAX_IMAGE)

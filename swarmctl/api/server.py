@@ -16,14 +16,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from swarmctl.api import limits
+from swarmctl.api.listener import TLSListener
 from swarmctl.api.peer import PeerUnreachable
 from swarmctl.errors import (APIError, BadRequest, Forbidden, Misdirected, NoLeaderError, NotAManager,
                              Unauthorized, Unavailable)
@@ -40,15 +43,30 @@ STALE = "X-Swarmctl-Stale"
 CATCH_UP_WAIT = 1.0  # how long a follower waits to apply up to a read index before it forwards the read
 
 
+_REQUEST_ID = re.compile(limits.REQUEST_ID_PATTERN)
+
+
+def _on_local_socket(request) -> bool:
+    transport = getattr(request, "transport", None)
+    return transport is None or transport.get_extra_info("ssl_object") is None
+
+
 def not_a_manager(node, request) -> APIError:
     """Why a request for a manager cannot be served here.  A manager that is shutting down has already
     stopped its manager parts: it must not claim to be a worker. It tells a forwarding manager to try the
-    (next) leader, and a local client to try again."""
+    (next) leader, and a local client to try again.
+
+    A node that is simply not a manager answers 412 on the local socket (this node's state decides it:
+    retrying cannot help) and 503 on the management port, where the caller is another node's session
+    that then tries the next manager."""
     if getattr(node, "stopping", False):
         if request.headers.get(FORWARDED):
             return Misdirected("this manager is shutting down")
         return Unavailable("this node is shutting down; try again, or use another manager")
-    return NotAManager()
+    error = NotAManager()
+    if _on_local_socket(request):
+        error.status = 412
+    return error
 
 
 @dataclass
@@ -59,17 +77,23 @@ class Route:
     leader: bool
     body: type[BaseModel] | None
     handler: Callable[["Context"], Awaitable[Any]]
-    timeout: float  # how long a forwarded request may take on the leader (membership changes wait for commits)
+    query: type[BaseModel] | None = None
+    summary: str = ""
+    tags: list[str] = field(default_factory=list)
+    timeout: float = 5.0  # how long a forwarded request may take on the leader (membership changes wait for commits)
 
 
 ROUTES: list[Route] = []
 
 
 def route(method: str, path: str, access: str, *, leader: bool = False, body: type[BaseModel] | None = None,
-          timeout: float = FORWARD_DEADLINE + 1):
-    """Register a handler: async def handler(ctx) -> JSON-able value."""
+          query: type[BaseModel] | None = None, timeout: float = FORWARD_DEADLINE + 1):
+    """Register a handler: async def handler(ctx) -> JSON-able value. `body` and `query` are the pydantic
+    models that validate the request; the OpenAPI description (openapi.py) is built from the same.
+    `timeout` bounds a forwarded request on the leader (membership changes wait for their commit)."""
     def register(handler):
-        ROUTES.append(Route(method, path, access, leader, body, handler, timeout))
+        summary = (handler.__doc__ or "").strip().split("\n")[0]
+        ROUTES.append(Route(method, path, access, leader, body, handler, query, summary, timeout=timeout))
         return handler
     return register
 
@@ -82,6 +106,7 @@ class Context:
     caller: str | None        # node id of the calling node (None on the local socket)
     raw_body: Any
     request_id: str           # the same on every forwarding attempt, so a retried write applies once
+    query: Any = None         # the route's validated query model, if it has one
 
     @property
     def manager(self):
@@ -110,6 +135,12 @@ async def _wait_applied(store, index: int, timeout: float) -> bool:
             return False
         await asyncio.sleep(0.002)
     return True
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _error(message: str, status: int) -> web.Response:
+    return _json({"message": _one_line(message)}, status)
 
 
 @web.middleware
@@ -120,18 +151,53 @@ async def _json_errors(request, handler):
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _json({"message": f"{exc.reason}: {request.method} {request.path}"}, exc.status)
+        return _error(f"{exc.reason}: {request.method} {request.path}", exc.status)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+    message = str(first.get("msg") or "invalid value")
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    return f"invalid request: {where}: {message}"
+
+
+def load_routes() -> list[Route]:
+    """Every route of the API (importing the route modules registers them)."""
+    from swarmctl.api import (openapi, routes_cluster, routes_debug, routes_local, routes_remote,  # noqa: F401
+                              routes_services)
+    return ROUTES
 
 
 class APIServer:
     def __init__(self, node):
         self.node = node
-        self.app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[_json_errors])
-        from swarmctl.api import routes_cluster, routes_debug, routes_local, routes_remote, routes_services  # noqa: F401
-        for spec in ROUTES:
+        self.app = web.Application(client_max_size=limits.MAX_BODY, middlewares=[_json_errors, self._limits])
+        for spec in load_routes():
             self.app.router.add_route(spec.method, spec.path, self._make_handler(spec))
         self._runner: web.AppRunner | None = None
-        self._tls_site: web.BaseSite | None = None
+        self._tls: TLSListener | None = None
+
+    @web.middleware
+    async def _limits(self, request, handler):
+        """On the management port: at most MAX_REQUESTS at once, and tell the connection's timers."""
+        tls = self._tls
+        gate = tls.gate_of(request) if tls is not None else None
+        if gate is None:
+            return await handler(request)
+        if tls.requests >= limits.MAX_REQUESTS:
+            response = _error(f"too many requests: this manager is handling {limits.MAX_REQUESTS} already; "
+                              "try again shortly", 429)
+            response.headers["Retry-After"] = "1"
+            return response
+        tls.requests += 1
+        gate.request_started()
+        try:
+            return await handler(request)
+        finally:
+            tls.requests -= 1
+            gate.request_finished()
 
     # ---- listeners ---------------------------------------------------------------------------
     async def setup(self) -> None:
@@ -145,17 +211,20 @@ class APIServer:
         await web.UnixSite(self._runner, path).start()
 
     async def start_tls(self, sock, ssl_context) -> None:
+        """Serve the management port on a bound, listening socket (listener.TLSListener: bounded
+        connections, handshake, header, body and idle timeouts)."""
         await self.setup()
         await self.stop_tls()
-        self._tls_site = web.SockSite(self._runner, sock, ssl_context=ssl_context)
-        await self._tls_site.start()
+        self._tls = TLSListener(self._runner.server, ssl_context)
+        await self._tls.start(sock)
 
     async def stop_tls(self) -> None:
-        if self._tls_site is not None:
-            await self._tls_site.stop()
-            self._tls_site = None
+        if self._tls is not None:
+            await self._tls.stop()
+            self._tls = None
 
     async def stop(self) -> None:
+        await self.stop_tls()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -166,33 +235,62 @@ class APIServer:
             try:
                 return await self._handle(spec, request)
             except APIError as exc:
-                return _json({"message": exc.message}, exc.status)
+                return _error(exc.message, exc.status)
             except NotLeader:  # lost leadership under a handler: the forwarder retries on the next leader
-                return _json({"message": "this manager is no longer the leader"}, Misdirected.status)
+                return _error("this manager is no longer the leader", Misdirected.status)
             except NoLeader as exc:
-                return _json({"message": str(exc)}, NoLeaderError.status)
+                return _error(str(exc), NoLeaderError.status)
+            except web.HTTPException as exc:  # aiohttp's own refusals, e.g. 413 for a body over MAX_BODY
+                if exc.status < 400:
+                    raise
+                return _error(exc.text or exc.reason, exc.status)
             except Exception as exc:  # never a traceback to the client
                 log.exception("internal error in %s %s", spec.method, spec.path)
-                return _json({"message": f"internal error: {exc.__class__.__name__}: {exc}"}, 500)
+                return _error(f"internal error: {exc.__class__.__name__}: {exc}", 500)
         return handle
+
+    async def _read_json(self, request: web.Request):
+        """The body as JSON (None without one), within MAX_BODY bytes and BODY_TIMEOUT seconds."""
+        if not request.can_read_body:
+            return None
+        if request.content_length is not None and request.content_length > limits.MAX_BODY:
+            raise APIError(f"request body too large: {request.content_length} bytes, at most {limits.MAX_BODY}", 413)
+        try:
+            data = await asyncio.wait_for(request.read(), limits.BODY_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise APIError(f"request body not received within {limits.BODY_TIMEOUT:g}s", 408) from None
+        except web.HTTPRequestEntityTooLarge:
+            raise APIError(f"request body too large: at most {limits.MAX_BODY} bytes", 413) from None
+        if not data:
+            return None
+        try:
+            return json.loads(data.decode(request.charset or "utf-8"))
+        except (ValueError, UnicodeDecodeError, LookupError):
+            raise BadRequest("request body is not valid JSON") from None
+        except RecursionError:
+            raise BadRequest("request body is not valid JSON: nested too deeply") from None
 
     async def _handle(self, spec: Route, request: web.Request) -> web.StreamResponse:
         caller = self._authorise(spec, request)
-        raw = None
-        if request.can_read_body:
+        request_id = request.headers.get(REQUEST_ID)
+        if request_id is not None and not _REQUEST_ID.match(request_id):
+            raise BadRequest(f"invalid {REQUEST_ID} header: 1 to {limits.MAX_REQUEST_ID} letters, digits or ._:/+=-")
+        query = None
+        if spec.query is not None:
             try:
-                raw = await request.json()
-            except (ValueError, UnicodeDecodeError):
-                raise BadRequest("request body is not valid JSON") from None
+                query = spec.query.model_validate(dict(request.query))
+            except ValidationError as exc:
+                raise BadRequest(_validation_message(exc).replace("invalid request:", "invalid query:", 1)) from None
+        raw = await self._read_json(request)
         body = None
         if spec.body is not None:
             try:
                 body = spec.body.model_validate(raw if raw is not None else {})
             except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-                raise BadRequest(f"invalid request: {where}: {first.get('msg')}") from None
-        ctx = Context(self.node, request, body, caller, raw, request.headers.get(REQUEST_ID) or uuid.uuid4().hex)
+                raise BadRequest(_validation_message(exc)) from None
+            except RecursionError:
+                raise BadRequest("invalid request: nested too deeply") from None
+        ctx = Context(self.node, request, body, caller, raw, request_id or uuid.uuid4().hex, query)
         if spec.leader:
             return await self._on_leader(spec, ctx)
         stale = False
@@ -219,7 +317,10 @@ class APIServer:
             raise Forbidden("this endpoint is only available on the local socket")
         if spec.access == "public":
             return None
-        identity = peer_identity(ssl_object)
+        try:
+            identity = peer_identity(ssl_object)
+        except ValueError:  # a certificate of this CA without CN/OU/O: not one of our node certificates
+            raise Unauthorized("the certificate is not a swarmctl node certificate") from None
         if spec.access == "agent":  # a manager asking this node's agent (logs): any node may serve it
             if identity is None or identity.role != "manager" or identity.cluster_id != self.node.cluster_id:
                 raise Unauthorized("a manager certificate of this swarm is required")

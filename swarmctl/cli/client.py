@@ -109,3 +109,60 @@ class Client:
 
     def delete(self, path: str):
         return self.request("DELETE", path)
+
+
+# ---- updates from a read, retried on a conflict ----------------------------------------------------
+# The server refuses an update whose ?version= is not the record's current version with 409 and Docker's
+# text "update out of sequence". The commands that update (service update and scale, node update, swarm
+# update) then read the record again and retry, at most MAX_UPDATE_RETRIES times, but only while their
+# change is still meaningful: while no field that the command changes was changed by someone else since the
+# command's first read. The user's own edits are then re-applied on top of the other writer's changes, so
+# neither is lost; when both touched the same field, the other writer's value is one the user never saw,
+# and overwriting it silently would lose it, so the command stops with "update out of sequence".
+# The Ansible modules repeat this rule (plugins/module_utils/swarmctl_client.py); a unit test keeps the two
+# in agreement.
+MAX_UPDATE_RETRIES = 3
+OUT_OF_SEQUENCE = "update out of sequence"
+
+
+def field_at(record, path):
+    """The value at a path of keys in a record (None where the path does not exist)."""
+    node = record
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def still_meaningful(first, fresh, paths) -> bool:
+    """Whether an update planned on the record `first`, which changes the fields at `paths`, may be planned
+    again on `fresh` after a conflict: true while every one of those fields is as the first read showed it."""
+    return all(field_at(first, path) == field_at(fresh, path) for path in paths)
+
+
+def is_out_of_sequence(exc) -> bool:
+    return getattr(exc, "status", None) == 409 and OUT_OF_SEQUENCE in str(exc)
+
+
+def update_with_retry(read, plan, send):
+    """read() -> the record; plan(record) -> (body, paths it changes); send(record, body) -> the answer
+    (a POST carrying ?version=record's version). Returns (answer, the record the update was planned on)."""
+    first = current = read()
+    for attempt in range(MAX_UPDATE_RETRIES + 1):
+        body, paths = plan(current)
+        try:
+            return send(current, body), current
+        except DaemonError as exc:
+            if not is_out_of_sequence(exc) or attempt == MAX_UPDATE_RETRIES:
+                raise
+        fresh = read()
+        if not still_meaningful(first, fresh, paths):
+            raise DaemonError(OUT_OF_SEQUENCE, 409)
+        current = fresh
+    raise DaemonError(OUT_OF_SEQUENCE, 409)  # not reached
+
+
+def with_version(path: str, record: dict) -> str:
+    version = record.get("version")
+    return path if version is None else f"{path}?version={int(version)}"

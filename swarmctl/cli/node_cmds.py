@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from urllib.parse import quote
 
-from swarmctl.cli.client import CLIError, DaemonError
+from swarmctl.cli.client import CLIError, DaemonError, update_with_retry, with_version
 from swarmctl.cli.output import print_json, print_table
 
 
@@ -93,13 +93,26 @@ def _parse_labels(items: list[str]) -> dict[str, str]:
     return labels
 
 
+def update_paths(args) -> list[tuple]:
+    """The fields of the node record `node update` changes, for the retry rule (client.still_meaningful): after
+    "update out of sequence" (a heartbeat or another update changed the node) the command retries while
+    --availability's field and each --label-add/--label-rm key are as first read."""
+    paths = [("spec", "availability")] if args.availability else []
+    paths += [("spec", "labels", item.partition("=")[0]) for item in args.label_add]
+    paths += [("spec", "labels", key) for key in args.label_rm]
+    return paths
+
+
 def update(client, args) -> int:
     for key in args.label_rm:
         if not key.strip():
             raise CLIError("invalid --label-rm: empty key")
     body = {"availability": args.availability, "labels_add": _parse_labels(args.label_add),
             "labels_rm": args.label_rm}
-    client.post(f"/v1/nodes/{quote(args.node, safe='')}/update", body)
+    paths = update_paths(args)
+    update_with_retry(lambda: client.get(f"/v1/nodes/{quote(args.node, safe='')}"),
+                      lambda _node: (body, paths),
+                      lambda node, b: client.post(with_version(f"/v1/nodes/{quote(node['id'], safe='')}/update", node), b))
     print(args.node)
     return 0
 

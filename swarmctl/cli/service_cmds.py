@@ -14,7 +14,7 @@ import sys
 import time
 from urllib.parse import quote
 
-from swarmctl.cli.client import CLIError, DaemonError
+from swarmctl.cli.client import CLIError, DaemonError, update_with_retry, with_version
 from swarmctl.cli.output import print_json, print_table
 from swarmctl.cli.units import (UnitError, human_age, parse_bytes, parse_cpus, parse_duration, parse_int, parse_key,
                                 parse_kv)
@@ -172,6 +172,8 @@ def add_swarm_update_parser(swarm) -> None:
 
 
 def swarm_update(client, args) -> int:
+    """Sends the cluster's version; on "update out of sequence" it re-reads and retries (client.update_with_retry)
+    while neither setting it changes was changed meanwhile: both are absolute values."""
     body = {}
     if args.default_strategy:
         body["default_strategy"] = args.default_strategy
@@ -180,7 +182,9 @@ def swarm_update(client, args) -> int:
         if expiry < 60:
             raise UnitError(f"invalid certificate expiry {args.cert_expiry!r}: it must be at least 1m")
         body["node_cert_expiry"] = expiry
-    client.post("/v1/swarm/update", body)
+    paths = [("spec", key) for key in body]
+    update_with_retry(lambda: client.get("/v1/swarm"), lambda _cluster: (body, paths),
+                      lambda cluster, b: client.post(with_version("/v1/swarm/update", cluster), b))
     print("Swarm updated.")
     return 0
 
@@ -313,6 +317,45 @@ def build_update_body(args, service: dict) -> dict:
         body["task"] = task
     body["force"] = bool(args.force)
     return body
+
+
+def _leaves(tree: dict, prefix: tuple) -> list[tuple]:
+    out = []
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.extend(_leaves(value, prefix + (key,)))
+        else:
+            out.append(prefix + (key,))
+    return out
+
+
+def update_paths(args) -> list[tuple]:
+    """The fields of the service record that `service update` changes, for the retry rule
+    (client.still_meaningful): a retry after "update out of sequence" re-applies the flags to the fresh spec
+    only while none of these was changed by someone else.
+      --replicas, --image, --args, --entrypoint and the task options: the field they set;
+      --label-add/--label-rm KEY, --env-add/--env-rm KEY: that key of the labels or env (another key changed
+        meanwhile is kept and retried over);
+      --constraint-add/--constraint-rm: the constraint list;  --force: the task's force_update counter."""
+    paths: list[tuple] = []
+    if args.replicas is not None:
+        paths.append(("spec", "replicas"))
+    for item in args.label_add:
+        paths.append(("spec", "labels", item.partition("=")[0]))
+    for key in args.label_rm:
+        paths.append(("spec", "labels", key.partition("=")[0]))
+    paths.extend(_leaves(task_options(args), ("spec", "task")))
+    if args.image is not None:
+        paths.append(("spec", "task", "image"))
+    if args.task_args is not None:
+        paths.append(("spec", "task", "args"))
+    for item in list(args.env_add) + list(args.env_rm):
+        paths.append(("spec", "task", "env", item.partition("=")[0]))
+    if args.constraint_add or args.constraint_rm:
+        paths.append(("spec", "task", "placement", "constraints"))
+    if args.force:
+        paths.append(("spec", "task", "force_update"))
+    return paths
 
 
 def parse_scale_args(items: list[str]) -> list[tuple[str, int]]:
@@ -703,7 +746,13 @@ def scale(client, args) -> int:
     for name, replicas in wanted:
         try:
             baseline = 0 if args.detach else _baseline(client, name)
-            answer = client.post(f"/v1/services/{_ref(name)}/scale", {"replicas": replicas})
+            # the version read goes with the request; a retry after "update out of sequence" is made only while
+            # the replicas are still what was read (client.update_with_retry): another scale in between wins
+            answer, _service = update_with_retry(
+                lambda: client.get(f"/v1/services/{_ref(name)}"),
+                lambda _service: ({"replicas": replicas}, [("spec", "replicas")]),
+                lambda service, body: client.post(with_version(f"/v1/services/{_ref(service['id'])}/scale", service),
+                                                  body))
         except DaemonError as exc:
             print(f"Error response from daemon: {exc}", file=sys.stderr)
             status = 1
@@ -725,10 +774,17 @@ def scale(client, args) -> int:
 def update(client, args) -> int:
     timeout = _timeout(args)
     build_update_body(args, {"spec": {}})  # bad option values fail before any request
-    service = client.get(f"/v1/services/{_ref(args.service)}")
-    body = build_update_body(args, service)
-    baseline = 0 if args.detach else _baseline(client, service["id"])
-    answer = client.post(f"/v1/services/{_ref(service['id'])}/update", body)
+    paths = update_paths(args)
+    first = client.get(f"/v1/services/{_ref(args.service)}")
+    baseline = 0 if args.detach else _baseline(client, first["id"])
+    reads = iter([first])
+
+    def read():  # the first read is the one above; a retry reads again
+        return next(reads, None) or client.get(f"/v1/services/{_ref(first['id'])}")
+
+    answer, service = update_with_retry(
+        read, lambda current: (build_update_body(args, current), paths),
+        lambda current, body: client.post(with_version(f"/v1/services/{_ref(current['id'])}/update", current), body))
     new = answer["service"]
     print(new["spec"]["name"], flush=True)
     if not args.detach:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from swarmctl.errors import BadRequest, NotFound
-from swarmctl.manager.writes import commit
+from swarmctl.errors import BadRequest, NotFound, OutOfSequence
+from swarmctl.manager.idempotent import run_once
 from swarmctl.state.raft import RaftStore
 from swarmctl.state.records import AVAILABILITIES
 
@@ -48,26 +48,48 @@ def list_nodes(store: RaftStore) -> list[dict]:
     return [node_view(store, n) for n in nodes]
 
 
+# A request without a version is planned again this often when a concurrent write (a heartbeat's status
+# change, another update) changed the node between planning and commit.
+UNVERSIONED_RETRIES = 20
+
+
 async def update_node(store: RaftStore, ref: str, availability: str | None, labels_add: dict[str, str],
                       labels_rm: list[str], labels_replace: dict[str, str] | None = None,
-                      request_id: str | None = None) -> dict:
-    """Change a node's availability and labels; returns the updated view."""
-    node = resolve_node(store, ref)
-    sets: list = []
-    unsets: list = []
-    if availability is not None:
-        if availability not in AVAILABILITIES:
-            raise BadRequest(f"invalid availability {availability!r}: must be one of {', '.join(AVAILABILITIES)}")
-        sets.append((["spec", "availability"], availability))
-    if labels_replace is not None:
-        sets.append((["spec", "labels"], dict(labels_replace)))
-    for key, value in labels_add.items():
-        sets.append((["spec", "labels", key], value))
-    for key in labels_rm:
-        if key not in node["spec"]["labels"] and key not in labels_add:
-            raise NotFound(f"label {key} does not exist on node {node['id']}")
-        unsets.append(["spec", "labels", key])
-    if sets or unsets:
-        await commit(store, [{"op": "patch", "kind": "node", "id": node["id"], "set": sets, "unset": unsets}],
-                     request_id=request_id)
-    return node_view(store, store.get("node", node["id"]))
+                      request_id: str | None = None, version: int | None = None) -> dict:
+    """Change a node's availability and labels; returns the updated view.
+
+    With `version`, the node must still be at that version (else 409 "update out of sequence"); without it the
+    change applies to the node as it is. The write commits only on the record it was planned from."""
+    if availability is not None and availability not in AVAILABILITIES:
+        raise BadRequest(f"invalid availability {availability!r}: must be one of {', '.join(AVAILABILITIES)}")
+
+    def plan():
+        node = resolve_node(store, ref)
+        if version is not None and node.get("version") != version:
+            raise OutOfSequence()
+        sets: list = []
+        unsets: list = []
+        if availability is not None:
+            sets.append((["spec", "availability"], availability))
+        if labels_replace is not None:
+            sets.append((["spec", "labels"], dict(labels_replace)))
+        for key, value in labels_add.items():
+            sets.append((["spec", "labels", key], value))
+        for key in labels_rm:
+            if key not in node["spec"]["labels"] and key not in labels_add:
+                raise NotFound(f"label {key} does not exist on node {node['id']}")
+            unsets.append(["spec", "labels", key])
+        reply = {"node_id": node["id"]}
+        if not (sets or unsets):
+            return None, reply
+        return [{"op": "patch", "kind": "node", "id": node["id"], "if_version": node["version"], "set": sets,
+                 "unset": unsets}], reply
+
+    def answer(reply):
+        node = store.get("node", reply["node_id"])
+        if node is None:
+            raise NotFound(f"No such node: {ref}")
+        return node_view(store, node)
+
+    return await run_once(store, "node.update", request_id, plan, answer,
+                          retries=0 if version is not None else UNVERSIONED_RETRIES)

@@ -7,15 +7,20 @@ checked before it is stored, so a bad request changes nothing.
 from __future__ import annotations
 
 import copy
+import json
+import re
 
-from swarmctl.errors import BadRequest, Conflict, NotFound
+from swarmctl.api import limits
+from swarmctl.errors import BadRequest, Conflict, NotFound, OutOfSequence
+from swarmctl.manager.idempotent import derived_id, run_once
 from swarmctl.manager.scheduler import constraints
-from swarmctl.manager.writes import commit
 from swarmctl.state.raft import RaftStore
 from swarmctl.state.records import (MODES, RESTART_CONDITIONS, STRATEGIES, default_task_spec, is_terminal, new_id,
                                     task_name)
 
-NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+# A request without a version is planned again on the fresh record this often when a concurrent write
+# changed the service between planning and commit (each round, at least one of the racing writes wins).
+UNVERSIONED_RETRIES = 20
 
 
 def resolve_service(store: RaftStore, ref: str) -> dict:
@@ -42,14 +47,20 @@ def _merge(base: dict, patch: dict) -> dict:
 def validate_spec(spec: dict) -> dict:
     """A complete, checked service spec; BadRequest names the first problem."""
     name = spec.get("name")
-    if not name or not set(name) <= NAME_CHARS or name[0] in "-_.":
-        raise BadRequest(f"invalid service name {name!r}: use letters, digits, '-', '_' and '.'")
+    if not name or not isinstance(name, str):
+        raise BadRequest("meta: name must be provided")
+    if len(name) > limits.MAX_NAME:
+        raise BadRequest(f"invalid service name {name[:limits.MAX_NAME]!r}...: {limits.NAME_LENGTH_MESSAGE}")
+    if not re.match(limits.NAME_PATTERN, name):
+        raise BadRequest(f"invalid service name {name!r}: {limits.NAME_MESSAGE}")
     if spec.get("mode") not in MODES:
         raise BadRequest(f"invalid mode {spec.get('mode')!r}: must be replicated or global")
     replicas = spec.get("replicas")
     if spec["mode"] == "replicated":
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise BadRequest(f"invalid replicas {replicas!r}: must be a whole number >= 0")
+        if replicas > limits.MAX_REPLICAS:
+            raise BadRequest(f"invalid replicas {replicas}: at most {limits.MAX_REPLICAS} replicas per service")
     else:
         if replicas not in (None, 0) and spec.get("replicas_set"):
             raise BadRequest("replicas can only be used with replicated mode")
@@ -83,6 +94,10 @@ def validate_spec(spec: dict) -> dict:
     for key in (task.get("env") or {}):
         if not key or "=" in key:
             raise BadRequest(f"invalid environment variable name {key!r}")
+    size = len(json.dumps(task))
+    if size > limits.MAX_TASK_SPEC_BYTES:
+        raise BadRequest(f"the task spec is {size} bytes as JSON, more than the limit of {limits.MAX_TASK_SPEC_BYTES} "
+                         "(it is copied into every task)")
     return spec
 
 
@@ -97,24 +112,33 @@ def build_spec(body: dict) -> dict:
 
 
 async def create(store: RaftStore, body: dict, request_id: str | None = None) -> dict:
+    """Create a service; a retry with the same request id returns the same service."""
     spec = build_spec(body)
-    if not spec["name"]:
-        raise BadRequest("a service name is required")
-    if any(s["spec"]["name"] == spec["name"] for s in store.list("service")):
-        raise Conflict(f"service {spec['name']} already exists")
-    service_id = new_id()
-    record = {"id": service_id, "spec": spec, "spec_version": 1, "previous_spec": None}
-    try:
-        await commit(store, [{"op": "create", "kind": "service", "id": service_id, "record": record,
-                              "unique": "spec.name"}], request_id=request_id)
-    except Conflict as exc:
-        raise Conflict(f"service {spec['name']} already exists" if "already exists" in str(exc) else str(exc))
-    return service_view(store, store.get("service", service_id))
+    name = spec["name"]
+    service_id = derived_id(request_id, "service") if request_id else new_id()
+
+    def plan():
+        if any(s["spec"]["name"] == name for s in store.list("service")):
+            raise Conflict(f"service {name} already exists")
+        record = {"id": service_id, "spec": spec, "spec_version": 1, "previous_spec": None}
+        return [{"op": "create", "kind": "service", "id": service_id, "record": record, "unique": "spec.name"}], \
+            {"service_id": service_id}
+
+    def answer(reply):
+        service = store.get("service", reply["service_id"])
+        if service is None:
+            raise NotFound(f"service {name} was created by this request and has been removed since")
+        return service_view(store, service)
+
+    def on_error(result):
+        error = result.get("error") or ""
+        return Conflict(f"service {name} already exists" if "already exists" in error else error)
+
+    return await run_once(store, "service.create", request_id, plan, answer, on_error=on_error)
 
 
-async def update(store: RaftStore, ref: str, changes: dict, request_id: str | None = None) -> dict:
-    """Apply a partial spec (same shape as create's body); returns the service and the changed fields."""
-    service = resolve_service(store, ref)
+def _plan_update(service: dict, changes: dict, force: bool) -> tuple[dict, list[str]]:
+    """The new spec of a service after a partial spec (same shape as create's body), and what changed."""
     old = service["spec"]
     body = {"name": old["name"], "labels": old["labels"], "mode": old["mode"], "replicas": old["replicas"],
             "task": old["task"]}
@@ -122,7 +146,6 @@ async def update(store: RaftStore, ref: str, changes: dict, request_id: str | No
         raise BadRequest("the mode of a service cannot be changed")
     if "name" in changes and changes["name"] != old["name"]:
         raise BadRequest("a service cannot be renamed")
-    force = bool(changes.pop("force", False))
     body = _merge(body, {k: v for k, v in changes.items() if k != "task"})
     if changes.get("task"):
         body["task"] = _merge(old["task"], changes["task"])
@@ -133,24 +156,55 @@ async def update(store: RaftStore, ref: str, changes: dict, request_id: str | No
         new["task"]["force_update"] = old["task"].get("force_update", 0) + 1
     changed = sorted(k for k in ("labels", "replicas") if new[k] != old[k])
     changed += sorted(f"task.{k}" for k in new["task"] if new["task"][k] != old["task"].get(k))
-    if not changed:
-        return {"service": service_view(store, service), "changes": []}
-    sets = [(["spec"], new), (["previous_spec"], old)]
-    if any(c.startswith("task.") for c in changed):
-        sets.append((["spec_version"], service["spec_version"] + 1))
-    await commit(store, [{"op": "patch", "kind": "service", "id": service["id"], "set": sets}],
-                 request_id=request_id)
-    return {"service": service_view(store, store.get("service", service["id"])), "changes": changed}
+    return new, changed
 
 
-async def remove(store: RaftStore, ref: str) -> None:
-    service = resolve_service(store, ref)
-    ops = [{"op": "delete", "kind": "service", "id": service["id"]}]
-    for task in store.find("task", "service_id", service["id"]):
-        if task["desired_state"] == "running":
-            ops.append({"op": "patch", "kind": "task", "id": task["id"], "missing_ok": True,
-                        "set": [(["desired_state"], "shutdown"), (["status", "message"], "service removed")]})
-    await commit(store, ops)
+async def update(store: RaftStore, ref: str, changes: dict, request_id: str | None = None,
+                 version: int | None = None, scope: str = "service.update") -> dict:
+    """Apply a partial spec (same shape as create's body); returns the service and the changed fields.
+
+    With `version`, the service must still be at that version (else 409 "update out of sequence"). Without
+    it, the change applies to the service as it is now. Either way the write commits only if the service is
+    still the one planned from (if_version), so two updates never both succeed on the same version."""
+    changes = dict(changes)
+    force = bool(changes.pop("force", False))
+
+    def plan():
+        service = resolve_service(store, ref)
+        if version is not None and service.get("version") != version:
+            raise OutOfSequence()
+        new, changed = _plan_update(service, changes, force)
+        reply = {"service_id": service["id"], "changes": changed}
+        if not changed:
+            return None, reply
+        sets = [(["spec"], new), (["previous_spec"], service["spec"])]
+        if any(c.startswith("task.") for c in changed):
+            sets.append((["spec_version"], service["spec_version"] + 1))
+        return [{"op": "patch", "kind": "service", "id": service["id"], "if_version": service["version"],
+                 "set": sets}], reply
+
+    def answer(reply):
+        service = store.get("service", reply["service_id"])
+        if service is None:
+            raise NotFound(f"service {ref} not found")
+        return {"service": service_view(store, service), "changes": reply["changes"]}
+
+    return await run_once(store, scope, request_id, plan, answer,
+                          retries=0 if version is not None else UNVERSIONED_RETRIES)
+
+
+async def remove(store: RaftStore, ref: str, request_id: str | None = None) -> None:
+    """Remove a service and shut its tasks down; a retry of a removal that was applied succeeds too."""
+    def plan():
+        service = resolve_service(store, ref)
+        ops = [{"op": "delete", "kind": "service", "id": service["id"]}]
+        for task in store.find("task", "service_id", service["id"]):
+            if task["desired_state"] == "running":
+                ops.append({"op": "patch", "kind": "task", "id": task["id"], "missing_ok": True,
+                            "set": [(["desired_state"], "shutdown"), (["status", "message"], "service removed")]})
+        return ops, {"service_id": service["id"]}
+
+    await run_once(store, "service.remove", request_id, plan, lambda _reply: None)
 
 
 def service_view(store: RaftStore, service: dict) -> dict:

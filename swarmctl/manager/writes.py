@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from swarmctl.errors import Conflict, Misdirected, NoLeaderError
+from swarmctl.errors import Conflict, Misdirected, NoLeaderError, OutOfSequence
 from swarmctl.state.raft import NoLeader, NotLeader, RaftStore
 
 
@@ -15,6 +15,8 @@ async def commit(store: RaftStore, ops: list[dict], request_id: str | None = Non
     except NoLeader:
         raise NoLeaderError() from None
     if not result["ok"]:
+        if result.get("code") == "out_of_sequence":
+            raise OutOfSequence()
         raise Conflict(result["error"])
     return result["index"]
 

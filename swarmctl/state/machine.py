@@ -25,8 +25,17 @@ Event = tuple  # (action, kind, id, record) with action in create|update|delete
 INDEXED = (("task", "node_id"), ("task", "service_id"))
 
 
+# The error of a failed `if_version` precondition: Docker's text for an update made from a stale read.
+OUT_OF_SEQUENCE = "update out of sequence"
+
+
 class WriteError(Exception):
-    """A write whose precondition failed; nothing of it was applied."""
+    """A write whose precondition failed; nothing of it was applied. `code` tells kinds of failure apart
+    ("out_of_sequence" for a failed if_version), so callers need not parse messages."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 def _parts(path) -> list[str]:
@@ -159,10 +168,13 @@ class StateMachine:
         if request_id is not None and request_id in self.applied:
             return self.applied[request_id], []
         index = self.index + 1
+        reply = None
         try:
-            staged, events = self._stage(ops, ts, index)
+            staged, events, reply = self._stage(ops, ts, index)
         except WriteError as exc:
             result = {"ok": False, "error": str(exc), "index": self.index}
+            if exc.code:
+                result["code"] = exc.code
             events = []
         else:
             for (kind, record_id), record in staged.items():
@@ -174,39 +186,54 @@ class StateMachine:
                     index = max(index, record.get("version") or 0)  # loaded records keep their versions
             self.index = index
             result = {"ok": True, "index": index}
+            if reply is not None:
+                result["reply"] = reply
         if request_id is not None:
             self.applied[request_id] = result
             while len(self.applied) > REQUEST_MEMORY:
                 self.applied.popitem(last=False)
         return result, events
 
+    def _check_unique(self, staged: dict, kind: str, record_id: str, record: dict, unique) -> None:
+        """No other record of the kind, as changed by the earlier ops of this write, has the same value."""
+        value = _get_path(record, unique)
+        for other_id, other in self.data[kind].items():
+            if other_id != record_id and (kind, other_id) not in staged and _get_path(other, unique) == value:
+                raise WriteError(f"{kind} with {unique} {value!r} already exists")
+        for (other_kind, other_id), other in staged.items():
+            if other_kind == kind and other_id != record_id and other is not None \
+                    and _get_path(other, unique) == value:
+                raise WriteError(f"{kind} with {unique} {value!r} already exists")
+
     def _stage(self, ops: list[dict], ts: float, index: int):
-        """Check every op against the state as changed by the ops before it; apply none on error."""
+        """Check every op against the state as changed by the ops before it; apply none on error.
+        Returns the staged records, their events, and the write's reply (a `reply` op's value)."""
         staged: dict[tuple[str, str], dict | None] = {}
         events: list[Event] = []
+        reply = None
 
         def current(kind, record_id):
             key = (kind, record_id)
             return staged[key] if key in staged else self.data[kind].get(record_id)
 
         for op in ops:
-            kind, record_id, action = op["kind"], op["id"], op["op"]
+            action = op.get("op")
+            if action == "reply":  # what the request answered, kept with the result under its request id
+                reply = op.get("value")
+                continue
+            kind, record_id = op.get("kind"), op.get("id")
             if kind not in self.data:
                 raise WriteError(f"unknown record kind {kind!r}")
             old = current(kind, record_id)
             if "if_version" in op and (old or {}).get("version") != op["if_version"]:
                 if op.get("soft"):  # a reconciler's decision made on stale data: drop just this op
                     continue
-                raise WriteError(f"{kind} {record_id} was changed concurrently")
+                raise WriteError(OUT_OF_SEQUENCE, code="out_of_sequence")
             if action in ("create", "put"):
                 if action == "create" and old is not None:
                     raise WriteError(f"{kind} {record_id} already exists")
-                unique = op.get("unique")
-                if unique:
-                    value = _get_path(op["record"], unique)
-                    for other in self.data[kind].values():
-                        if other["id"] != record_id and _get_path(other, unique) == value:
-                            raise WriteError(f"{kind} with {unique} {value!r} already exists")
+                if op.get("unique"):
+                    self._check_unique(staged, kind, record_id, op["record"], op["unique"])
                 new = copy.deepcopy(op["record"])
                 new["id"] = record_id
                 new["created_at"] = old["created_at"] if old else ts
@@ -228,6 +255,8 @@ class StateMachine:
                     _set_path(new, path, value)
                 for path in op.get("unset") or ():
                     _unset_path(new, path)
+                if op.get("unique"):
+                    self._check_unique(staged, kind, record_id, new, op["unique"])
                 new["updated_at"] = ts
                 new["version"] = index
                 staged[(kind, record_id)] = new
@@ -241,7 +270,7 @@ class StateMachine:
                 events.append(("delete", kind, record_id, old))
             else:
                 raise WriteError(f"unknown operation {action!r}")
-        return staged, events
+        return staged, events, reply
 
     # ---- snapshots ---------------------------------------------------------------------------
     def snapshot(self) -> dict:

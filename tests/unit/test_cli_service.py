@@ -503,14 +503,15 @@ def test_ls_and_ps(stub, capsys, monkeypatch):
 
 def test_scale(stub, capsys):
     svc = _service("web", replicas=3)
-    stub.routes[("POST", "/v1/services/web/scale")] = {"service": svc, "changes": ["replicas"]}
+    stub.routes[("GET", "/v1/services/web")] = svc
+    stub.routes[("POST", f"/v1/services/{svc['id']}/scale?version=7")] = {"service": svc, "changes": ["replicas"]}
     stub.routes[("GET", "/v1/services/web/progress")] = _p(1, 1)
     stub.routes[("GET", f"/v1/services/{svc['id']}")] = svc
     stub.routes[("GET", f"/v1/services/{svc['id']}/progress")] = [_p(1, 3), _p(3, 3)]
     assert main(["service", "scale", "web=3"]) == 0
     assert capsys.readouterr().out.splitlines() == ["web scaled to 3", "overall progress: 1 out of 3 tasks",
                                                     "overall progress: 3 out of 3 tasks", "verify: Service converged"]
-    assert ("POST", "/v1/services/web/scale", {"replicas": 3}) in stub.requests
+    assert ("POST", f"/v1/services/{svc['id']}/scale?version=7", {"replicas": 3}) in stub.requests
 
 
 def test_scale_bad_syntax_makes_no_request(stub, capsys):
@@ -521,7 +522,8 @@ def test_scale_bad_syntax_makes_no_request(stub, capsys):
 
 def test_scale_unknown_service_continues(stub, capsys):
     svc = _service("web", replicas=0)
-    stub.routes[("POST", "/v1/services/web/scale")] = {"service": svc, "changes": ["replicas"]}
+    stub.routes[("GET", "/v1/services/web")] = svc
+    stub.routes[("POST", f"/v1/services/{svc['id']}/scale?version=7")] = {"service": svc, "changes": ["replicas"]}
     assert main(["service", "scale", "-d", "nope=1", "web=0"]) == 1
     captured = capsys.readouterr()
     assert captured.out == "web scaled to 0\n"
@@ -532,11 +534,12 @@ def test_update_posts_changed_parts(stub, capsys):
     svc = _service("web", replicas=2)
     new = dict(svc, spec_version=2, version=9)
     stub.routes[("GET", "/v1/services/web")] = svc
-    stub.routes[("POST", f"/v1/services/{svc['id']}/update")] = {"service": new, "changes": ["task.env"]}
+    stub.routes[("POST", f"/v1/services/{svc['id']}/update?version=7")] = {"service": new, "changes": ["task.env"]}
     assert main(["service", "update", "-d", "--env-add", "C=3", "--env-rm", "A", "web"]) == 0
     assert capsys.readouterr().out == "web\n"
     posts = [(p, b) for m, p, b in stub.requests if m == "POST"]
-    assert posts == [(f"/v1/services/{svc['id']}/update", {"task": {"env": {"B": "2", "C": "3"}}, "force": False})]
+    assert posts == [(f"/v1/services/{svc['id']}/update?version=7",
+                      {"task": {"env": {"B": "2", "C": "3"}}, "force": False})]
 
 
 def test_update_waits_and_reports_failures(stub, capsys):
@@ -544,7 +547,7 @@ def test_update_waits_and_reports_failures(stub, capsys):
     new = dict(svc, spec_version=2, version=9)
     stub.routes[("GET", "/v1/services/web")] = svc
     stub.routes[("GET", f"/v1/services/{svc['id']}")] = [svc, new]  # the local replica lags once
-    stub.routes[("POST", f"/v1/services/{svc['id']}/update")] = {"service": new, "changes": ["task.image"]}
+    stub.routes[("POST", f"/v1/services/{svc['id']}/update?version=7")] = {"service": new, "changes": ["task.image"]}
     stub.routes[("GET", f"/v1/services/{svc['id']}/progress")] = [_p(1, 1, failed=2), _p(0, 1, failed=1),
                                                                     _p(0, 1, failed=4)]
     assert main(["service", "update", "--image", "busybox:bad", "web"]) == 1
@@ -580,16 +583,18 @@ def test_rm_inspect_logs_swarm_update(stub, capsys):
     assert main(["service", "logs", "web"]) == 1
     assert main(["service", "logs", "--tail", "x", "web"]) == 1
 
-    stub.routes[("POST", "/v1/swarm/update")] = {"spec": {"default_strategy": "binpack"}}
+    stub.routes[("GET", "/v1/swarm")] = {"id": "c", "version": 4, "spec": {"default_strategy": "spread"}}
+    stub.routes[("POST", "/v1/swarm/update?version=4")] = {"spec": {"default_strategy": "binpack"}}
     assert main(["swarm", "update", "--default-strategy", "binpack"]) == 0
     assert capsys.readouterr().out.endswith("Swarm updated.\n")
-    assert stub.requests[-1] == ("POST", "/v1/swarm/update", {"default_strategy": "binpack"})
+    assert stub.requests[-1] == ("POST", "/v1/swarm/update?version=4", {"default_strategy": "binpack"})
 
 
 def test_swarm_update_cert_expiry(stub, capsys):
-    stub.routes[("POST", "/v1/swarm/update")] = {"spec": {"node_cert_expiry": 7776000}}
+    stub.routes[("GET", "/v1/swarm")] = {"id": "c", "version": 4, "spec": {}}
+    stub.routes[("POST", "/v1/swarm/update?version=4")] = {"spec": {"node_cert_expiry": 7776000}}
     assert main(["swarm", "update", "--cert-expiry", "2160h"]) == 0
-    assert stub.requests[-1] == ("POST", "/v1/swarm/update", {"node_cert_expiry": 7776000.0})
+    assert stub.requests[-1] == ("POST", "/v1/swarm/update?version=4", {"node_cert_expiry": 7776000.0})
     before = len(stub.requests)
     for bad in ("30s", "0", "abc", "-5m"):
         capsys.readouterr()
