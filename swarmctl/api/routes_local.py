@@ -12,7 +12,7 @@ async def info(ctx):
 @route("POST", "/v1/swarm/init", "local", body=InitRequest)
 async def init(ctx):
     b = ctx.body
-    return await ctx.node.init(b.advertise_addr, b.listen_addr, b.force_new_cluster)
+    return await ctx.node.init(b.advertise_addr, b.listen_addr, b.force_new_cluster, autolock=b.autolock)
 
 
 @route("POST", "/v1/swarm/join", "local", body=JoinRequest)

@@ -19,6 +19,7 @@ class InitRequest(Body):
     advertise_addr: Optional[str] = None
     listen_addr: Optional[str] = None
     force_new_cluster: bool = False
+    autolock: bool = False
 
 
 class JoinRequest(Body):

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from swarmctl.api.peer import PeerUnreachable
 from swarmctl.errors import (APIError, BadRequest, Forbidden, Misdirected, NoLeaderError, NotAManager,
-                             Unauthorized, Unavailable)
+                             SwarmLocked, Unauthorized, Unavailable)
 from swarmctl.security.tls import peer_identity
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ def not_a_manager(node, request) -> APIError:
     """Why a request for a manager cannot be served here.  A manager that is shutting down has already
     stopped its manager parts: it must not claim to be a worker. It tells a forwarding manager to try the
     (next) leader, and a local client to try again."""
+    if getattr(node, "locked", False):  # restarted under autolock: nothing runs until `swarm unlock`
+        return SwarmLocked()
     if getattr(node, "stopping", False):
         if request.headers.get(FORWARDED):
             return Misdirected("this manager is shutting down")
@@ -112,7 +114,7 @@ class APIServer:
     def __init__(self, node):
         self.node = node
         self.app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[_json_errors])
-        from swarmctl.api import routes_cluster, routes_local, routes_remote, routes_services  # noqa: F401
+        from swarmctl.api import routes_cluster, routes_local, routes_lock, routes_remote, routes_services  # noqa: F401
         for spec in ROUTES:
             self.app.router.add_route(spec.method, spec.path, self._make_handler(spec))
         self._runner: web.AppRunner | None = None

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from swarmctl.errors import BadRequest, Conflict, Forbidden, Misdirected, PreconditionFailed, Unavailable
 from swarmctl.manager import ca
+from swarmctl.manager.keys import ClusterKeys
 from swarmctl.manager.nodes import node_view, resolve_node
 from swarmctl.manager.writes import commit
 from swarmctl.security.tokens import TokenError, make_token, new_secret, parse_token, secret_matches
@@ -27,8 +28,9 @@ def node_cert_expiry(cluster: dict) -> timedelta:
 
 
 class Membership:
-    def __init__(self, store: RaftStore):
+    def __init__(self, store: RaftStore, keys: ClusterKeys):
         self.store = store
+        self.keys = keys  # the record's key fields are sealed: read and write them through keys only
         self._lock = asyncio.Lock()
 
     # ---- helpers -----------------------------------------------------------------------------
@@ -40,12 +42,12 @@ class Membership:
 
     def token(self, role: str) -> str:
         cluster = self.cluster()
-        return make_token(cluster["root_ca"]["digest"], cluster["join_secrets"][role])
+        return make_token(cluster["root_ca"]["digest"], self.keys.join_secret(cluster, role))
 
     def sign(self, csr_pem: str, node_id: str, role: str) -> str:
         cluster = self.cluster()
         try:
-            cert = ca.sign_node_certificate(cluster["root_ca"]["cert"].encode(), cluster["root_ca"]["key"].encode(),
+            cert = ca.sign_node_certificate(cluster["root_ca"]["cert"].encode(), self.keys.ca_key(cluster).encode(),
                                             csr_pem.encode(), node_id, role, cluster["id"],
                                             lifetime=node_cert_expiry(cluster))
         except ValueError as exc:
@@ -79,7 +81,7 @@ class Membership:
         cluster = self.cluster()
         if parsed.digest != cluster["root_ca"]["digest"]:
             raise Forbidden("invalid join token: it was issued for a different swarm (root CA digest mismatch)")
-        secrets = cluster["join_secrets"]
+        secrets = {r: self.keys.join_secret(cluster, r) for r in ROLES}
         if secret_matches(parsed.secret, secrets["manager"]):
             role = "manager"
         elif secret_matches(parsed.secret, secrets["worker"]):
@@ -102,6 +104,9 @@ class Membership:
         if node is None or node["spec"]["role"] != "manager":
             raise Forbidden(f"node {node_id} is not a manager")
         raft_addr = node["description"]["addrs"]["raft"]
+        # what the new member needs, read before the change starts: dek is the swarm's data encryption key
+        # for the sealed fields (this route is mutual TLS only, and only for a manager's certificate)
+        answer = {"secret": self.keys.raft_secret(self.cluster()), "dek": self.keys.export_dek()}
         await self._lock.acquire()
         try:
             pending = await self.store.add_member(raft_addr, wait=False)
@@ -116,7 +121,7 @@ class Membership:
             self._lock.release()
         else:  # hold the lock until the change commits, which needs the new member running
             asyncio.get_running_loop().create_task(self._release_when_done(pending))
-        return {"secret": self.cluster()["raft_secret"], "members": members}
+        return dict(answer, members=members)
 
     async def _release_when_done(self, pending: asyncio.Future, timeout: float = 10.0) -> None:
         try:
@@ -154,7 +159,7 @@ class Membership:
             raise BadRequest(f"unknown role {role!r}: must be worker or manager")
         cluster = self.cluster()
         await commit(self.store, [{"op": "patch", "kind": "cluster", "id": cluster["id"],
-                                   "set": [(["join_secrets", role], new_secret())]}])
+                                   "set": [self.keys.sealed_set(cluster, ["join_secrets", role], new_secret())]}])
         return self.token(role)
 
     # ---- roles -------------------------------------------------------------------------------
