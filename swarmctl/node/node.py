@@ -330,6 +330,7 @@ class Node:
                 if self._listen_sock is not None:
                     self._listen_sock.close()
                     self._listen_sock = None
+                self.data.keys.load()  # locked again: the next attempt must present the key again
                 raise Conflict(str(exc)) from None
             self.locked = False
             log.info("unlocked: starting this manager")
