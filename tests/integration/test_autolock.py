@@ -183,3 +183,35 @@ def test_locked_manager_can_leave_only_with_force(cluster):
     assert result.code == 1 and "This node is not part of a swarm" in result.err
     check(m1.cli("swarm", "init", "--advertise-addr", m1.ip))  # a new swarm, without autolock
     assert swarmctl(m1, "info").stdout.startswith("Swarm: active\n")
+
+
+def test_unlock_prompts_on_a_tty_without_echo(cluster):
+    import pty
+    import sys
+    m1 = cluster.daemon(1)
+    out = check(m1.cli("swarm", "init", "--autolock", "--advertise-addr", m1.ip)).out
+    key = out.split("provide the following key:\n\n    ")[1].split("\n")[0]
+    wait_for(lambda: wrapped_by(m1) is not None, what="key file wrapped")
+    restart(m1)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI on a terminal
+        os.environ["SWARMCTL_HOST"] = f"unix://{m1.socket}"
+        os.execv(sys.executable, SWARMCTL + ["swarm", "unlock"])
+    seen = b""
+    try:
+        while b"Enter unlock key: " not in seen:
+            seen += os.read(fd, 1024)
+        os.write(fd, (key + "\n").encode())
+        while True:
+            chunk = os.read(fd, 1024)
+            if not chunk:
+                break
+            seen += chunk
+    except OSError:  # the terminal closed when the CLI exited
+        pass
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert key.encode() not in seen  # no echo
+    assert m1.info()["local_node_state"] == "active"
