@@ -11,6 +11,8 @@ NOT_A_MANAGER_MESSAGE = ("This node is not a swarm manager. Worker nodes can't b
                          "node to a manager.")
 NOT_IN_SWARM_MESSAGE = ("This node is not part of a swarm. Use \"swarmctl swarm init\" or "
                         "\"swarmctl swarm join\" to connect this node to a swarm.")
+SWARM_LOCKED_MESSAGE = ("Swarm is encrypted and needs to be unlocked before it can be used. Please use "
+                        "\"swarmctl swarm unlock\" to unlock it.")
 ALREADY_IN_SWARM_MESSAGE = ("This node is already part of a swarm. Use \"swarmctl swarm leave\" to leave "
                             "this swarm and join another one.")
 
@@ -84,3 +86,11 @@ class NoLeaderError(APIError):
 class Misdirected(APIError):
     """This manager lost leadership while handling the request: the forwarder retries elsewhere."""
     status = 421
+
+
+class SwarmLocked(APIError):
+    """This manager was restarted under autolock and waits for `swarm unlock`."""
+    status = 503
+
+    def __init__(self):
+        super().__init__(SWARM_LOCKED_MESSAGE)

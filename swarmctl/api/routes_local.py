@@ -14,7 +14,7 @@ async def info(ctx):
 async def init(ctx):
     """Create a swarm with this node as its first manager."""
     b = ctx.body
-    return await ctx.node.init(b.advertise_addr, b.listen_addr, b.force_new_cluster)
+    return await ctx.node.init(b.advertise_addr, b.listen_addr, b.force_new_cluster, autolock=b.autolock)
 
 
 @route("POST", "/v1/swarm/join", "local", body=JoinRequest)

@@ -42,6 +42,7 @@ class InitRequest(Body):
     advertise_addr: Optional[Addr] = None
     listen_addr: Optional[Addr] = None
     force_new_cluster: bool = False
+    autolock: bool = False
 
 
 class JoinRequest(Body):

@@ -29,7 +29,7 @@ from swarmctl.api import limits
 from swarmctl.api.listener import TLSListener
 from swarmctl.api.peer import PeerUnreachable
 from swarmctl.errors import (APIError, BadRequest, Forbidden, Misdirected, NoLeaderError, NotAManager,
-                             Unauthorized, Unavailable)
+                             SwarmLocked, Unauthorized, Unavailable)
 from swarmctl.security.tls import peer_identity
 from swarmctl.state.raft import NoLeader, NotLeader
 
@@ -59,6 +59,8 @@ def not_a_manager(node, request) -> APIError:
     A node that is simply not a manager answers 412 on the local socket (this node's state decides it:
     retrying cannot help) and 503 on the management port, where the caller is another node's session
     that then tries the next manager."""
+    if getattr(node, "locked", False):  # restarted under autolock: nothing runs until `swarm unlock`
+        return SwarmLocked()
     if getattr(node, "stopping", False):
         if request.headers.get(FORWARDED):
             return Misdirected("this manager is shutting down")
@@ -165,8 +167,8 @@ def _validation_message(exc: ValidationError) -> str:
 
 def load_routes() -> list[Route]:
     """Every route of the API (importing the route modules registers them)."""
-    from swarmctl.api import (openapi, routes_cluster, routes_debug, routes_local, routes_remote,  # noqa: F401
-                              routes_services)
+    from swarmctl.api import (openapi, routes_cluster, routes_debug, routes_local, routes_lock,  # noqa: F401
+                              routes_remote, routes_services)
     return ROUTES
 
 

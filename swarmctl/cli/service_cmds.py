@@ -168,7 +168,15 @@ def add_swarm_update_parser(swarm) -> None:
     p.add_argument("--cert-expiry", metavar="DURATION",
                    help="validity of node certificates issued from now on, e.g. 2160h (the default, 90 days); "
                         "at least 1m. Nodes renew theirs when 50-80%% of it has passed")
+    p.add_argument("--autolock", type=_true_false, metavar="true|false",
+                   help="change manager autolocking (true: a restarted manager needs the unlock key)")
     p.set_defaults(func=swarm_update)
+
+
+def _true_false(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"invalid boolean {text!r}: use true or false")
+    return text.lower() == "true"
 
 
 def swarm_update(client, args) -> int:
@@ -182,10 +190,17 @@ def swarm_update(client, args) -> int:
         if expiry < 60:
             raise UnitError(f"invalid certificate expiry {args.cert_expiry!r}: it must be at least 1m")
         body["node_cert_expiry"] = expiry
-    paths = [("spec", key) for key in body]
-    update_with_retry(lambda: client.get("/v1/swarm"), lambda _cluster: (body, paths),
-                      lambda cluster, b: client.post(with_version("/v1/swarm/update", cluster), b))
+    unlock_key = None
+    if args.autolock is not None:
+        from swarmctl.cli.swarm_cmds import print_unlock_command, set_autolock  # swarm_cmds imports this module
+        unlock_key = set_autolock(client, args.autolock)
+    if body or args.autolock is None:
+        paths = [("spec", key) for key in body]
+        update_with_retry(lambda: client.get("/v1/swarm"), lambda _cluster: (body, paths),
+                          lambda cluster, b: client.post(with_version("/v1/swarm/update", cluster), b))
     print("Swarm updated.")
+    if unlock_key:
+        print_unlock_command(unlock_key)
     return 0
 
 

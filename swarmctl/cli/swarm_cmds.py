@@ -1,8 +1,12 @@
-"""`swarmctl swarm ...`: init, join, join-token, leave, inspect."""
+"""`swarmctl swarm ...`: init, join, join-token, leave, inspect, unlock, unlock-key; and `swarmctl info`."""
 
 from __future__ import annotations
 
+import getpass
+import sys
+
 from swarmctl.cli import service_cmds
+from swarmctl.cli.client import CLIError
 from swarmctl.cli.output import print_json
 
 
@@ -14,6 +18,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--listen-addr", help="management address IP:PORT (default ADVERTISE:2377)")
     p.add_argument("--force-new-cluster", action="store_true",
                    help="on a surviving manager: restart the swarm as a one-manager cluster keeping its state")
+    p.add_argument("--autolock", action="store_true",
+                   help="enable manager autolocking (requiring an unlock key to start a stopped manager)")
     p.set_defaults(func=init)
 
     p = swarm.add_parser("join", help="join a swarm as a worker or manager")
@@ -38,14 +44,33 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=inspect)
     service_cmds.add_swarm_update_parser(swarm)
 
+    p = swarm.add_parser("unlock", help="unlock a manager locked by autolock (reads the key from stdin or a prompt)")
+    p.set_defaults(func=unlock)
+
+    p = swarm.add_parser("unlock-key", help="manage the unlock key")
+    p.add_argument("-q", "--quiet", action="store_true", help="only display the key")
+    p.add_argument("--rotate", action="store_true", help="rotate the unlock key")
+    p.set_defaults(func=unlock_key)
+
+    p = sub.add_parser("info", help="show this node's swarm state (active, locked, inactive)")
+    p.add_argument("--format", choices=["json"], help="print the daemon's info as JSON")
+    p.set_defaults(func=info)
+
 
 def init(client, args) -> int:
-    answer = client.post("/v1/swarm/init", {"advertise_addr": args.advertise_addr, "listen_addr": args.listen_addr,
-                                            "force_new_cluster": args.force_new_cluster})
+    body = {"advertise_addr": args.advertise_addr, "listen_addr": args.listen_addr,
+            "force_new_cluster": args.force_new_cluster}
+    if args.autolock:
+        body["autolock"] = True
+    answer = client.post("/v1/swarm/init", body)
     token = client.get("/v1/swarm/join-token/worker")
     print(f"Swarm initialized: current node ({answer['node_id']}) is now a manager.\n")
     _print_join(token, "worker")
-    print("To add a manager to this swarm, run 'swarmctl swarm join-token manager' and follow the instructions.\n")
+    if args.autolock:
+        print("To add a manager to this swarm, run 'swarmctl swarm join-token manager' and follow the instructions.")
+        print_unlock_command(client.get("/v1/swarm/unlock-key")["unlock_key"])
+    else:
+        print("To add a manager to this swarm, run 'swarmctl swarm join-token manager' and follow the instructions.\n")
     return 0
 
 
@@ -84,4 +109,73 @@ def leave(client, args) -> int:
 
 def inspect(client, args) -> int:
     print_json(client.get("/v1/swarm"))
+    return 0
+
+
+# ---- autolock (Docker's texts, with swarmctl's name) ------------------------------------------------
+def print_unlock_command(key: str) -> None:
+    if key:
+        print("To unlock a swarm manager after it restarts, run the `swarmctl swarm unlock`\n"
+              f"command and provide the following key:\n\n    {key}\n\n"
+              "Remember to store this key in a password manager, since without it you\n"
+              "will not be able to restart the manager.")
+
+
+def set_autolock(client, enabled: bool) -> str | None:
+    """For `swarm update --autolock=true|false`: the new unlock key when autolock was just turned on."""
+    before = bool(((client.get("/v1/swarm").get("spec") or {}).get("encryption_config") or {})
+                  .get("auto_lock_managers"))
+    answer = client.post("/v1/swarm/autolock", {"enabled": enabled})
+    return answer.get("unlock_key") if answer.get("autolock") and not before else None
+
+
+def _read_key() -> str:
+    if sys.stdin.isatty():
+        return getpass.getpass("Enter unlock key: ")
+    return sys.stdin.readline().strip()
+
+
+def unlock(client, args) -> int:
+    state = client.get("/v1/info").get("local_node_state")
+    if state == "inactive":
+        raise CLIError("This node is not part of a swarm")
+    if state != "locked":
+        raise CLIError("swarm is not locked")
+    client.post("/v1/swarm/unlock", {"key": _read_key()})
+    return 0
+
+
+def unlock_key(client, args) -> int:
+    if args.rotate:
+        answer = client.post("/v1/swarm/unlock-key/rotate")
+        if not args.quiet:
+            print("Successfully rotated manager unlock key.")
+    else:
+        answer = client.get("/v1/swarm/unlock-key")
+    key = answer.get("unlock_key")
+    if not key:
+        raise CLIError("no unlock key is set")
+    if args.quiet:
+        print(key)
+    else:
+        print_unlock_command(key)
+    return 0
+
+
+def info(client, args) -> int:
+    data = client.get("/v1/info")
+    if args.format == "json":
+        print_json(data)
+        return 0
+    print(f"Swarm: {data.get('local_node_state')}")
+    if data.get("node_id"):
+        print(f" NodeID: {data['node_id']}")
+        print(f" ClusterID: {data.get('cluster_id')}")
+        print(f" Is Manager: {'true' if data.get('role') == 'manager' else 'false'}")
+        print(f" Node Address: {data.get('addr')}")
+        managers = data.get("managers") or []
+        if managers:
+            print(" Manager Addresses:")
+            for addr in managers:
+                print(f"  {addr}")
     return 0

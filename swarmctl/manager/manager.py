@@ -12,6 +12,7 @@ import logging
 
 from swarmctl.asyncutil import cancel
 from swarmctl.manager.dispatcher import Dispatcher
+from swarmctl.manager.keys import ClusterKeys, SealMigration
 from swarmctl.manager.membership import Membership
 from swarmctl.manager.orchestrator import Orchestrator
 from swarmctl.manager.raftmembers import RaftMembers
@@ -22,9 +23,10 @@ log = logging.getLogger(__name__)
 
 
 class Manager:
-    def __init__(self, store: RaftStore, heartbeat_period: float):
+    def __init__(self, store: RaftStore, heartbeat_period: float, keys: ClusterKeys):
         self.store = store
-        self.membership = Membership(store)
+        self.membership = Membership(store, keys)
+        self.seal_migration = SealMigration(store, keys, on_sealed=store.compact)
         self.dispatcher = Dispatcher(store, heartbeat_period)
         self.orchestrator = Orchestrator(store)
         self.scheduler = Scheduler(store)
@@ -54,6 +56,7 @@ class Manager:
                 self.orchestrator.start()
                 self.scheduler.start()
                 self.raft_members.start()
+                self.seal_migration.start()
             elif not leader and self._leading:
                 log.info("lost leadership: stopping leader components")
                 await self._stop_leading()
@@ -63,6 +66,7 @@ class Manager:
         if self._leading:
             self._leading = False
             await self.raft_members.stop()
+            await self.seal_migration.stop()
             await self.scheduler.stop()
             await self.orchestrator.stop()
             await self.dispatcher.stop()

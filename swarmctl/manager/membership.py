@@ -21,6 +21,7 @@ from datetime import timedelta
 from swarmctl.errors import (BadRequest, Conflict, Forbidden, Misdirected, NotFound, PreconditionFailed,
                              Unavailable)
 from swarmctl.manager import ca
+from swarmctl.manager.keys import ClusterKeys
 from swarmctl.manager.nodes import node_view, resolve_node
 from swarmctl.manager.writes import commit
 from swarmctl.security.tokens import TokenError, make_token, new_secret, parse_token, secret_matches
@@ -55,8 +56,9 @@ def derived_node_id(cluster_id: str, request_id: str, csr_pem: str) -> str:
 
 
 class Membership:
-    def __init__(self, store: RaftStore):
+    def __init__(self, store: RaftStore, keys: ClusterKeys):
         self.store = store
+        self.keys = keys  # the record's key fields are sealed: read and write them through keys only
         self.lock = asyncio.Lock()  # one Raft configuration change at a time (the reconciler takes it too)
 
     # ---- helpers -----------------------------------------------------------------------------
@@ -68,12 +70,12 @@ class Membership:
 
     def token(self, role: str) -> str:
         cluster = self.cluster()
-        return make_token(cluster["root_ca"]["digest"], cluster["join_secrets"][role])
+        return make_token(cluster["root_ca"]["digest"], self.keys.join_secret(cluster, role))
 
     def sign(self, csr_pem: str, node_id: str, role: str) -> str:
         cluster = self.cluster()
         try:
-            cert = ca.sign_node_certificate(cluster["root_ca"]["cert"].encode(), cluster["root_ca"]["key"].encode(),
+            cert = ca.sign_node_certificate(cluster["root_ca"]["cert"].encode(), self.keys.ca_key(cluster).encode(),
                                             csr_pem.encode(), node_id, role, cluster["id"],
                                             lifetime=node_cert_expiry(cluster))
         except ValueError as exc:
@@ -130,7 +132,7 @@ class Membership:
         cluster = self.cluster()
         if parsed.digest != cluster["root_ca"]["digest"]:
             raise Forbidden("invalid join token: it was issued for a different swarm (root CA digest mismatch)")
-        secrets = cluster["join_secrets"]
+        secrets = {r: self.keys.join_secret(cluster, r) for r in ROLES}
         if secret_matches(parsed.secret, secrets["manager"]):
             role = "manager"
         elif secret_matches(parsed.secret, secrets["worker"]):
@@ -162,7 +164,13 @@ class Membership:
         """What a manager needs to start its replica before it joins: the committed member list."""
         self._caller_raft_addr(node_id)
         await self.store.barrier()
-        return {"members": self.store.members(), "secret": self.cluster()["raft_secret"]}
+        return self._member_answer()
+
+    def _member_answer(self) -> dict:
+        """What a manager needs to run its replica: the member list, and the swarm's data encryption key for
+        the sealed fields (these routes are mutual TLS only, for a certificate whose record is a manager)."""
+        return {"members": self.store.members(), "secret": self.keys.raft_secret(self.cluster()),
+                "dek": self.keys.export_dek()}
 
     async def raft_join(self, node_id: str, members: list[str] | None) -> dict:
         """Add a manager (already running its replica with `members`) to Raft; answers once committed."""
@@ -177,7 +185,7 @@ class Membership:
                     await self.store.add_member(raft_addr)
                 except MembershipBusy as exc:
                     raise Conflict(str(exc)) from None
-        return {"members": self.store.members(), "secret": self.cluster()["raft_secret"]}
+        return self._member_answer()
 
     async def raft_leave(self, node_id: str) -> dict:
         """A manager leaving with --force: drop it from Raft and keep it listed as a down worker."""
@@ -210,7 +218,8 @@ class Membership:
             return self.token(role)
         cluster = self.cluster()
         await commit(self.store, [{"op": "patch", "kind": "cluster", "id": cluster["id"],
-                                   "set": [(["join_secrets", role], new_secret())]}], request_id=request_id)
+                                   "set": [self.keys.sealed_set(cluster, ["join_secrets", role], new_secret())]}],
+                     request_id=request_id)
         return self.token(role)
 
     # ---- roles -------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Layout (docs/operations.md):
   swarmctl.json   marker and identity (node id, cluster id, role, known managers)
-  certs/          ca.pem, node.pem, node.key (0600)
+  certs/          ca.pem, node.pem, node.key (0600: the TLS key and, on managers, the swarm's data
+                  encryption key; both wrapped by the unlock key under autolock: node/keyfile.py)
   raft/           members.json (0600: Raft secret and member list), journal and snapshot
   daemon.lock     held while a daemon uses the dir
 """
@@ -13,6 +14,8 @@ import fcntl
 import json
 import os
 import shutil
+
+from swarmctl.node.keyfile import KeyFileError, NodeKeys
 
 FORMAT = 1
 MARKER = "swarmctl.json"
@@ -36,6 +39,7 @@ class DataDir:
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
         self._lock_fd: int | None = None
+        self.keys = NodeKeys(self.key_file, _write_atomic)  # the key file's contents, in memory
 
     # ---- paths -------------------------------------------------------------------------------
     def file(self, *parts: str) -> str:
@@ -71,7 +75,13 @@ class DataDir:
                                    "use an empty directory")
             _write_atomic(marker, json.dumps({"format": FORMAT}).encode())
         self._lock()
-        return self.load_identity()
+        identity = self.load_identity()
+        if identity:
+            try:
+                self.keys.load()
+            except KeyFileError as exc:
+                raise DataDirError(f"data dir {self.path} is corrupt: {exc}") from None
+        return identity
 
     def _lock(self) -> None:
         fd = os.open(self.file("daemon.lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -114,7 +124,7 @@ class DataDir:
         _write_atomic(self.ca_file, ca_pem, 0o644)
         _write_atomic(self.cert_file, cert_pem, 0o644)
         if key_pem is not None:
-            _write_atomic(self.key_file, key_pem, 0o600)
+            self.keys.save_tls_key(key_pem)  # with the DEK and the autolock wrapping it carries
 
     def read(self, path: str) -> bytes:
         with open(path, "rb") as f:
@@ -140,4 +150,5 @@ class DataDir:
         """Forget the swarm (after leave): keep the marker and lock, drop identity, certs and Raft."""
         self.clear_raft()
         shutil.rmtree(self.file("certs"), ignore_errors=True)
+        self.keys.forget()
         self.save_identity({})

@@ -11,16 +11,21 @@ import asyncio
 import logging
 
 from swarmctl.asyncutil import cancel
+from swarmctl.manager.keys import ClusterKeys
 from swarmctl.manager.manager import Manager
 from swarmctl.node.datadir import DataDir
+from swarmctl.node.keykeeper import KeyKeeper
 from swarmctl.state.raft import RaftStore
 
 log = logging.getLogger(__name__)
 
 
 class ManagerPart:
-    def __init__(self, data: DataDir, raft_addr: str, heartbeat_period: float):
+    def __init__(self, data: DataDir, raft_addr: str, heartbeat_period: float, fetch_dek=None):
         self.data = data
+        self.keys = ClusterKeys(data.keys)  # sealed record fields, with the DEK of this node's key file
+        self._fetch_dek = fetch_dek
+        self.key_keeper: KeyKeeper | None = None
         self.raft_addr = raft_addr
         self.heartbeat_period = heartbeat_period
         self.store: RaftStore | None = None
@@ -39,13 +44,18 @@ class ManagerPart:
         if self.store is None:
             raft = self.data.load_raft()
             self.open_store(raft["secret"], raft["members"])
-        self.manager = Manager(self.store, self.heartbeat_period)
+        self.manager = Manager(self.store, self.heartbeat_period, self.keys)
         await self.manager.start()
+        self.key_keeper = KeyKeeper(self.store, self.keys, self.data.keys, self._fetch_dek)
+        self.key_keeper.start()
         self._members_saver = asyncio.create_task(self._save_members(), name="raft-members")
 
     async def stop(self) -> None:
         await cancel(self._members_saver)
         self._members_saver = None
+        if self.key_keeper is not None:
+            await self.key_keeper.stop()
+            self.key_keeper = None
         if self.manager is not None:
             await self.manager.stop()
             self.manager = None

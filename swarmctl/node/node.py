@@ -5,6 +5,10 @@ manager (the manager part: Raft replica and manager components, plus the agent p
 manager's own management port). node/transitions.py moves a node between shapes (init, join, leave,
 promotion, demotion); node/manager_part.py and node/agent_part.py are the parts. The data dir keeps the
 shape across restarts.
+
+A manager restarted while autolock is on is **locked**: its key file (node/keyfile.py) is encrypted with the
+unlock key, so it starts no part and no management port, and its local socket answers cluster commands with
+the "Swarm is encrypted" error. `swarm unlock` opens the key file and then starts the parts as usual.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import stat
 from swarmctl import __version__
 from swarmctl.api.peer import PeerClient
 from swarmctl.api.server import APIServer
-from swarmctl.errors import BadRequest, Conflict
+from swarmctl.errors import BadRequest, Conflict, NotInSwarm, SwarmLocked, Unauthorized, Unavailable
 from swarmctl.node import transitions
 from swarmctl.node.agent_part import AgentPart
 from swarmctl.node.config import Addresses, ConfigError, DaemonConfig, parse_host_port
 from swarmctl.node.datadir import DataDir, DataDirError
+from swarmctl.node.keyfile import KeyFileError, WrongUnlockKey
 from swarmctl.node.manager_part import ManagerPart
-from swarmctl.security import tls
+from swarmctl.security import seal, tls
 from swarmctl.security.certs import load_certificate
 
 log = logging.getLogger(__name__)
@@ -75,6 +80,7 @@ class Node:
         self.busy = asyncio.Lock()  # one transition at a time
         self._socket_owned = False
         self.stopping = False  # set when the daemon shuts down: the API then says so instead of "not a manager"
+        self.locked = False  # restarted under autolock, waiting for `swarm unlock` (nothing runs meanwhile)
 
     # ---- identity shortcuts ------------------------------------------------------------------
     @property
@@ -119,11 +125,14 @@ class Node:
                 self.addrs = Addresses.resolve(self.config.advertise_addr, self.config.listen_addr)
         except (ConfigError, KeyError) as exc:
             raise StartupError(f"data dir {self.data.path} is corrupt or settings invalid: {exc}") from None
-        if self.addrs is not None:
+        self.locked = bool(self.identity) and self.data.keys.locked
+        if self.addrs is not None and not self.locked:
             self._listen_sock = _bind(self.addrs)
             _check_port_free(self.addrs.advertise, self.addrs.listen_port + 1, "the Raft address")
         self._claim_socket()
-        if self.identity:
+        if self.locked:
+            log.warning("this manager is locked (autolock): run `swarmctl swarm unlock` to start it")
+        elif self.identity:
             await self.activate()
         await self._open_socket()  # only now: until activation, a manager would answer "not a manager"
 
@@ -162,7 +171,7 @@ class Node:
 
     # ---- parts -------------------------------------------------------------------------------
     def new_manager_part(self) -> ManagerPart:
-        return ManagerPart(self.data, self.addrs.raft, self.config.heartbeat_period)
+        return ManagerPart(self.data, self.addrs.raft, self.config.heartbeat_period, fetch_dek=self._fetch_dek)
 
     async def activate(self, manager_part: ManagerPart | None = None) -> None:
         """Run the parts that this node's stored role needs (a manager part already opened may be passed)."""
@@ -199,7 +208,8 @@ class Node:
 
     def make_peer(self) -> PeerClient:
         """A client for other nodes' management ports, presenting this node's certificate."""
-        self._client_ctx = tls.client_context(self.data.ca_file, self.data.cert_file, self.data.key_file)
+        self._client_ctx = tls.client_context(self.data.ca_file, self.data.cert_file, self.data.key_file,
+                                              key_password=self.data.keys.tls_password())
         return PeerClient(self._client_ctx)
 
     async def reload_peer(self) -> None:
@@ -211,7 +221,8 @@ class Node:
     async def _start_tls(self) -> None:
         if self._listen_sock is None or self._listen_sock.fileno() < 0:
             self._listen_sock = _bind(self.addrs)
-        self._server_ctx = tls.server_context(self.data.cert_file, self.data.key_file, self.data.ca_file)
+        self._server_ctx = tls.server_context(self.data.cert_file, self.data.key_file, self.data.ca_file,
+                                              key_password=self.data.keys.tls_password())
         await self.api.start_tls(self._listen_sock, self._server_ctx)
         self._listen_sock = None  # the site owns it now and closes it on stop
 
@@ -232,7 +243,7 @@ class Node:
         info = {
             "version": __version__,
             "node_id": self.node_id, "cluster_id": self.cluster_id, "role": self.role,
-            "local_node_state": "active" if self.identity else "inactive",
+            "local_node_state": "locked" if self.locked else "active" if self.identity else "inactive",
             "hostname": self.config.hostname,
             "addr": self.addrs.advertise if self.addrs else None,
             "manager_addr": self.addrs.manager if self.addrs else None,
@@ -279,14 +290,74 @@ class Node:
         self.data.save_identity(self.identity)
 
     # ---- transitions (node/transitions.py) ---------------------------------------------------
-    async def init(self, advertise: str | None, listen: str | None, force_new_cluster: bool) -> dict:
-        return await transitions.init(self, advertise, listen, force_new_cluster)
+    async def init(self, advertise: str | None, listen: str | None, force_new_cluster: bool,
+                   autolock: bool = False) -> dict:
+        if self.locked and force_new_cluster:
+            raise SwarmLocked()
+        return await transitions.init(self, advertise, listen, force_new_cluster, autolock)
 
     async def join(self, token: str, remote: str, advertise: str | None, listen: str | None) -> dict:
         return await transitions.join(self, token, remote, advertise, listen)
 
     async def leave(self, force: bool) -> dict:
-        return await transitions.leave(self, force)
+        if self.locked and not force:
+            raise Unavailable("Swarm is encrypted and locked. Please unlock it first or use `--force` to ignore "
+                              "this message.")
+        result = await transitions.leave(self, force)
+        self.locked = False
+        return result
+
+    # ---- autolock ----------------------------------------------------------------------------
+    async def unlock(self, key: str) -> dict:
+        """Open the key file with the unlock key, then start the parts (and rejoin Raft) as a restart would."""
+        async with self.busy:
+            if not self.identity:
+                raise NotInSwarm()
+            if not self.locked:
+                raise Conflict("swarm is not locked")
+            try:
+                kek = seal.parse_unlock_key(key)
+            except seal.InvalidUnlockKey as exc:
+                raise BadRequest(str(exc)) from None
+            try:
+                self.data.keys.unlock(kek)
+            except WrongUnlockKey:
+                raise Unauthorized("swarm could not be unlocked: invalid key provided") from None
+            except KeyFileError as exc:
+                raise Unavailable(str(exc)) from None
+            try:
+                self._listen_sock = _bind(self.addrs)
+                _check_port_free(self.addrs.advertise, self.addrs.listen_port + 1, "the Raft address")
+            except StartupError as exc:
+                if self._listen_sock is not None:
+                    self._listen_sock.close()
+                    self._listen_sock = None
+                self.data.keys.load()  # locked again: the next attempt must present the key again
+                raise Conflict(str(exc)) from None
+            self.locked = False
+            log.info("unlocked: starting this manager")
+            await self.activate()
+        return {}
+
+    async def _fetch_dek(self, missing: set[str]) -> bool:
+        """Ask the other managers for the swarm's DEK (mutual TLS, manager certificate); True once held."""
+        peer = self.peer
+        if peer is None:
+            return False
+        managers = [m for m in (self.session.managers if self.session else self.identity.get("managers") or [])
+                    if m != self.addrs.manager]
+        for addr in managers:
+            try:
+                answer = await peer.call(addr, "POST", "/v1/raft/dek", {}, timeout=5.0)
+                ring = seal.Keyring.from_export(answer.get("dek"))
+            except Exception as exc:  # unreachable, refused, or no key there either: try the next one
+                log.debug("no data encryption key from %s: %s", addr, exc)
+                continue
+            if missing & set(ring.ids):
+                self.data.keys.install_dek(ring)
+                log.info("fetched the swarm's data encryption key from %s", addr)
+                return not missing - set(self.data.keys.dek.ids)
+        return False
 
     async def _on_removed(self, message: str) -> None:
         await transitions.on_removed(self, message)
@@ -318,7 +389,7 @@ class Node:
             await transitions.renew_certificate(self, self.session.managers)
             for ctx in (self._client_ctx, self._server_ctx):
                 if ctx is not None:
-                    ctx.load_cert_chain(self.data.cert_file, self.data.key_file)
+                    tls.load_chain(ctx, self.data.cert_file, self.data.key_file, self.data.keys.tls_password())
             self._read_cert()
             log.info("node certificate renewed: serial %s, valid until %s",
                      self._cert_summary["serial"], self._cert_summary["not_after"])

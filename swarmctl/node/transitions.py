@@ -16,17 +16,19 @@ from swarmctl.api.peer import PeerClient, PeerUnreachable
 from swarmctl.errors import (ALREADY_IN_SWARM_MESSAGE, APIError, BadRequest, Conflict, Forbidden, NotInSwarm,
                              PreconditionFailed, Unavailable)
 from swarmctl.manager.ca import create_root_ca, sign_node_certificate
+from swarmctl.manager.keys import RAFT_SECRET, ClusterKeys
 from swarmctl.node.config import ConfigError, parse_host_port
-from swarmctl.security import tls
+from swarmctl.security import seal, tls
 from swarmctl.security.certs import generate_key, make_csr
 from swarmctl.security.tokens import TokenError, ca_digest, new_secret, parse_token
-from swarmctl.state.records import new_cluster, new_id, new_node
+from swarmctl.state.records import new_id, new_node
 
 log = logging.getLogger(__name__)
 
 
 # ---- init ------------------------------------------------------------------------------------
-async def init(node, advertise: str | None, listen: str | None, force_new_cluster: bool) -> dict:
+async def init(node, advertise: str | None, listen: str | None, force_new_cluster: bool,
+               autolock: bool = False) -> dict:
     async with node.busy:
         if node.identity:
             if force_new_cluster and node.role == "manager":
@@ -38,6 +40,7 @@ async def init(node, advertise: str | None, listen: str | None, force_new_cluste
         key = generate_key()
         cert = sign_node_certificate(ca_cert, ca_key, make_csr(key), node_id, "manager", cluster_id)
         raft_secret = secrets.token_urlsafe(32)
+        node.data.keys.new_dek()  # the swarm's data encryption key: on disk with the TLS key before it seals
         node.data.save_certs(ca_cert, cert, key)
         node.data.clear_raft()
         node.data.save_raft(raft_secret, [node.addrs.raft])
@@ -46,10 +49,11 @@ async def init(node, advertise: str | None, listen: str | None, force_new_cluste
         if not await part.wait_leader(10.0):
             await part.stop()
             raise Unavailable("the new Raft cluster did not elect itself leader")
-        cluster = new_cluster(cluster_id, ca_cert=ca_cert.decode(), ca_key=ca_key.decode(),
-                              ca_digest=ca_digest(ca_cert), worker_secret=new_secret(),
-                              manager_secret=new_secret(), raft_secret=raft_secret,
-                              heartbeat_period=node.config.heartbeat_period)
+        unlock_key = seal.new_unlock_key() if autolock else None
+        cluster = ClusterKeys(node.data.keys).new_cluster(
+            cluster_id, ca_cert=ca_cert.decode(), ca_key=ca_key.decode(), ca_digest=ca_digest(ca_cert),
+            worker_secret=new_secret(), manager_secret=new_secret(), raft_secret=raft_secret,
+            heartbeat_period=node.config.heartbeat_period, unlock_key=unlock_key)
         record = new_node(node_id, "manager", node.config.hostname, node.addrs.advertise,
                           engine_labels=node.config.labels, resources=node.config.resources,
                           manager_addr=node.addrs.manager, raft_addr=node.addrs.raft)
@@ -60,6 +64,7 @@ async def init(node, advertise: str | None, listen: str | None, force_new_cluste
         if not result["ok"]:
             await part.stop()
             raise Conflict(result["error"])
+        node.data.keys.set_kek(unlock_key)  # autolock: the key file is wrapped from the start
         node.save_identity(node_id, cluster_id, "manager", [node.addrs.manager])
         await node.activate(part)
         await node.agent.first_heartbeat()
@@ -75,7 +80,7 @@ async def _force_new_cluster(node) -> dict:
     for kind, items in snapshot["data"].items():
         for record in items.values():
             if kind == "cluster":
-                record = dict(record, raft_secret=secret)
+                record = ClusterKeys(node.data.keys).with_field(record, RAFT_SECRET, secret)
             if kind == "node" and record["spec"]["role"] == "manager" and record["id"] != node.node_id:
                 record = dict(record, spec=dict(record["spec"], role="worker"), manager_status=None,
                               status=dict(record["status"], state="down", message="removed by force-new-cluster"))
@@ -165,6 +170,7 @@ async def join_raft(node, peer: PeerClient, managers: list[str]):
             members = [m for m in info["members"] if m != node.addrs.raft]
             node.data.clear_raft()
             node.data.save_raft(info.get("secret"), members + [node.addrs.raft])
+            node.data.keys.install_dek(info.get("dek"))  # the swarm's data encryption key, over mutual TLS
             part = node.new_manager_part()
             part.open_store(info.get("secret"), members + [node.addrs.raft])
             try:
@@ -174,6 +180,7 @@ async def join_raft(node, peer: PeerClient, managers: list[str]):
                 last = exc
                 await part.stop()
                 node.data.clear_raft()
+                node.data.keys.drop_manager_keys()
         await asyncio.sleep(0.5)
     raise Unavailable(f"could not become a Raft member: {last}")
 
@@ -256,6 +263,7 @@ async def _become_worker(node) -> None:
     managers = [m for m in node.agent.session.managers if m != node.addrs.manager]
     await node.deactivate()
     node.data.clear_raft()
+    node.data.keys.drop_manager_keys()  # a worker keeps no DEK and is never locked
     node.peer = node.make_peer()
     await renew_certificate(node, managers)
     await node.peer.close()

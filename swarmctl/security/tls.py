@@ -48,16 +48,27 @@ def _load_ca(ctx: ssl.SSLContext, ca: PemSource) -> None:
         ctx.load_verify_locations(cafile=os.fspath(ca))
 
 
-def _load_chain(ctx: ssl.SSLContext, cert: PemSource, key: PemSource) -> None:
+def _no_password() -> bytes:
+    """Never let OpenSSL prompt on a terminal for an encrypted key it was given no password for."""
+    raise ssl.SSLError("the node's TLS key is encrypted (autolock) and no password was given")
+
+
+def load_chain(ctx: ssl.SSLContext, cert: PemSource, key: PemSource, password: bytes | None = None) -> None:
+    """Load our certificate and key into ctx; ``password`` opens a key encrypted under autolock."""
+    _load_chain(ctx, cert, key, password)
+
+
+def _load_chain(ctx: ssl.SSLContext, cert: PemSource, key: PemSource, password: bytes | None = None) -> None:
     """Load our certificate and key; in-memory PEM goes via a private temp dir
     because ``ssl`` can only read them from files."""
+    password = password if password is not None else _no_password
     if not (_is_pem(cert) or _is_pem(key)):
-        ctx.load_cert_chain(os.fspath(cert), os.fspath(key))
+        ctx.load_cert_chain(os.fspath(cert), os.fspath(key), password=password)
         return
     with tempfile.TemporaryDirectory(prefix="swarmctl-tls-") as tmp:
         cert_path = _materialise(cert, Path(tmp) / "cert.pem")
         key_path = _materialise(key, Path(tmp) / "key.pem")
-        ctx.load_cert_chain(cert_path, key_path)
+        ctx.load_cert_chain(cert_path, key_path, password=password)
 
 
 def _materialise(source: PemSource, dest: Path) -> str:
@@ -70,14 +81,15 @@ def _materialise(source: PemSource, dest: Path) -> str:
     return str(dest)
 
 
-def server_context(cert_file: PemSource, key_file: PemSource, ca_file: PemSource) -> ssl.SSLContext:
+def server_context(cert_file: PemSource, key_file: PemSource, ca_file: PemSource, *,
+                   key_password: bytes | None = None) -> ssl.SSLContext:
     """Server side: present our node cert; client certs are optional so that
     certificate-less joiners can reach the bootstrap endpoints (/ca, /join),
     but any certificate that is presented must chain to our CA or the
     handshake fails. Handlers must check ``peer_identity`` for authorisation.
     """
     ctx = _base_context(ssl.PROTOCOL_TLS_SERVER)
-    _load_chain(ctx, cert_file, key_file)
+    _load_chain(ctx, cert_file, key_file, key_password)
     _load_ca(ctx, ca_file)
     ctx.verify_mode = ssl.CERT_OPTIONAL
     return ctx
@@ -87,6 +99,8 @@ def client_context(
     ca_file: PemSource,
     cert_file: PemSource | None = None,
     key_file: PemSource | None = None,
+    *,
+    key_password: bytes | None = None,
 ) -> ssl.SSLContext:
     """Client side: the server must chain to our CA; hostnames are not checked
     because peers are addressed by IP and identified by their CN (node id)."""
@@ -97,7 +111,7 @@ def client_context(
     ctx.verify_mode = ssl.CERT_REQUIRED
     _load_ca(ctx, ca_file)
     if cert_file is not None:
-        _load_chain(ctx, cert_file, key_file)
+        _load_chain(ctx, cert_file, key_file, key_password)
     return ctx
 
 

@@ -59,6 +59,10 @@ class MembershipBusy(Exception):
     """pysyncobj refused a membership change because another one has not committed yet."""
 
 
+# Test knob (documented in docs/design.md): a small value forces frequent snapshots in tests.
+COMPACTION_ENTRIES_ENV = "SWARMCTL_RAFT_COMPACTION_ENTRIES"
+
+
 class _Replicated(SyncObjConsumer):
     """The pysyncobj consumer: its one replicated method applies a batch of writes."""
 
@@ -92,7 +96,7 @@ def raft_conf(data_dir: str, secret: str, **overrides) -> SyncObjConf:
         connectionRetryTime=0.5,
         connectionTimeout=1.5,
         useFork=False,
-        logCompactionMinEntries=20000,
+        logCompactionMinEntries=int(os.environ.get(COMPACTION_ENTRIES_ENV) or 20000),
         logCompactionMinTime=600,
         commandsWaitLeader=False,
         maxBindRetries=3,
@@ -185,6 +189,11 @@ class RaftStore:
 
     def destroy(self) -> None:
         self._sync.destroy()
+
+    def compact(self) -> None:
+        """Take a snapshot and drop the log entries it covers, at the next chance (after the cluster record's
+        key fields were sealed, so the entries that held them in plaintext go)."""
+        self._sync.forceLogCompaction()
 
     # ---- writes ------------------------------------------------------------------------------
     async def write(self, ops: list[dict], request_id: str | None = None, timeout: float = 3.0) -> dict:

@@ -49,16 +49,24 @@ NODE_CERT_EXPIRY = 90 * 24 * 3600  # seconds; Swarm's default (`swarm update --c
 
 
 def new_cluster(cluster_id: str, *, ca_cert: str, ca_key: str, ca_digest: str, worker_secret: str,
-                manager_secret: str, raft_secret: str, heartbeat_period: float) -> dict:
-    """The single cluster record: CA material and token secrets live here so any leader can sign."""
-    return {
+                manager_secret: str, raft_secret: str | None, heartbeat_period: float,
+                unlock_key: str | None = None, autolock: bool = False) -> dict:
+    """The single cluster record: CA material and token secrets live here so any leader can sign.
+
+    The key fields (ca_key, the join secrets, raft_secret, unlock_key) are given sealed
+    (swarmctl/manager/keys.py builds this record); nothing but that module reads them."""
+    record = {
         "id": cluster_id,
         "spec": {"name": "default", "default_strategy": "spread", "heartbeat_period": heartbeat_period,
-                 "node_cert_expiry": NODE_CERT_EXPIRY},
+                 "node_cert_expiry": NODE_CERT_EXPIRY, "encryption_config": {"auto_lock_managers": autolock}},
         "root_ca": {"cert": ca_cert, "key": ca_key, "digest": ca_digest},
         "join_secrets": {"worker": worker_secret, "manager": manager_secret},
-        "raft_secret": raft_secret,
     }
+    if raft_secret is not None:
+        record["raft_secret"] = raft_secret
+    if unlock_key is not None:
+        record["unlock_key"] = unlock_key
+    return record
 
 
 def public_cluster(cluster: dict) -> dict:
