@@ -116,7 +116,8 @@ class Membership:
             self._lock.release()
         else:  # hold the lock until the change commits, which needs the new member running
             asyncio.get_running_loop().create_task(self._release_when_done(pending))
-        return {"secret": self.cluster()["raft_secret"], "members": members}
+        peers = {n["description"]["addrs"]["raft"]: n["id"] for n in self.managers()}  # authorise Raft peers until the state arrives
+        return {"members": members, "peers": peers}
 
     async def _release_when_done(self, pending: asyncio.Future, timeout: float = 10.0) -> None:
         try:

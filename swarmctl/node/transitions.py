@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 
 from swarmctl.api.peer import PeerClient, PeerUnreachable
 from swarmctl.errors import (ALREADY_IN_SWARM_MESSAGE, APIError, BadRequest, Conflict, Forbidden, NotInSwarm,
@@ -36,19 +35,17 @@ async def init(node, advertise: str | None, listen: str | None, force_new_cluste
         ca_cert, ca_key = create_root_ca(cluster_id)
         key = generate_key()
         cert = sign_node_certificate(ca_cert, ca_key, make_csr(key), node_id, "manager", cluster_id)
-        raft_secret = secrets.token_urlsafe(32)
         node.data.save_certs(ca_cert, cert, key)
         node.data.clear_raft()
-        node.data.save_raft(raft_secret, [node.addrs.raft])
+        node.data.save_raft([node.addrs.raft])
         part = node.new_manager_part()
-        store = part.open_store(raft_secret, [node.addrs.raft])
+        store = part.open_store([node.addrs.raft])
         if not await part.wait_leader(10.0):
             await part.stop()
             raise Unavailable("the new Raft cluster did not elect itself leader")
         cluster = new_cluster(cluster_id, ca_cert=ca_cert.decode(), ca_key=ca_key.decode(),
                               ca_digest=ca_digest(ca_cert), worker_secret=new_secret(),
-                              manager_secret=new_secret(), raft_secret=raft_secret,
-                              heartbeat_period=node.config.heartbeat_period)
+                              manager_secret=new_secret(), heartbeat_period=node.config.heartbeat_period)
         record = new_node(node_id, "manager", node.config.hostname, node.addrs.advertise,
                           engine_labels=node.config.labels, resources=node.config.resources,
                           manager_addr=node.addrs.manager, raft_addr=node.addrs.raft)
@@ -66,23 +63,23 @@ async def init(node, advertise: str | None, listen: str | None, force_new_cluste
 
 
 async def _force_new_cluster(node) -> dict:
-    """Restart Raft as a one-member cluster carrying the current state (docs/operations.md)."""
+    """Restart Raft as a one-member cluster carrying the current state (docs/operations.md). The other
+    managers become workers in their records, so the Raft transport refuses them from then on."""
     snapshot = node.store.snapshot()
     await node.deactivate()
     records = []
-    secret = secrets.token_urlsafe(32)  # old managers that come back cannot talk to the new cluster
     for kind, items in snapshot["data"].items():
         for record in items.values():
             if kind == "cluster":
-                record = dict(record, raft_secret=secret)
+                record = {k: v for k, v in record.items() if k != "raft_secret"}  # of older versions
             if kind == "node" and record["spec"]["role"] == "manager" and record["id"] != node.node_id:
                 record = dict(record, spec=dict(record["spec"], role="worker"), manager_status=None,
                               status=dict(record["status"], state="down", message="removed by force-new-cluster"))
             records.append({"op": "load", "kind": kind, "id": record["id"], "record": record})
     node.data.clear_raft()
-    node.data.save_raft(secret, [node.addrs.raft])
+    node.data.save_raft([node.addrs.raft])
     part = node.new_manager_part()
-    store = part.open_store(secret, [node.addrs.raft])
+    store = part.open_store([node.addrs.raft])
     if not await part.wait_leader(10.0):
         await part.stop()
         raise Unavailable("the new Raft cluster did not elect itself leader")
@@ -143,7 +140,7 @@ async def join(node, token: str, remote: str, advertise: str | None, listen: str
             finally:
                 await peer.close()
             node.data.clear_raft()
-            node.data.save_raft(raft["secret"], raft["members"])
+            node.data.save_raft(raft["members"], raft.get("peers"))
         node.save_identity(answer["node_id"], answer["cluster_id"], answer["role"], managers)
         await node.activate()
         await node.agent.first_heartbeat()
@@ -231,7 +228,7 @@ async def _become_manager(node) -> None:
     raft = await _raft_join(node.peer, managers)
     await node.deactivate()
     node.data.clear_raft()
-    node.data.save_raft(raft["secret"], raft["members"])
+    node.data.save_raft(raft["members"], raft.get("peers"))
     node.identity["role"] = "manager"
     node.data.save_identity(node.identity)
     await node.activate()

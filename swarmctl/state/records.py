@@ -49,7 +49,7 @@ NODE_CERT_EXPIRY = 90 * 24 * 3600  # seconds; Swarm's default (`swarm update --c
 
 
 def new_cluster(cluster_id: str, *, ca_cert: str, ca_key: str, ca_digest: str, worker_secret: str,
-                manager_secret: str, raft_secret: str, heartbeat_period: float) -> dict:
+                manager_secret: str, heartbeat_period: float) -> dict:
     """The single cluster record: CA material and token secrets live here so any leader can sign."""
     return {
         "id": cluster_id,
@@ -57,7 +57,6 @@ def new_cluster(cluster_id: str, *, ca_cert: str, ca_key: str, ca_digest: str, w
                  "node_cert_expiry": NODE_CERT_EXPIRY},
         "root_ca": {"cert": ca_cert, "key": ca_key, "digest": ca_digest},
         "join_secrets": {"worker": worker_secret, "manager": manager_secret},
-        "raft_secret": raft_secret,
     }
 
 
