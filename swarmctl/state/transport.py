@@ -137,7 +137,8 @@ class FrameReader:
         if len(buf) < end:
             self._compact()
             return None
-        payload = bytes(buf[off + _HEADER.size:end])
+        with memoryview(buf) as view, view[off + _HEADER.size:end] as body:
+            payload = bytes(body)  # one copy; the views are released before the buffer changes again
         self.offset = end
         return kind, payload
 
