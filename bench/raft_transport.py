@@ -97,8 +97,10 @@ def _addr(ip: str) -> str:
         return f"{ip}:{s.getsockname()[1]}"
 
 
-def replicated_rate(level: int, seconds: float, root: str) -> float:
-    transport.COMPRESS_LEVEL = level
+def replicated_rate(level: int | None, seconds: float, root: str) -> float:
+    """Writes/s over TLSTransport with zlib at `level`, or (level None) over pysyncobj's own TCP transport
+    with a password (zlib 3 + Fernet), as before this transport."""
+    transport.COMPRESS_LEVEL = level or 0
     ca_cert, ca_key = create_root_ca("bench")
     addrs = [_addr(f"127.0.0.{81 + i}") for i in range(3)]
     ids = {a: f"n{i}" for i, a in enumerate(addrs)}
@@ -116,8 +118,12 @@ def replicated_rate(level: int, seconds: float, root: str) -> float:
             client_context=tls.client_context(files[2], files[0], files[1]),
             authorize=lambda ident, raddr: ids.get(raddr) == ident.node_id)
         counter = Counter()
-        sync = SyncObj(addr, [a for a in addrs if a != addr], raft_conf(d, bindAddress=addr), consumers=[counter],
-                       transportClass=factory)
+        if level is None:
+            conf = raft_conf(d, bindAddress=addr, password="bench-secret")
+            sync = SyncObj(addr, [a for a in addrs if a != addr], conf, consumers=[counter])
+        else:
+            sync = SyncObj(addr, [a for a in addrs if a != addr], raft_conf(d, bindAddress=addr), consumers=[counter],
+                           transportClass=factory)
         replicas.append((sync, counter))
     try:
         deadline = time.monotonic() + 10
@@ -162,9 +168,10 @@ def main() -> int:
     try:
         print(f"\n[2] 3 replicas in one process over TLS, 8 threads of sync writes on the leader, {args.seconds:.0f}s each")
         rates = {}
-        for level in (0, 3):
+        for level, label in ((0, "TLS, no compression"), (3, "TLS, zlib level 3"),
+                             (None, "pysyncobj TCP, zlib 3 + Fernet (before)")):
             rates[level] = replicated_rate(level, args.seconds, root)
-            print(f"    zlib level {level}: {rates[level]:.0f} writes/s")
+            print(f"    {label:40s} {rates[level]:6.0f} writes/s")
         keep_off = rates[0] >= rates[3] * 0.97
         print(f"\ncompression off: {rates[0]:.0f} writes/s, on: {rates[3]:.0f} writes/s -> "
               f"{'keep it off' if keep_off else 'turn it on'} (COMPRESS_LEVEL = {transport.COMPRESS_LEVEL})")

@@ -611,11 +611,11 @@ class TLSTransport(Transport):
             self._refused(conn, "malformed HELLO")
             return
         node = self._addr_to_node.get(addr)
-        if node is None:
-            self._refused(conn, f"{addr} is not a Raft member here")
+        if node is None:  # also a manager that is about to join, until the leader adds it: not a warning
+            self._refused(conn, f"{addr} is not a Raft member here", level=logging.INFO)
             return
         if not addr > self._self_addr:
-            self._refused(conn, f"{addr} should not dial {self._self_addr}")
+            self._refused(conn, f"{addr} should not dial {self._self_addr}", level=logging.INFO)
             return
         if not self._check(conn.identity, addr):
             self._refused(conn, f"{conn.identity.node_id} ({conn.identity.role}) is not a current manager at {addr}")
@@ -654,7 +654,8 @@ class TLSTransport(Transport):
             log.exception("raft message from %s failed", conn.node.address if conn.node else conn.peer)
             conn.close("message handling failed")
 
-    def _refused(self, conn: _Conn, reason: str) -> None:
+    def _refused(self, conn: _Conn, reason: str, level: int = logging.WARNING) -> None:
+        """Close a connection we do not admit; logged once per peer address and reason in 10 s."""
         self.refusals += 1
         now = time.monotonic()
         key = conn.peer.rsplit(":", 1)[0] + reason[:40]
@@ -662,7 +663,7 @@ class TLSTransport(Transport):
             if len(self._last_refusal_log) > 1000:
                 self._last_refusal_log.clear()
             self._last_refusal_log[key] = now
-            log.warning("raft connection %s %s refused: %s", "to" if conn.outgoing else "from", conn.peer, reason)
+            log.log(level, "raft connection %s %s refused: %s", "to" if conn.outgoing else "from", conn.peer, reason)
         conn.close(reason, quiet=True)
 
     def _closed(self, conn: _Conn, was: str) -> None:

@@ -85,7 +85,7 @@ class Swarm:
 
 @pytest.fixture(scope="module")
 def swarm():
-    root = tempfile.mkdtemp(prefix="swf-", dir="/tmp")
+    root = tempfile.mkdtemp(prefix="swrp-", dir="/tmp")
     cluster = Cluster(root, heartbeat=0.5)
     try:
         managers, _ = cluster.form(4, 0)
@@ -292,7 +292,7 @@ def test_managers_renew_their_certificates_without_losing_raft():
     first ones' expiry (when every connection opened with them is closed), all managers are still
     connected and writes go on. Without the renewed certificate in the Raft contexts, no handshake would
     pass any more. Its own cluster on 127.0.0.31-33, beside the module's."""
-    root = tempfile.mkdtemp(prefix="swr-", dir="/tmp")
+    root = tempfile.mkdtemp(prefix="swrr-", dir="/tmp")
     cluster = Cluster(root, heartbeat=0.5)
     try:
         first = cluster.daemon(21)

@@ -488,3 +488,18 @@ def test_raft_store_authorises_current_managers_from_the_records(pki, tmp_path):
         assert not store._authorize(ident("gone"), "127.0.0.3:2378")  # no record (a removed node)
     finally:
         store.destroy()
+
+
+def test_data_dirs_of_older_versions_load_and_their_raft_secret_is_dropped(tmp_path):
+    from swarmctl.node.datadir import DataDir
+    data = DataDir(str(tmp_path / "d"))
+    os.makedirs(data.raft_dir)
+    with open(os.path.join(data.raft_dir, "members.json"), "w") as f:
+        json.dump({"secret": "old-fernet-secret", "members": ["127.0.0.1:2378", "127.0.0.2:2378"]}, f)
+    assert data.load_raft() == {"members": ["127.0.0.1:2378", "127.0.0.2:2378"], "peers": {}}
+    data.save_raft(["127.0.0.1:2378"], {"127.0.0.2:2378": "n2"})
+    with open(os.path.join(data.raft_dir, "members.json")) as f:
+        saved = json.load(f)
+    assert saved == {"members": ["127.0.0.1:2378"], "peers": {"127.0.0.2:2378": "n2"}}
+    assert data.load_raft()["peers"] == {"127.0.0.2:2378": "n2"}
+    assert "password" not in vars(raft_conf(str(tmp_path))) or raft_conf(str(tmp_path)).password is None
