@@ -123,7 +123,7 @@ class ClusterKeys:
         return list(path), self.seal("cluster", cluster["id"], path, value)
 
     def new_cluster(self, cluster_id: str, *, ca_cert: str, ca_key: str, ca_digest: str, worker_secret: str,
-                    manager_secret: str, raft_secret: str | None, heartbeat_period: float,
+                    manager_secret: str, heartbeat_period: float, raft_secret: str | None = None,
                     unlock_key: bytes | None = None) -> dict:
         """records.new_cluster with its key fields sealed (unlock_key given: autolock on)."""
         def sealed(path, value):

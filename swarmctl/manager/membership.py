@@ -167,10 +167,11 @@ class Membership:
         return self._member_answer()
 
     def _member_answer(self) -> dict:
-        """What a manager needs to run its replica: the member list, and the swarm's data encryption key for
-        the sealed fields (these routes are mutual TLS only, for a certificate whose record is a manager)."""
-        return {"members": self.store.members(), "secret": self.keys.raft_secret(self.cluster()),
-                "dek": self.keys.export_dek()}
+        """What a manager needs to run its replica: the member list, the managers' {raft addr: node id} (which
+        authorise its Raft peers until it holds the cluster state), and the swarm's data encryption key for the
+        sealed fields (these routes are mutual TLS only, for a certificate whose record is a manager)."""
+        peers = {n["description"]["addrs"]["raft"]: n["id"] for n in self.managers()}  # Raft peers, until its state arrives
+        return {"members": self.store.members(), "peers": peers, "dek": self.keys.export_dek()}
 
     async def raft_join(self, node_id: str, members: list[str] | None) -> dict:
         """Add a manager (already running its replica with `members`) to Raft; answers once committed."""

@@ -4,7 +4,8 @@ Layout (docs/operations.md):
   swarmctl.json   marker and identity (node id, cluster id, role, known managers)
   certs/          ca.pem, node.pem, node.key (0600: the TLS key and, on managers, the swarm's data
                   encryption key; both wrapped by the unlock key under autolock: node/keyfile.py)
-  raft/           members.json (0600: Raft secret and member list), journal and snapshot
+  raft/           members.json (0600: member list, and the managers' {raft address: node id} until the
+                  replica holds the cluster state), journal and snapshot
   daemon.lock     held while a daemon uses the dir
 """
 
@@ -132,16 +133,23 @@ class DataDir:
 
     # ---- raft --------------------------------------------------------------------------------
     def load_raft(self) -> dict:
+        """{"members": [raft addr], "peers": {raft addr: node id}}. Files of older versions also hold the
+        Raft secret of pysyncobj's encrypted transport; it is no longer used and is ignored."""
         try:
             with open(self.file("raft", "members.json"), "rb") as f:
                 data = json.loads(f.read())
-            return {"secret": data["secret"], "members": list(data["members"])}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            members = [str(m) for m in data["members"]]
+            peers = {str(k): str(v) for k, v in (data.get("peers") or {}).items()}
+            return {"members": members, "peers": peers}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DataDirError(f"data dir {self.path} is corrupt: cannot read raft/members.json: {exc}") from None
 
-    def save_raft(self, secret: str, members: list[str]) -> None:
+    def save_raft(self, members: list[str], peers: dict[str, str] | None = None) -> None:
         os.makedirs(self.raft_dir, mode=0o700, exist_ok=True)
-        _write_atomic(self.file("raft", "members.json"), json.dumps({"secret": secret, "members": members}).encode())
+        data = {"members": members}
+        if peers:
+            data["peers"] = peers
+        _write_atomic(self.file("raft", "members.json"), json.dumps(data).encode())
 
     def clear_raft(self) -> None:
         shutil.rmtree(self.raft_dir, ignore_errors=True)

@@ -387,9 +387,9 @@ class Node:
             if self.session is None:
                 return
             await transitions.renew_certificate(self, self.session.managers)
-            for ctx in (self._client_ctx, self._server_ctx):
-                if ctx is not None:
-                    tls.load_chain(ctx, self.data.cert_file, self.data.key_file, self.data.keys.tls_password())
+            raft = self.manager_part.tls_contexts() if self.manager_part else []
+            tls.reload_chain([self._client_ctx, self._server_ctx, *raft], self.data.cert_file, self.data.key_file,
+                             self.data.keys.tls_password())
             self._read_cert()
             log.info("node certificate renewed: serial %s, valid until %s",
                      self._cert_summary["serial"], self._cert_summary["not_after"])

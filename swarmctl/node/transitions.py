@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import uuid
 
 from swarmctl.api.peer import PeerClient, PeerUnreachable
 from swarmctl.errors import (ALREADY_IN_SWARM_MESSAGE, APIError, BadRequest, Conflict, Forbidden, NotInSwarm,
                              PreconditionFailed, Unavailable)
 from swarmctl.manager.ca import create_root_ca, sign_node_certificate
-from swarmctl.manager.keys import RAFT_SECRET, ClusterKeys
+from swarmctl.manager.keys import ClusterKeys
 from swarmctl.node.config import ConfigError, parse_host_port
 from swarmctl.security import seal, tls
 from swarmctl.security.certs import generate_key, make_csr
@@ -39,20 +38,19 @@ async def init(node, advertise: str | None, listen: str | None, force_new_cluste
         ca_cert, ca_key = create_root_ca(cluster_id)
         key = generate_key()
         cert = sign_node_certificate(ca_cert, ca_key, make_csr(key), node_id, "manager", cluster_id)
-        raft_secret = secrets.token_urlsafe(32)
         node.data.keys.new_dek()  # the swarm's data encryption key: on disk with the TLS key before it seals
         node.data.save_certs(ca_cert, cert, key)
         node.data.clear_raft()
-        node.data.save_raft(raft_secret, [node.addrs.raft])
+        node.data.save_raft([node.addrs.raft])
         part = node.new_manager_part()
-        store = part.open_store(raft_secret, [node.addrs.raft])
+        store = part.open_store([node.addrs.raft])
         if not await part.wait_leader(10.0):
             await part.stop()
             raise Unavailable("the new Raft cluster did not elect itself leader")
         unlock_key = seal.new_unlock_key() if autolock else None
         cluster = ClusterKeys(node.data.keys).new_cluster(
             cluster_id, ca_cert=ca_cert.decode(), ca_key=ca_key.decode(), ca_digest=ca_digest(ca_cert),
-            worker_secret=new_secret(), manager_secret=new_secret(), raft_secret=raft_secret,
+            worker_secret=new_secret(), manager_secret=new_secret(),
             heartbeat_period=node.config.heartbeat_period, unlock_key=unlock_key)
         record = new_node(node_id, "manager", node.config.hostname, node.addrs.advertise,
                           engine_labels=node.config.labels, resources=node.config.resources,
@@ -72,23 +70,23 @@ async def init(node, advertise: str | None, listen: str | None, force_new_cluste
 
 
 async def _force_new_cluster(node) -> dict:
-    """Restart Raft as a one-member cluster carrying the current state (docs/operations.md)."""
+    """Restart Raft as a one-member cluster carrying the current state (docs/operations.md). The other
+    managers become workers in their records, so the Raft transport refuses them from then on."""
     snapshot = node.store.snapshot()
     await node.deactivate()
     records = []
-    secret = secrets.token_urlsafe(32)  # old managers that come back cannot talk to the new cluster
     for kind, items in snapshot["data"].items():
         for record in items.values():
             if kind == "cluster":
-                record = ClusterKeys(node.data.keys).with_field(record, RAFT_SECRET, secret)
+                record = {k: v for k, v in record.items() if k != "raft_secret"}  # of older versions
             if kind == "node" and record["spec"]["role"] == "manager" and record["id"] != node.node_id:
                 record = dict(record, spec=dict(record["spec"], role="worker"), manager_status=None,
                               status=dict(record["status"], state="down", message="removed by force-new-cluster"))
             records.append({"op": "load", "kind": kind, "id": record["id"], "record": record})
     node.data.clear_raft()
-    node.data.save_raft(secret, [node.addrs.raft])
+    node.data.save_raft([node.addrs.raft])
     part = node.new_manager_part()
-    store = part.open_store(secret, [node.addrs.raft])
+    store = part.open_store([node.addrs.raft])
     if not await part.wait_leader(10.0):
         await part.stop()
         raise Unavailable("the new Raft cluster did not elect itself leader")
@@ -169,10 +167,10 @@ async def join_raft(node, peer: PeerClient, managers: list[str]):
                 continue
             members = [m for m in info["members"] if m != node.addrs.raft]
             node.data.clear_raft()
-            node.data.save_raft(info.get("secret"), members + [node.addrs.raft])
+            node.data.save_raft(members + [node.addrs.raft], info.get("peers"))
             node.data.keys.install_dek(info.get("dek"))  # the swarm's data encryption key, over mutual TLS
             part = node.new_manager_part()
-            part.open_store(info.get("secret"), members + [node.addrs.raft])
+            part.open_store(members + [node.addrs.raft], info.get("peers"))
             try:
                 await peer.call(addr, "POST", "/v1/raft/join", {"members": members}, timeout=15.0)
                 return part

@@ -95,6 +95,25 @@ def server_context(cert_file: PemSource, key_file: PemSource, ca_file: PemSource
     return ctx
 
 
+def raft_server_context(cert_file: PemSource, key_file: PemSource, ca_file: PemSource, *,
+                        key_password: bytes | None = None) -> ssl.SSLContext:
+    """The Raft port (swarmctl.state.transport): like server_context, but a client certificate chaining
+    to our CA is required; the transport then authorises its identity as a current manager."""
+    ctx = _base_context(ssl.PROTOCOL_TLS_SERVER)
+    _load_chain(ctx, cert_file, key_file, key_password)
+    _load_ca(ctx, ca_file)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def reload_chain(contexts, cert_file: PemSource, key_file: PemSource, password: bytes | None = None) -> None:
+    """Load a renewed node certificate into contexts already in use (None entries are skipped): new
+    handshakes present it, open connections keep their session."""
+    for ctx in contexts:
+        if ctx is not None:
+            _load_chain(ctx, cert_file, key_file, password)
+
+
 def client_context(
     ca_file: PemSource,
     cert_file: PemSource | None = None,

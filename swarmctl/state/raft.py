@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import functools
 import os
 import time
 import uuid
@@ -20,8 +21,11 @@ import uuid
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
 from swarmctl.errors import NO_LEADER_MESSAGE
+from swarmctl.state import codec
 from swarmctl.state.machine import StateMachine
+from swarmctl.state.transport import TLSTransport
 
+codec.install()  # pysyncobj unpickles journal, snapshots and commands only through the restricted unpickler
 
 
 # Group commit: how long a write waits for company, and how many Raft entries may be in flight.
@@ -81,10 +85,10 @@ class _Replicated(SyncObjConsumer):
         self.machine.restore(data)
 
 
-def raft_conf(data_dir: str, secret: str, **overrides) -> SyncObjConf:
-    """pysyncobj settings tuned for fast failover on a LAN (measured in bench/)."""
+def raft_conf(data_dir: str, **overrides) -> SyncObjConf:
+    """pysyncobj settings tuned for fast failover on a LAN (measured in bench/). No `password`: the
+    transport (state/transport.py) authenticates peers with their node certificates instead."""
     settings = dict(
-        password=secret,
         dynamicMembershipChange=True,
         journalFile=os.path.join(data_dir, "raft.journal"),
         fullDumpFile=os.path.join(data_dir, "raft.snapshot"),
@@ -106,12 +110,21 @@ def raft_conf(data_dir: str, secret: str, **overrides) -> SyncObjConf:
 
 
 class RaftStore:
-    """One manager's replica: local reads, leader-side writes, membership changes."""
+    """One manager's replica: local reads, leader-side writes, membership changes.
 
-    def __init__(self, self_addr: str, members: list[str], secret: str, data_dir: str,
-                 machine: StateMachine | None = None, **conf_overrides):
+    Raft runs over mutual TLS (state/transport.py) with this node's certificate (server_context,
+    client_context). A peer is accepted only while _authorize says it is a current manager of
+    cluster_id at the Raft address it claims; `peers` ({raft_addr: node_id}, from /v1/raft/join) stands in
+    for the node records until this replica holds the cluster state. before_send(message), if given, is
+    called with every outgoing Raft message before it is serialised."""
+
+    def __init__(self, self_addr: str, members: list[str], data_dir: str, *, cluster_id: str,
+                 server_context, client_context, peers: dict[str, str] | None = None,
+                 machine: StateMachine | None = None, before_send=None, **conf_overrides):
         os.makedirs(data_dir, exist_ok=True)
         self.self_addr = self_addr
+        self.cluster_id = cluster_id
+        self.peers = dict(peers or {})
         self.machine = machine or StateMachine()
         self._consumer = _Replicated(self.machine)
         partners = [m for m in members if m != self_addr]
@@ -125,8 +138,10 @@ class RaftStore:
         self._flush_scheduled = False
         self._inflight: dict[int, list] = {}  # entries submitted to Raft, by batch number, until settled
         self._batch_seq = 0
-        self._sync = SyncObj(self_addr, partners, raft_conf(data_dir, secret, **conf_overrides),
-                             consumers=[self._consumer])
+        transport = functools.partial(TLSTransport, server_context=server_context, client_context=client_context,
+                                      authorize=self._authorize, before_send=before_send)
+        self._sync = SyncObj(self_addr, partners, raft_conf(data_dir, **conf_overrides),
+                             consumers=[self._consumer], transportClass=transport)
 
     # ---- reads (this replica) ---------------------------------------------------------------
     # The narrow interface every component uses: read, watch, write. Nothing outside swarmctl/state
@@ -162,6 +177,23 @@ class RaftStore:
         committed before the barrier began is then applied here (a read index, confirmed through the log)."""
         result = await self.write([], timeout=timeout)
         return result["index"]
+
+    # ---- who may speak Raft with us ----------------------------------------------------------
+    def has_state(self) -> bool:
+        """Whether this replica holds the cluster state (a new member starts without it)."""
+        return bool(self.machine.list("cluster"))
+
+    def _authorize(self, identity, raft_addr: str) -> bool:
+        """Whether a peer's certificate identity (CN node id, OU role, O cluster id, already verified
+        against the cluster CA) is a current manager of this cluster whose node record has this Raft
+        address. Runs on the Raft thread, for every new connection and again every second."""
+        if identity.cluster_id != self.cluster_id or identity.role != "manager":
+            return False
+        if not self.has_state():
+            return self.peers.get(raft_addr) == identity.node_id
+        record = self.machine.get("node", identity.node_id)
+        return (record is not None and record["spec"]["role"] == "manager"
+                and (record.get("description") or {}).get("addrs", {}).get("raft") == raft_addr)
 
     # ---- status ------------------------------------------------------------------------------
     def is_leader(self) -> bool:

@@ -11,7 +11,7 @@ from swarmctl.node.datadir import _write_atomic
 from swarmctl.node.keyfile import NodeKeys
 from swarmctl.security.certs import cert_identity, generate_key, make_csr
 from swarmctl.security.tokens import ca_digest, new_secret
-from swarmctl.state.raft import RaftStore
+from tests.raft_helpers import one_member_store
 from swarmctl.state.records import new_cluster
 from tests.integration.harness import ensure_free, wait_for
 from tests.integration.test_sealed_at_rest import find_plaintext
@@ -35,7 +35,7 @@ def test_plaintext_record_of_an_earlier_version_is_sealed_once(tmp_path):
                          heartbeat_period=5.0)
 
     async def scenario():
-        store = RaftStore(ADDR, [ADDR], "secret", str(tmp_path / "raft"))
+        store = one_member_store(tmp_path / "store", ADDR)
         try:
             for _ in range(200):
                 if store.is_leader():

@@ -7,8 +7,10 @@ import socket
 
 import pytest
 
+from tests.raft_helpers import one_member_store
+
 from swarmctl.state import raft
-from swarmctl.state.raft import NotLeader, RaftStore
+from swarmctl.state.raft import NotLeader
 
 
 def _free_addr() -> str:
@@ -20,7 +22,7 @@ def _free_addr() -> str:
 
 
 async def _leader(tmp_path) -> RaftStore:
-    store = RaftStore(_free_addr(), [], "secret", str(tmp_path / "raft"))
+    store = one_member_store(tmp_path / "store")
     for _ in range(200):
         if store.is_leader():
             return store

@@ -10,11 +10,12 @@ import time
 
 import pytest
 
+from tests.raft_helpers import one_member_store
+
 from swarmctl.errors import BadRequest, Conflict, NotFound, OutOfSequence
 from swarmctl.manager import nodes, services
 from swarmctl.manager.idempotent import derived_id, run_once
 from swarmctl.state.machine import OUT_OF_SEQUENCE, StateMachine
-from swarmctl.state.raft import RaftStore
 from swarmctl.state.records import new_node
 
 
@@ -27,7 +28,7 @@ def _free_port() -> int:
 @pytest.fixture
 def store(tmp_path):
     addr = f"127.0.0.1:{_free_port()}"
-    s = RaftStore(addr, [addr], "secret-for-tests", str(tmp_path / "raft"))
+    s = one_member_store(tmp_path / "store", addr)
     deadline = time.monotonic() + 10
     while not s.is_leader():
         assert time.monotonic() < deadline, "the one-member store did not become leader"
