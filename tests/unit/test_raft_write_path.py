@@ -10,7 +10,7 @@ import pytest
 from tests.raft_helpers import one_member_store
 
 from swarmctl.state import raft
-from swarmctl.state.raft import NotLeader
+from swarmctl.state.raft import NotLeader, RaftStore
 
 
 def _free_addr() -> str:
