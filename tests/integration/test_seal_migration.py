@@ -75,7 +75,7 @@ def test_plaintext_record_of_an_earlier_version_is_sealed_once(tmp_path):
             assert keys.raft_secret(store.list("cluster")[0]) == "again"
 
             # the migration compacted the log: the new snapshot holds the fields sealed only
-            snapshot = tmp_path / "raft" / "raft.snapshot"
+            snapshot = tmp_path / "store" / "raft" / "raft.snapshot"
             wait_for(lambda: snapshot.exists(), timeout=10, what="a snapshot after the migration")
             await asyncio.sleep(0.5)
             body = [line.encode() for line in ca_key.decode().splitlines() if len(line) >= 40]
