@@ -29,6 +29,7 @@ from swarmctl.node.datadir import DataDir, DataDirError
 from swarmctl.security import tls
 from swarmctl.security.certs import generate_key, load_certificate, make_csr
 from swarmctl.security.tokens import TokenError, ca_digest, new_secret, parse_token
+from swarmctl.state.journal import StorageError
 from swarmctl.state.raft import RaftStore
 from swarmctl.state.records import new_cluster, new_id, new_node
 
@@ -205,7 +206,10 @@ class Node:
             await asyncio.sleep(0.2)  # let pysyncobj's thread close its sockets
 
     def _start_store(self, secret: str, members: list[str], machine=None) -> None:
-        self.store = RaftStore(self.addrs.raft, members, secret, self.data.raft_dir, machine=machine)
+        try:
+            self.store = RaftStore(self.addrs.raft, members, secret, self.data.raft_dir, machine=machine)
+        except StorageError as exc:  # damaged journal or snapshot: refuse to start, naming the file
+            raise StartupError(str(exc)) from None
 
     async def _save_members(self, secret: str) -> None:
         """Keep raft/members.json current, so a restart starts with today's membership."""

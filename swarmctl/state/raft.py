@@ -17,9 +17,12 @@ import time
 import uuid
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.transport import TCPTransport
 
 from swarmctl.errors import NO_LEADER_MESSAGE
+from swarmctl.state.journal import JOURNAL_NAME, SNAPSHOT_NAME, check_storage, open_journal, unregister
 from swarmctl.state.machine import StateMachine
+from swarmctl.state.snapshot import SnapshotStore
 
 
 
@@ -47,6 +50,28 @@ class MembershipBusy(Exception):
     """pysyncobj refused a membership change because another one has not committed yet."""
 
 
+class StorageUnavailable(Exception):
+    """This replica's Raft journal cannot be written (disk full, I/O error): writes are refused until it can."""
+
+
+# Test knob (documented in docs/design.md): a small value forces frequent snapshots in tests.
+COMPACTION_ENTRIES_ENV = "SWARMCTL_RAFT_COMPACTION_ENTRIES"
+
+
+def syncing_transport(before_send):
+    """pysyncobj's TCPTransport with the journal's acknowledgement rule in front of every send.
+
+    Interim: helper "transport" is writing a mutual-TLS Raft transport that calls a before_send callable
+    for every outgoing message; until that lands, this subclass wraps the current transport's send."""
+
+    class SyncingTCPTransport(TCPTransport):
+        def send(self, node, message):
+            before_send(message)
+            return super().send(node, message)
+
+    return SyncingTCPTransport
+
+
 class _Replicated(SyncObjConsumer):
     """The pysyncobj consumer: its one replicated method applies a batch of writes."""
 
@@ -58,20 +83,18 @@ class _Replicated(SyncObjConsumer):
     def apply(self, writes):
         return self.machine.apply_batch(writes)
 
-    def _serialize(self):
-        return self.machine.snapshot()
-
-    def _deserialize(self, data):
-        self.machine.restore(data)
+    # Snapshots go through snapshot.SnapshotStore (conf serializer/deserializer), never through these.
 
 
 def raft_conf(data_dir: str, secret: str, **overrides) -> SyncObjConf:
-    """pysyncobj settings tuned for fast failover on a LAN (measured in bench/)."""
+    """pysyncobj settings tuned for fast failover on a LAN (measured in bench/). Storage: journalFile is
+    opened by journal.DurableJournal and snapshots are written by snapshot.SnapshotStore, whose hooks the
+    caller passes as serializer/deserializer/serializeChecker overrides (RaftStore does)."""
     settings = dict(
         password=secret,
         dynamicMembershipChange=True,
-        journalFile=os.path.join(data_dir, "raft.journal"),
-        fullDumpFile=os.path.join(data_dir, "raft.snapshot"),
+        journalFile=os.path.join(data_dir, JOURNAL_NAME),
+        fullDumpFile=os.path.join(data_dir, SNAPSHOT_NAME),
         raftMinTimeout=0.25,
         raftMaxTimeout=0.6,
         appendEntriesPeriod=0.05,
@@ -79,8 +102,8 @@ def raft_conf(data_dir: str, secret: str, **overrides) -> SyncObjConf:
         appendEntriesUseBatch=False,
         connectionRetryTime=0.5,
         connectionTimeout=1.5,
-        useFork=False,
-        logCompactionMinEntries=20000,
+        useFork=False,  # ignored with a custom serializer; kept so pysyncobj never forks this process
+        logCompactionMinEntries=int(os.environ.get(COMPACTION_ENTRIES_ENV) or 20000),
         logCompactionMinTime=600,
         commandsWaitLeader=False,
         maxBindRetries=3,
@@ -95,13 +118,26 @@ class RaftStore:
     def __init__(self, self_addr: str, members: list[str], secret: str, data_dir: str,
                  machine: StateMachine | None = None, **conf_overrides):
         os.makedirs(data_dir, exist_ok=True)
+        check_storage(data_dir)  # StorageError (one line, naming the file) before anything starts
         self.self_addr = self_addr
         self.machine = machine or StateMachine()
         self._consumer = _Replicated(self.machine)
         partners = [m for m in members if m != self_addr]
         conf_overrides.setdefault("bindAddress", self_addr)  # pysyncobj binds 0.0.0.0 otherwise
-        self._sync = SyncObj(self_addr, partners, raft_conf(data_dir, secret, **conf_overrides),
-                             consumers=[self._consumer])
+        snapshot_path = os.path.join(data_dir, SNAPSHOT_NAME)
+        self.snapshots = SnapshotStore(self.machine, snapshot_path)
+        conf = raft_conf(data_dir, secret, **self.snapshots.conf(), **conf_overrides)
+        self.journal = open_journal(conf.journalFile, snapshot_path)  # SyncObj picks it up by path
+        try:
+            self._sync = SyncObj(self_addr, partners, conf, consumers=[self._consumer],
+                                 transportClass=syncing_transport(self.journal.before_send))
+        except BaseException:
+            unregister(self.journal)
+            self.journal._destroy()
+            raise
+        # Registered before the tick thread's first tick (it sleeps 0.1 s after binding), and an election
+        # takes at least raftMinTimeout: no entry of this node's is counted before this callback runs.
+        self._sync.addOnTickCallback(self.journal.on_tick)
         self._pending: list[tuple[tuple, asyncio.Future]] = []
         self._flush_scheduled = False
         self._inflight = 0
@@ -165,12 +201,20 @@ class RaftStore:
                 return self._sync.isNodeConnected(node)
         return False
 
+    @property
+    def storage_error(self) -> str | None:
+        """Why this replica's journal cannot be written right now (None while it can)."""
+        return None if self.journal.healthy else self.journal.error
+
     def destroy(self) -> None:
+        self.journal.abort()  # a Raft thread waiting for a full disk gives up instead of blocking the stop
         self._sync.destroy()
 
     # ---- writes ------------------------------------------------------------------------------
     async def write(self, ops: list[dict], request_id: str | None = None, timeout: float = 3.0) -> dict:
         """Commit ops through Raft on this (leader) replica; returns the machine's result dict."""
+        if not self.journal.healthy:
+            raise StorageUnavailable(self.journal.error)
         if not self.is_leader():
             raise NotLeader(self.leader())
         if not self.has_quorum():
