@@ -19,7 +19,7 @@ the checker on every tick until it reports SUCCESS or FAILED, and truncates its 
 File format (no pickle: records are JSON-compatible):
 
     b"SWCTLSNP" | u32 format | u32 n | n bytes of JSON meta | u32 CRC32 of everything before it
-    zlib stream of JSON lines: {"index": N}, ["applied", [[request_id, result], ...]], ["records", kind, {id: record}]
+    zlib stream of JSON lines: {"index": N, "kinds": [...]}, ["applied", [[request_id, result], ...]], ["records", kind, {id: record}]
     u64 length of the zlib stream | u32 CRC32 of it | b"SWSNPEND"
 
 The meta holds the two Raft entries (command in base64, index, term) and the cluster as a list of addresses,
@@ -146,6 +146,8 @@ def load_snapshot(path: str) -> tuple[dict, dict]:
 def _load_line(snap: dict, item) -> None:
     if isinstance(item, dict):
         snap["index"] = item["index"]
+        for kind in item.get("kinds", ()):
+            snap["data"].setdefault(kind, {})
     elif item[0] == "applied":
         snap["applied"].update(item[1])
     elif item[0] == "records":
@@ -171,7 +173,7 @@ def write_snapshot(path: str, snap: dict, meta: dict, cancelled: threading.Event
                 crc = zlib.crc32(data, crc)
                 length += len(data)
 
-        emit(deflate.compress(encode({"index": snap["index"]}).encode() + b"\n"))
+        emit(deflate.compress(encode({"index": snap["index"], "kinds": list(snap["data"])}).encode() + b"\n"))
         groups = [("applied", None, snap["applied"])] + [("records", kind, records)
                                                           for kind, records in snap["data"].items()]
         for tag, kind, items in groups:
