@@ -212,12 +212,90 @@ def check_storage(raft_dir: str) -> None:
         data = None
     except OSError as exc:
         raise StorageError(f"cannot read the Raft journal {path}: {exc.strerror}; {RECOVERY}") from None
-    if data is not None:
+    if data is not None and not data.startswith(b"PYSYNCOBJ"):  # the old format is converted on open
         scan(path, data)
     _read_state(path + ".state")
     snapshot = os.path.join(raft_dir, SNAPSHOT_NAME)
     if os.path.exists(snapshot):
         verify_snapshot(snapshot)
+
+
+def migrate_legacy(raft_dir: str) -> bool:
+    """Convert a Raft dir written by pysyncobj's own storage (swarmctl before this format) in place: its
+    journal, its pickled meta file and its gzip-pickled snapshot. Returns whether it converted anything.
+
+    The pickles are read from this node's own data dir (0700), as pysyncobj itself read them. The new files
+    are written under temporary names and renamed snapshot first, journal last: until the journal is renamed
+    the dir still reads as legacy, so a crash in between converts it again on the next start."""
+    import gzip
+    import pysyncobj.pickle as legacy_pickle
+    from swarmctl.state.snapshot import MAGIC as SNAPSHOT_MAGIC, write_snapshot
+
+    path = os.path.join(raft_dir, JOURNAL_NAME)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return False
+    if not data.startswith(b"PYSYNCOBJ"):
+        return False
+    try:
+        (last_offset,) = struct.unpack_from("<I", data, 36)
+        pos, entries = 40, []
+        while pos < min(last_offset, len(data)):
+            (size,) = struct.unpack_from("<I", data, pos)
+            idx, term = struct.unpack_from("<QQ", data, pos + 4)
+            entries.append((bytes(data[pos + 20:pos + 4 + size]), idx, term))
+            pos += size + 8
+        try:
+            with open(path + ".meta", "rb") as f:
+                meta = legacy_pickle.loads(f.read())
+        except FileNotFoundError:
+            meta = {}
+        snapshot = os.path.join(raft_dir, SNAPSHOT_NAME)
+        new_snapshot = None
+        if os.path.exists(snapshot):
+            with open(snapshot, "rb") as f:
+                legacy_snapshot = not f.read(len(SNAPSHOT_MAGIC)) == SNAPSHOT_MAGIC
+            if legacy_snapshot:
+                with gzip.open(snapshot, "rb") as g:
+                    consumers, last, prev, cluster = legacy_pickle.load(g)
+                state = consumers[1]
+                snap_meta = {"last": _b64_entry(last), "prev": _b64_entry(prev),
+                             "cluster": sorted(getattr(n, "address", str(n)) for n in cluster),
+                             "index": state["index"], "records": sum(len(r) for r in state["data"].values())}
+                new_snapshot = snapshot + ".migrated"
+                write_snapshot(new_snapshot, state, snap_meta)
+    except Exception as exc:  # unreadable legacy files are damage like any other
+        raise damaged(path, f"cannot convert pysyncobj's old format: {exc}") from None
+    new_journal = path + ".migrated"
+    fd = os.open(new_journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, _header() + b"".join(encode_record(*entry) for entry in entries))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    payload = json.dumps({"term": int(meta.get("currentTerm", 0)), "voted_for": meta.get("votedForNodeId")}).encode()
+    _write_file_durably(path + ".state", STATE_MAGIC + struct.pack("<I", len(payload)) + payload +
+                        struct.pack("<I", zlib.crc32(payload)))
+    head = COMMIT_MAGIC + struct.pack("<Q", int(meta.get("raftCommitIndex", 1)))
+    _write_file_durably(path + ".commit", head + struct.pack("<I", zlib.crc32(head)))
+    if new_snapshot:
+        os.rename(new_snapshot, snapshot)
+    os.rename(new_journal, path)
+    _fsync_dir(raft_dir)
+    try:
+        os.unlink(path + ".meta")
+    except FileNotFoundError:
+        pass
+    log.warning("converted the Raft dir %s from pysyncobj's old format (%d journal entries%s)", raft_dir,
+                len(entries), ", snapshot" if new_snapshot else "")
+    return True
+
+
+def _b64_entry(entry) -> list:
+    import base64
+    return [base64.b64encode(bytes(entry[0])).decode(), int(entry[1]), int(entry[2])]
 
 
 class DurableJournal(Journal):

@@ -20,7 +20,8 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replic
 from pysyncobj.transport import TCPTransport
 
 from swarmctl.errors import NO_LEADER_MESSAGE
-from swarmctl.state.journal import JOURNAL_NAME, SNAPSHOT_NAME, check_storage, open_journal, unregister
+from swarmctl.state.journal import (JOURNAL_NAME, SNAPSHOT_NAME, check_storage, migrate_legacy, open_journal,
+                                    unregister)
 from swarmctl.state.machine import StateMachine
 from swarmctl.state.snapshot import SnapshotStore
 
@@ -118,6 +119,7 @@ class RaftStore:
     def __init__(self, self_addr: str, members: list[str], secret: str, data_dir: str,
                  machine: StateMachine | None = None, **conf_overrides):
         os.makedirs(data_dir, exist_ok=True)
+        migrate_legacy(data_dir)  # a Raft dir of pysyncobj's own storage, from before this format
         check_storage(data_dir)  # StorageError (one line, naming the file) before anything starts
         self.self_addr = self_addr
         self.machine = machine or StateMachine()

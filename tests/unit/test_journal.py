@@ -155,7 +155,51 @@ def test_impossible_length_and_gaps_are_damage(tmp_path):
 def test_pysyncobj_format_is_named(tmp_path):
     (tmp_path / "raft.journal").write_bytes(b"PYSYNCOBJ" + b"\0" * 40)
     with pytest.raises(StorageError, match="older swarmctl in pysyncobj's own format"):
-        check_storage(str(tmp_path))
+        DurableJournal(str(tmp_path / "raft.journal"))
+
+
+def _legacy_dir(tmp_path, machine, member="127.0.0.1:1"):
+    """A Raft dir as swarmctl wrote it before: pysyncobj's FileJournal, pickled meta, gzip-pickled snapshot."""
+    import gzip
+    import pysyncobj.pickle as legacy_pickle
+    from pysyncobj.journal import FileJournal
+    from pysyncobj.node import TCPNode
+    legacy = FileJournal(str(tmp_path / "raft.journal"))
+    for i in range(1, 6):
+        legacy.add(b"\x01", i, 2)  # no-op entries: replayable by any replica
+    legacy.setCurrentTerm(2, member)
+    legacy.setRaftCommitIndex(5)
+    legacy.onOneSecondTimer()
+    legacy._destroy()
+    with gzip.open(tmp_path / "raft.snapshot", "wb") as g:
+        legacy_pickle.dump(([{}, machine.snapshot()], (b"\x01", 2, 2), (b"\x01", 1, 2),
+                            {TCPNode(member)}), g)
+
+
+def test_legacy_pysyncobj_dir_is_converted_in_place(tmp_path):
+    from swarmctl.state.journal import migrate_legacy
+    from swarmctl.state.machine import StateMachine
+    from swarmctl.state.snapshot import load_snapshot
+    machine = StateMachine()
+    machine.apply_batch([("r1", 1.0, [{"op": "create", "kind": "node", "id": "n1", "record": {"a": 1}}])])
+    _legacy_dir(tmp_path, machine)
+    assert journal_mod.migrate_legacy(str(tmp_path)) is True
+    assert migrate_legacy(str(tmp_path)) is False  # done once
+    check_storage(str(tmp_path))
+    j = _journal(tmp_path)
+    assert [e[1:] for e in j[:]] == [(i, 2) for i in range(1, 6)]
+    assert (j.getCurrentTerm(), j.getVotedForNodeId()) == (2, "127.0.0.1:1")
+    assert j.getRaftCommitIndex() == 5
+    snap, meta = load_snapshot(str(tmp_path / "raft.snapshot"))
+    assert snap["data"]["node"] == machine.data["node"] and meta["last"][1:] == [2, 2]
+    assert meta["cluster"] == ["127.0.0.1:1"] and not (tmp_path / "raft.journal.meta").exists()
+
+
+def test_unreadable_legacy_dir_is_damage(tmp_path):
+    (tmp_path / "raft.journal").write_bytes(b"PYSYNCOBJ" + b"\0" * 27 + b"\xff\xff\x00\x00")
+    (tmp_path / "raft.snapshot").write_bytes(b"not gzip")
+    with pytest.raises(StorageError, match="cannot convert pysyncobj's old format"):
+        journal_mod.migrate_legacy(str(tmp_path))
 
 
 def test_compaction_rewrites_atomically_and_keeps_unsynced_entries(tmp_path):

@@ -217,3 +217,23 @@ def test_follower_behind_the_compacted_log_catches_up_by_snapshot_transfer(tmp_p
                 s.destroy()
             await asyncio.sleep(0.3)
     asyncio.run(run())
+
+
+def test_replica_starts_from_a_legacy_pysyncobj_dir_with_its_state(tmp_path):
+    from swarmctl.state.raft import RaftStore
+    from tests.unit.test_journal import _legacy_dir
+    old = _machine(50)
+    addr = f"127.0.0.1:{_free_port()}"
+    _legacy_dir(tmp_path, old, member=addr)
+
+    async def run():
+        store = RaftStore(addr, [addr], "secret", str(tmp_path))
+        try:
+            await _until(lambda: len(store.list("task")) == 50)
+            await _until(store.is_leader)
+            await store.write([{"op": "put", "kind": "task", "id": "new", "record": {}}])
+            assert store.machine.data["cluster"] == old.data["cluster"] and len(store.list("task")) == 51
+        finally:
+            store.destroy()
+            await asyncio.sleep(0.3)
+    asyncio.run(run())
