@@ -28,7 +28,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -19,7 +19,8 @@ the checker on every tick until it reports SUCCESS or FAILED, and truncates its 
 File format (no pickle: records are JSON-compatible):
 
     b"SWCTLSNP" | u32 format | u32 n | n bytes of JSON meta | u32 CRC32 of everything before it
-    zlib stream of JSON lines: {"index": N, "kinds": [...]}, ["applied", [[request_id, result], ...]], ["records", kind, {id: record}]
+    zlib stream of JSON lines: {"index": N, "kinds": [...]}, ["applied", [[request_id, result], ...]],
+                               ["records", kind, {id: record, ...}] (500 records a line)
     u64 length of the zlib stream | u32 CRC32 of it | b"SWSNPEND"
 
 The meta holds the two Raft entries (command in base64, index, term) and the cluster as a list of addresses,

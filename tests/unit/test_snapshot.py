@@ -47,7 +47,8 @@ def _wait(store: SnapshotStore, timeout=10.0) -> int:
 
 def _take(tmp_path, machine) -> SnapshotStore:
     store = SnapshotStore(machine, str(tmp_path / "raft.snapshot"))
-    store.serialize(str(tmp_path / "raft.snapshot.tmp"), (LAST, PREV, {TCPNode("127.0.0.2:2378"), TCPNode("127.0.0.1:2378")}))
+    cluster = {TCPNode("127.0.0.2:2378"), TCPNode("127.0.0.1:2378")}
+    store.serialize(str(tmp_path / "raft.snapshot.tmp"), (LAST, PREV, cluster))
     assert _wait(store) == SERIALIZER_STATE.SUCCESS
     return store
 
