@@ -268,6 +268,18 @@ def migrate_legacy(raft_dir: str) -> bool:
                 write_snapshot(new_snapshot, state, snap_meta)
     except Exception as exc:  # unreadable legacy files are damage like any other
         raise damaged(path, f"cannot convert pysyncobj's old format: {exc}") from None
+    try:
+        _write_converted(raft_dir, path, entries, meta, new_snapshot)
+    except OSError as exc:
+        raise StorageError(f"{(exc.strerror or str(exc)).lower()}: cannot convert the Raft dir {raft_dir} from "
+                           "pysyncobj's old format (it is left as it was)") from None
+    log.warning("converted the Raft dir %s from pysyncobj's old format (%d journal entries%s)", raft_dir,
+                len(entries), ", snapshot" if new_snapshot else "")
+    return True
+
+
+def _write_converted(raft_dir, path, entries, meta, new_snapshot) -> None:
+    snapshot = os.path.join(raft_dir, SNAPSHOT_NAME)
     new_journal = path + ".migrated"
     fd = os.open(new_journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -288,9 +300,6 @@ def migrate_legacy(raft_dir: str) -> bool:
         os.unlink(path + ".meta")
     except FileNotFoundError:
         pass
-    log.warning("converted the Raft dir %s from pysyncobj's old format (%d journal entries%s)", raft_dir,
-                len(entries), ", snapshot" if new_snapshot else "")
-    return True
 
 
 def _b64_entry(entry) -> list:

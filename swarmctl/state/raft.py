@@ -7,6 +7,8 @@ Design notes (see docs/design.md and ../shared/reference/pysyncobj.md):
   request id so a retry after an unknown outcome applies once.
 - Every wait has a timeout: a write that cannot commit reports NoLeader instead of hanging.
 - Membership changes are serialised by the caller (one at a time, waiting for the result).
+- Storage: journal.DurableJournal (fsync'd log, group commit, acknowledgement rule) and snapshot.SnapshotStore
+  (snapshots off the tick thread) replace pysyncobj's own; see docs/design.md, "Raft storage".
 """
 
 from __future__ import annotations
