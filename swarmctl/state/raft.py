@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 import uuid
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.monotonic import monotonic as pysyncobj_monotonic
 from pysyncobj.transport import TCPTransport
 
 from swarmctl.errors import NO_LEADER_MESSAGE
@@ -129,7 +131,7 @@ class RaftStore:
         partners = [m for m in members if m != self_addr]
         conf_overrides.setdefault("bindAddress", self_addr)  # pysyncobj binds 0.0.0.0 otherwise
         snapshot_path = os.path.join(data_dir, SNAPSHOT_NAME)
-        self.snapshots = SnapshotStore(self.machine, snapshot_path)
+        self.snapshots = SnapshotStore(self.machine, snapshot_path, on_loaded=self._after_snapshot_load)
         conf = raft_conf(data_dir, secret, **self.snapshots.conf(), **conf_overrides)
         self.journal = open_journal(conf.journalFile, snapshot_path)  # SyncObj picks it up by path
         try:
@@ -204,6 +206,17 @@ class RaftStore:
             if node.address == addr:
                 return self._sync.isNodeConnected(node)
         return False
+
+    def _after_snapshot_load(self) -> None:
+        """pysyncobj sets a follower's election deadline when the snapshot's last chunk arrives, before it
+        loads it. A load longer than the election timeout (about 2 s at 100k tasks) would then start an
+        election against a healthy leader the moment it ends. Count the timeout from the end of the load,
+        as if the leader's message had arrived then. (pysyncobj is pinned; this is its private field.)"""
+        sync = getattr(self, "_sync", None)
+        if sync is not None and hasattr(sync, "_SyncObj__raftElectionDeadline"):
+            conf = sync.conf
+            sync._SyncObj__raftElectionDeadline = (pysyncobj_monotonic() + conf.raftMinTimeout +
+                                                   (conf.raftMaxTimeout - conf.raftMinTimeout) * random.random())
 
     @property
     def storage_error(self) -> str | None:

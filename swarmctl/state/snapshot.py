@@ -208,8 +208,9 @@ class _Job:
 class SnapshotStore:
     """pysyncobj's serializer, deserializer and serializeChecker for one StateMachine and snapshot path."""
 
-    def __init__(self, machine, path: str):
+    def __init__(self, machine, path: str, on_loaded=None):
         self.machine = machine
+        self.on_loaded = on_loaded  # called on the tick thread after every load
         self.path = os.path.abspath(path)
         self.dir = os.path.dirname(self.path)
         self._job: _Job | None = None
@@ -299,4 +300,6 @@ class SnapshotStore:
         finally:
             if collecting:
                 gc.enable()
+        if self.on_loaded is not None:
+            self.on_loaded()
         return _entry_in(meta["last"]), _entry_in(meta["prev"]), [TCPNode(addr) for addr in meta["cluster"]]

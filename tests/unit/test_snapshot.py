@@ -11,6 +11,7 @@ import time
 
 import pytest
 from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.monotonic import monotonic as pysyncobj_monotonic
 from pysyncobj.node import TCPNode
 
 from swarmctl.state.journal import StorageError, check_storage
@@ -211,8 +212,15 @@ def test_follower_behind_the_compacted_log_catches_up_by_snapshot_transfer(tmp_p
             await _until(lambda: leader.journal.stats["compactions"] >= 1)
             await _until(lambda: leader.journal[0][1] > 10)  # the entries the follower lacks are gone
             stores[behind] = start(behind)
+            loads = []
+            real = stores[behind].snapshots.on_loaded
+            # a load as slow as 100k tasks make it (0.7 s, longer than the election timeout), then the hook
+            stores[behind].snapshots.on_loaded = lambda: (time.sleep(0.7), real(), loads.append(
+                stores[behind]._sync._SyncObj__raftElectionDeadline - pysyncobj_monotonic()))
             await _until(lambda: len(stores[behind].list("task")) == 200, timeout=20)
             assert stores[behind].machine.data == leader.machine.data
+            # the follower's election timeout counts from the end of the load, not from before it
+            assert loads and all(0.2 <= left <= 0.6 for left in loads), loads
         finally:
             for s in stores:
                 s.destroy()
