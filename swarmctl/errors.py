@@ -62,6 +62,12 @@ class Unavailable(APIError):
     status = 503
 
 
+class InsufficientStorage(APIError):
+    """This manager's Raft journal cannot be written (e.g. "no space left on device: cannot write the
+    Raft journal PATH"); writes are refused until it can."""
+    status = 507
+
+
 class NotAManager(APIError):
     status = 503
 

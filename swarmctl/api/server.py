@@ -28,10 +28,10 @@ from pydantic import BaseModel, ValidationError
 from swarmctl.api import limits
 from swarmctl.api.listener import TLSListener
 from swarmctl.api.peer import PeerUnreachable
-from swarmctl.errors import (APIError, BadRequest, Forbidden, Misdirected, NoLeaderError, NotAManager,
+from swarmctl.errors import (APIError, BadRequest, Forbidden, InsufficientStorage, Misdirected, NoLeaderError, NotAManager,
                              SwarmLocked, Unauthorized, Unavailable)
 from swarmctl.security.tls import peer_identity
-from swarmctl.state.raft import NoLeader, NotLeader
+from swarmctl.state.raft import NoLeader, NotLeader, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +242,8 @@ class APIServer:
                 return _error("this manager is no longer the leader", Misdirected.status)
             except NoLeader as exc:
                 return _error(str(exc), NoLeaderError.status)
+            except StorageUnavailable as exc:  # this manager's journal cannot be written (disk full)
+                return _error(str(exc), InsufficientStorage.status)
             except web.HTTPException as exc:  # aiohttp's own refusals, e.g. 413 for a body over MAX_BODY
                 if exc.status < 400:
                     raise

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from swarmctl.errors import Conflict, Misdirected, NoLeaderError, OutOfSequence
-from swarmctl.state.raft import NoLeader, NotLeader, RaftStore
+from swarmctl.errors import Conflict, InsufficientStorage, Misdirected, NoLeaderError, OutOfSequence
+from swarmctl.state.raft import NoLeader, NotLeader, RaftStore, StorageUnavailable
 
 
 async def commit(store: RaftStore, ops: list[dict], request_id: str | None = None, timeout: float = 3.0) -> int:
@@ -12,7 +12,11 @@ async def commit(store: RaftStore, ops: list[dict], request_id: str | None = Non
         result = await store.write(ops, request_id=request_id, timeout=timeout)
     except NotLeader:
         raise Misdirected("this manager is no longer the leader") from None
+    except StorageUnavailable as exc:
+        raise InsufficientStorage(str(exc)) from None
     except NoLeader:
+        if getattr(store, "storage_error", None):  # timed out because this journal could not be written meanwhile
+            raise InsufficientStorage(store.storage_error) from None
         raise NoLeaderError() from None
     if not result["ok"]:
         if result.get("code") == "out_of_sequence":
@@ -27,5 +31,7 @@ async def barrier(store: RaftStore, timeout: float = 3.0) -> int:
         return await store.barrier(timeout=timeout)
     except NotLeader:
         raise Misdirected("this manager is no longer the leader") from None
+    except StorageUnavailable as exc:
+        raise InsufficientStorage(str(exc)) from None
     except NoLeader:
         raise NoLeaderError() from None

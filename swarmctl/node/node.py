@@ -29,6 +29,7 @@ from swarmctl.node.config import Addresses, ConfigError, DaemonConfig, parse_hos
 from swarmctl.node.datadir import DataDir, DataDirError
 from swarmctl.node.keyfile import KeyFileError, WrongUnlockKey
 from swarmctl.node.manager_part import ManagerPart
+from swarmctl.state.journal import StorageError
 from swarmctl.security import seal, tls
 from swarmctl.security.certs import load_certificate
 
@@ -133,7 +134,11 @@ class Node:
         if self.locked:
             log.warning("this manager is locked (autolock): run `swarmctl swarm unlock` to start it")
         elif self.identity:
-            await self.activate()
+            try:
+                await self.activate()
+            except StorageError as exc:  # a damaged journal or snapshot: refuse to start, naming the file
+                await self.deactivate()
+                raise StartupError(str(exc)) from None
         await self._open_socket()  # only now: until activation, a manager would answer "not a manager"
 
     def _claim_socket(self) -> None:

@@ -7,6 +7,8 @@ Design notes (see docs/design.md and ../shared/reference/pysyncobj.md):
   request id so a retry after an unknown outcome applies once.
 - Every wait has a timeout: a write that cannot commit reports NoLeader instead of hanging.
 - Membership changes are serialised by the caller (one at a time, waiting for the result).
+- Storage: journal.DurableJournal (fsync'd log, group commit, acknowledgement rule) and snapshot.SnapshotStore
+  (snapshots off the tick thread) replace pysyncobj's own; see docs/design.md, "Raft storage".
 """
 
 from __future__ import annotations
@@ -15,14 +17,19 @@ import asyncio
 import logging
 import functools
 import os
+import random
 import time
 import uuid
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.monotonic import monotonic as pysyncobj_monotonic
 
 from swarmctl.errors import NO_LEADER_MESSAGE
 from swarmctl.state import codec
+from swarmctl.state.journal import (JOURNAL_NAME, SNAPSHOT_NAME, check_storage, migrate_legacy, open_journal,
+                                    unregister)
 from swarmctl.state.machine import StateMachine
+from swarmctl.state.snapshot import SnapshotStore
 from swarmctl.state.transport import TLSTransport
 
 codec.install()  # pysyncobj unpickles journal, snapshots and commands only through the restricted unpickler
@@ -63,6 +70,10 @@ class MembershipBusy(Exception):
     """pysyncobj refused a membership change because another one has not committed yet."""
 
 
+class StorageUnavailable(Exception):
+    """This replica's Raft journal cannot be written (disk full, I/O error): writes are refused until it can."""
+
+
 # Test knob (documented in docs/design.md): a small value forces frequent snapshots in tests.
 COMPACTION_ENTRIES_ENV = "SWARMCTL_RAFT_COMPACTION_ENTRIES"
 
@@ -78,20 +89,18 @@ class _Replicated(SyncObjConsumer):
     def apply(self, writes):
         return self.machine.apply_batch(writes)
 
-    def _serialize(self):
-        return self.machine.snapshot()
-
-    def _deserialize(self, data):
-        self.machine.restore(data)
+    # Snapshots go through snapshot.SnapshotStore (conf serializer/deserializer), never through these.
 
 
 def raft_conf(data_dir: str, **overrides) -> SyncObjConf:
     """pysyncobj settings tuned for fast failover on a LAN (measured in bench/). No `password`: the
-    transport (state/transport.py) authenticates peers with their node certificates instead."""
+    transport (state/transport.py) authenticates peers with their node certificates instead. Storage:
+    journalFile is opened by journal.DurableJournal and snapshots are written by snapshot.SnapshotStore, whose
+    hooks the caller passes as serializer/deserializer/serializeChecker overrides (RaftStore does)."""
     settings = dict(
         dynamicMembershipChange=True,
-        journalFile=os.path.join(data_dir, "raft.journal"),
-        fullDumpFile=os.path.join(data_dir, "raft.snapshot"),
+        journalFile=os.path.join(data_dir, JOURNAL_NAME),
+        fullDumpFile=os.path.join(data_dir, SNAPSHOT_NAME),
         raftMinTimeout=0.25,
         raftMaxTimeout=0.6,
         appendEntriesPeriod=0.05,
@@ -99,7 +108,7 @@ def raft_conf(data_dir: str, **overrides) -> SyncObjConf:
         appendEntriesUseBatch=False,
         connectionRetryTime=0.5,
         connectionTimeout=1.5,
-        useFork=False,
+        useFork=False,  # ignored with a custom serializer; kept so pysyncobj never forks this process
         logCompactionMinEntries=int(os.environ.get(COMPACTION_ENTRIES_ENV) or 20000),
         logCompactionMinTime=600,
         commandsWaitLeader=False,
@@ -122,6 +131,8 @@ class RaftStore:
                  server_context, client_context, peers: dict[str, str] | None = None,
                  machine: StateMachine | None = None, before_send=None, **conf_overrides):
         os.makedirs(data_dir, exist_ok=True)
+        migrate_legacy(data_dir)  # a Raft dir of pysyncobj's own storage, from before this format
+        check_storage(data_dir)  # StorageError (one line, naming the file) before anything starts
         self.self_addr = self_addr
         self.cluster_id = cluster_id
         self.peers = dict(peers or {})
@@ -138,10 +149,27 @@ class RaftStore:
         self._flush_scheduled = False
         self._inflight: dict[int, list] = {}  # entries submitted to Raft, by batch number, until settled
         self._batch_seq = 0
+        snapshot_path = os.path.join(data_dir, SNAPSHOT_NAME)
+        self.snapshots = SnapshotStore(self.machine, snapshot_path, on_loaded=self._after_snapshot_load)
+        conf = raft_conf(data_dir, **self.snapshots.conf(), **conf_overrides)
+        self.journal = open_journal(conf.journalFile, snapshot_path)  # SyncObj picks it up by path
+        journal_before_send = self.journal.before_send
+
+        def send_hook(message):  # the journal's acknowledgement rule first, then the caller's hook
+            journal_before_send(message)
+            if before_send is not None:
+                before_send(message)
         transport = functools.partial(TLSTransport, server_context=server_context, client_context=client_context,
-                                      authorize=self._authorize, before_send=before_send)
-        self._sync = SyncObj(self_addr, partners, raft_conf(data_dir, **conf_overrides),
-                             consumers=[self._consumer], transportClass=transport)
+                                      authorize=self._authorize, before_send=send_hook)
+        try:
+            self._sync = SyncObj(self_addr, partners, conf, consumers=[self._consumer], transportClass=transport)
+        except BaseException:
+            unregister(self.journal)
+            self.journal._destroy()
+            raise
+        # Registered before the tick thread's first tick (it sleeps 0.1 s after binding), and an election
+        # takes at least raftMinTimeout: no entry of this node's is counted before this callback runs.
+        self._sync.addOnTickCallback(self.journal.on_tick)
 
     # ---- reads (this replica) ---------------------------------------------------------------
     # The narrow interface every component uses: read, watch, write. Nothing outside swarmctl/state
@@ -219,7 +247,24 @@ class RaftStore:
                 return self._sync.isNodeConnected(node)
         return False
 
+    def _after_snapshot_load(self) -> None:
+        """pysyncobj sets a follower's election deadline when the snapshot's last chunk arrives, before it
+        loads it. A load longer than the election timeout (about 2 s at 100k tasks) would then start an
+        election against a healthy leader the moment it ends. Count the timeout from the end of the load,
+        as if the leader's message had arrived then. (pysyncobj is pinned; this is its private field.)"""
+        sync = getattr(self, "_sync", None)
+        if sync is not None and hasattr(sync, "_SyncObj__raftElectionDeadline"):
+            conf = sync.conf
+            sync._SyncObj__raftElectionDeadline = (pysyncobj_monotonic() + conf.raftMinTimeout +
+                                                   (conf.raftMaxTimeout - conf.raftMinTimeout) * random.random())
+
+    @property
+    def storage_error(self) -> str | None:
+        """Why this replica's journal cannot be written right now (None while it can)."""
+        return None if self.journal.healthy else self.journal.error
+
     def destroy(self) -> None:
+        self.journal.abort()  # a Raft thread waiting for a full disk gives up instead of blocking the stop
         self._sync.destroy()
 
     def compact(self) -> None:
@@ -234,7 +279,10 @@ class RaftStore:
         NotLeader: this replica is not (or no longer) the leader and the write was never submitted, or it was
         submitted and this replica lost leadership before the outcome was known; in both cases a retry with
         the same request id on the new leader applies it at most once. NoLeader: no outcome within the timeout.
+        StorageUnavailable: this replica's journal cannot be written (disk full); nothing was submitted.
         """
+        if not self.journal.healthy:
+            raise StorageUnavailable(self.journal.error)
         if not self.is_leader():
             raise NotLeader(self.leader())
         if not self.has_quorum():
