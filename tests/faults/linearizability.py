@@ -56,6 +56,7 @@ class Op:
     status: str = INVOKED   # OK, FAIL, UNKNOWN (INVOKED: never completed, counted as unknown)
     node: str = ""          # the manager the request went to
     error: str = ""
+    answered: float = INF   # when the client had its answer or gave up, even for unknown outcomes
 
     def describe(self, t0: float = 0.0) -> str:
         end = "?" if self.complete == INF else f"{self.complete - t0:.3f}"
@@ -96,6 +97,7 @@ class History:
             if values is not None:
                 op.value = values(op)
             op.complete = now if status in (OK, FAIL) else INF
+            op.answered = now
             op.error = error
             op.status = status  # set last: a reader of ops sees a complete op or an in-flight one
 
@@ -170,20 +172,33 @@ def check_register(key: str, ops: list[Op], initial=None, max_steps: int = DEFAU
         if r.value != initial and r.value not in written:
             why = "a write that was refused" if r.value in refused else "no write"
             return KeyResult(key, False, 0, 0, f"{r.describe(t0)}: that value comes from {why}")
-    found = _quick_violation(ops, reads, initial, t0) if quick else ""
+    found = _quick_violations(ops, reads, initial, t0) if quick else []
     if found:
-        return KeyResult(key, False, len(ops), 0, found)
+        return KeyResult(key, False, len(ops), 0, found[0])
     seen = {r.value for r in reads}
     kept = [op for op in ops if op.kind == READ and op.status == OK
             or op.kind == WRITE and (op.status == OK or op.status != FAIL and op.value in seen)]
     return _search(key, kept, initial, max_steps, t0)
 
 
-def _quick_violation(ops: list[Op], reads: list[Op], initial, t0: float) -> str:
+def stale_reads(ops: list[Op], initial=None) -> int:
+    """How many acknowledged reads the quick rules refute (over all keys): a figure for reports."""
+    by_key: dict[str, list[Op]] = defaultdict(list)
+    for op in ops:
+        by_key[op.key].append(op)
+    count = 0
+    for key_ops in by_key.values():
+        reads = [op for op in key_ops if op.kind == READ and op.status == OK]
+        count += len(_quick_violations(key_ops, reads, initial, 0.0, limit=None))
+    return count
+
+
+def _quick_violations(ops: list[Op], reads: list[Op], initial, t0: float, limit: int | None = 1) -> list[str]:
     """Find the common violations without a search, with a clear message. Each rule is sound on its
     own: a value read must be written before the read ends, and it cannot be read again once a write
     that began after it was acknowledged has been acknowledged before the read began (a write takes
-    effect once, between its invoke and its acknowledgement). Applies only to values written once."""
+    effect once, between its invoke and its acknowledgement). Applies only to values written once.
+    Returns up to `limit` messages (None: all)."""
     writers: dict = defaultdict(list)
     for op in ops:
         if op.kind == WRITE and op.status != FAIL:
@@ -193,13 +208,17 @@ def _quick_violation(ops: list[Op], reads: list[Op], initial, t0: float) -> str:
     latest_start: list[Op] = []  # latest_start[j]: among acked[:j+1], the write invoked last
     for op in acked:
         latest_start.append(op if not latest_start or op.invoke > latest_start[-1].invoke else latest_start[-1])
+    found: list[str] = []
     for r in reads:
+        if limit is not None and len(found) >= limit:
+            break
         source = writers.get(r.value, [])
         if r.value != initial and len(source) != 1:
             continue
         w = source[0] if r.value != initial else None
         if w is not None and r.complete < w.invoke:
-            return f"{r.describe(t0)} returned a value before it was written by {w.describe(t0)}"
+            found.append(f"{r.describe(t0)} returned a value before it was written by {w.describe(t0)}")
+            continue
         if w is not None and w.status != OK:
             continue  # an unknown write may take effect arbitrarily late
         j = bisect.bisect_left(completes, r.invoke) - 1  # acked writes that completed before r began
@@ -209,9 +228,9 @@ def _quick_violation(ops: list[Op], reads: list[Op], initial, t0: float) -> str:
         if later is not w and (w is None or later.invoke > w.complete):
             kind = "an acknowledged write lost" if r.value == initial else "a stale read (or a write applied twice)"
             origin = "the initial value" if w is None else f"the value of {w.describe(t0)}"
-            return (f"{kind}: {r.describe(t0)} returned {origin}, but {later.describe(t0)} began after that "
-                    f"and was acknowledged before the read began")
-    return ""
+            found.append(f"{kind}: {r.describe(t0)} returned {origin}, but {later.describe(t0)} began after "
+                         f"that and was acknowledged before the read began")
+    return found
 
 
 def _search(key: str, ops: list[Op], initial, max_steps: int, t0: float) -> KeyResult:

@@ -40,6 +40,7 @@ class Daemon:
     heartbeat: float = 0.5
     port: int = BASE_PORT
     extra_args: list[str] = field(default_factory=list)
+    group: int | None = None  # run the daemon with this gid (still root): the fault suite tells daemons' sockets apart by it
     proc: subprocess.Popen | None = None
 
     @property
@@ -75,7 +76,7 @@ class Daemon:
             SWARMCTL + ["daemon", "--data-dir", self.data_dir, "--advertise-addr", self.ip,
                         "--listen-addr", self.addr, "--socket", self.socket, "--hostname", self.name,
                         "--heartbeat-period", str(self.heartbeat), "--log-level", "info"] + self.extra_args,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, group=self.group)
         log.close()
         if wait:
             self.wait_socket()
