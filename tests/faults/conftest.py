@@ -3,7 +3,7 @@
     @pytest.mark.faults_cluster(managers=3, workers=0, docker=False, network=False)
     def test_x(cluster): ...   # cluster.managers, cluster.workers, cluster.network (a nemesis.Network or None)
 
-Every daemon runs with a gid of its own (61000 + index; see nemesis.Network). All daemons are killed by pid
+Every daemon runs with a gid of its own (61000 + index; see cluster.py and nemesis.Network). All daemons are killed by pid
 when the test ends, paused ones included. The nftables table is deleted, and so are the engine's containers
 of this swarm. The daemons' logs are kept in the cluster's directory when the test failed, or when
 SWARMCTL_KEEP_LOGS is set.
@@ -17,10 +17,8 @@ import tempfile
 
 import pytest
 
-from tests.faults.nemesis import Network, nft_available
-from tests.integration.harness import BASE_PORT, Cluster, Daemon
+from tests.faults.cluster import FaultCluster
 
-GID_BASE = 61000
 FIGURES: list[str] = []
 
 
@@ -41,46 +39,6 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("fault suite figures")
         for line in FIGURES:
             terminalreporter.write_line(line)
-
-
-class FaultCluster(Cluster):
-    """The harness's Cluster, with a gid per daemon, and optionally its own addresses and port (for bench)."""
-
-    def __init__(self, root: str, heartbeat: float = 0.5, docker_host: str | None = None, offset: int = 0,
-                 port: int = BASE_PORT):
-        super().__init__(root, heartbeat=heartbeat, docker_host=docker_host)
-        self.offset = offset
-        self.port = port
-        self.managers: list[Daemon] = []
-        self.workers: list[Daemon] = []
-        self.network: Network | None = None
-
-    def daemon(self, index: int, start: bool = True, **kwargs) -> Daemon:
-        kwargs.setdefault("port", self.port)
-        kwargs.setdefault("group", GID_BASE + self.offset + index)
-        return super().daemon(index + self.offset, start=start, **kwargs)
-
-    def planned(self, count: int) -> list[Daemon]:
-        """Daemons 1..count as they will be (address, gid), none started: for the Network's table."""
-        return [Daemon(self.offset + i, self.root, port=self.port, group=GID_BASE + self.offset + i)
-                for i in range(1, count + 1)]
-
-    def form_faults(self, managers: int = 3, workers: int = 0, network: bool = False) -> "FaultCluster":
-        if network:
-            reason = nft_available()
-            if reason:
-                pytest.fail(f"the partition tests need nftables: {reason}", pytrace=False)
-            self.network = Network(self.planned(managers + workers), [self.port, self.port + 1])
-        self.managers, self.workers = self.form(managers, workers)
-        return self
-
-    def close(self) -> None:
-        """Kill every daemon by pid (SIGKILL also ends a stopped process) and delete the nftables table."""
-        try:
-            self.stop_all()
-        finally:
-            if self.network is not None:
-                self.network.close()
 
 
 def remove_containers(docker_host: str) -> None:

@@ -32,6 +32,7 @@ reads prune almost every order.
 from __future__ import annotations
 
 import bisect
+import json
 import math
 import threading
 import time
@@ -116,6 +117,26 @@ class History:
     def snapshot(self) -> list[Op]:
         with self._lock:
             return list(self.ops)
+
+    def dump(self, path: str) -> None:
+        """Write the history as JSON lines (times relative to t0; null for +infinity)."""
+        with open(path, "w") as f:
+            for op in self.snapshot():
+                row = {name: getattr(op, name) for name in Op.__slots__}
+                for name in ("invoke", "complete", "answered"):
+                    row[name] = None if row[name] == INF else row[name] - self.t0
+                f.write(json.dumps(row) + "\n")
+
+    @staticmethod
+    def load(path: str) -> list[Op]:
+        ops = []
+        with open(path) as f:
+            for line in f:
+                row = json.loads(line)
+                for name in ("invoke", "complete", "answered"):
+                    row[name] = INF if row[name] is None else row[name]
+                ops.append(Op(**row))
+        return ops
 
 
 @dataclass

@@ -76,6 +76,17 @@ def info(daemon, timeout: float = 2.0) -> dict | None:
     return data if status == 200 else None
 
 
+def node_id_of(daemon, timeout: float = 15.0) -> str:
+    """The daemon's node id, asked through /v1/info (bounded retries)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = info(daemon, timeout=2.0)
+        if answer and answer.get("node_id"):
+            return answer["node_id"]
+        time.sleep(0.1)
+    raise AssertionError(f"{daemon.name} did not tell its node id within {timeout}s")
+
+
 @dataclass
 class Keyspace:
     """Which label keys the load uses and on which node record each lives."""

@@ -7,13 +7,14 @@ several guarantees then shows every broken one, with its figures.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
 
 from tests.faults.linearizability import OK, READ, WRITE, History, Report, check_history, stale_reads
-from tests.faults.load import Keyspace, Load, final_reads, info, wait_converged
-from tests.faults.nemesis import Nemesis, wait_following  # noqa: F401 (wait_following is used by the scenarios)
+from tests.faults.load import Keyspace, Load, final_reads, info, node_id_of, wait_converged
+from tests.faults.nemesis import Nemesis, leader_of, wait_following
 
 
 @dataclass
@@ -35,18 +36,18 @@ FINAL = 99  # the process id of the final reads
 
 
 def start(cluster, clients: int = 8, timeout: float = 8.0, duration: float = 110.0, seed: int = 1,
-          keys_per_record: int = 8) -> Run:
+          keys_per_record: int = 8, prefix: str = "fault") -> Run:
     managers = cluster.managers
-    records = [info(m)["node_id"] for m in managers]
+    records = [node_id_of(m) for m in managers]
     history = History()
-    load = Load(history, managers, Keyspace(records, keys_per_record), clients=clients, timeout=timeout,
+    load = Load(history, managers, Keyspace(records, keys_per_record, prefix), clients=clients, timeout=timeout,
                 duration=duration, seed=seed)
     nemesis = Nemesis(managers, load)
     load.start()
     return Run(history, load, nemesis)
 
 
-def finish(run: Run, cluster, settle: float = 1.0) -> Run:
+def finish(run: Run, cluster, settle: float = 1.0, name: str = "history") -> Run:
     """Stop the load, make sure every manager runs and follows, converge, read back, check."""
     time.sleep(settle)
     run.load.stop()
@@ -65,6 +66,8 @@ def finish(run: Run, cluster, settle: float = 1.0) -> Run:
     except AssertionError as exc:
         run.problems.append(str(exc))
     final_reads(run.load, process=FINAL)
+    if os.environ.get("SWARMCTL_FAULTS_HISTORY_DIR"):  # keep the history for a closer look
+        run.history.dump(os.path.join(os.environ["SWARMCTL_FAULTS_HISTORY_DIR"], f"{name}.jsonl"))
     ops = run.history.snapshot()
     run.report = check_history(ops, t0=run.history.t0)
     run.stale = stale_reads(ops)
@@ -82,6 +85,87 @@ def finish(run: Run, cluster, settle: float = 1.0) -> Run:
     if acked < 100:
         run.problems.append(f"only {acked} writes were acknowledged: the load did not run")
     return run
+
+
+# ---- one fault each: the CI tests run a few, bench/fault_soak.py runs many, mixed ----------------------
+def kill_round(run: Run, cluster) -> dict:
+    """kill -9 of the leader; restart it once a new leader is seen, and wait until it follows."""
+    leader = run.nemesis.leader(timeout=10)
+    kill = run.nemesis.kill(leader)
+    new_leader = run.nemesis.leader(timeout=10)
+    elected = time.monotonic() - kill.at
+    if new_leader is leader:
+        run.problems.append(f"{leader.name} was killed and still leads")
+    restart = run.nemesis.restart(leader)  # two managers serve while it starts (a second or more)
+    return dict(kind="kill", node=leader.name, at=kill.at, elected=elected, rejoin=restart.detail["rejoin_s"])
+
+
+def pause_round(run: Run, cluster, seconds: float) -> dict:
+    """SIGSTOP of the leader for `seconds`, then SIGCONT; wait until it follows a leader again."""
+    leader = run.nemesis.leader(timeout=15)
+    event = run.nemesis.pause(leader, seconds)
+    resumed = time.monotonic()
+    new_leader = run.nemesis.leader(timeout=10)
+    if new_leader is leader:
+        run.problems.append(f"{leader.name} was stopped for {seconds:.1f} s and still leads after it continued")
+    wait_following(leader, cluster.managers, timeout=20)
+    return dict(kind="pause", node=leader.name, at=event.at, resumed=resumed, seconds=seconds)
+
+
+def partition_round(run: Run, cluster, hold: float) -> dict:
+    """Cut the leader off from the other managers for `hold` seconds; watch it step down and the majority
+    elect; heal; wait until it follows again."""
+    leader = run.nemesis.leader(timeout=15)
+    others = [d for d in cluster.managers if d is not leader]
+    run.load.faulty.add(leader.name)
+    split = cluster.network.split([leader], others)
+    stepped_down = elected = None
+    try:
+        while time.monotonic() - split < hold:
+            if stepped_down is None:
+                answer = info(leader, timeout=0.5)
+                if answer is not None and not (answer.get("raft") or {}).get("is_leader"):
+                    stepped_down = time.monotonic() - split
+            if elected is None:
+                try:
+                    leader_of(others, timeout=0.2)
+                    elected = time.monotonic() - split
+                except AssertionError:
+                    pass
+            time.sleep(0.05)
+    finally:
+        healed = cluster.network.heal()
+        run.load.faulty.discard(leader.name)
+    wait_following(leader, cluster.managers, timeout=20)
+    return dict(kind="partition", node=leader.name, at=split, healed=healed, stepped_down=stepped_down,
+                elected=elected)
+
+
+def partition_outcome(run: Run, r: dict, fallback: float, slack: float) -> dict:
+    """What the history says of one partition round; adds its problems to the run.
+
+    Only answers that came during the partition count: a write sent to the cut-off manager may be
+    forwarded and acknowledged once the partition heals, which is correct."""
+    ops = run.history.snapshot()
+    name, split, healed = r["node"], r["at"], r["healed"]
+    mine = [op for op in ops if op.kind == WRITE and op.node == name and split <= op.invoke < healed]
+    acked = [op.invoke - split for op in mine if op.status == OK and op.complete < healed]
+    refused = [op.answered - split for op in mine if op.status != OK and op.answered < healed]
+    theirs = [op.complete - split for op in ops if op.kind == WRITE and op.status == OK and op.node != name
+              and split <= op.invoke and op.complete < healed]
+    out = dict(last_minority_ack=max(acked) if acked else None, first_minority_error=min(refused) if refused else None,
+               first_majority_ack=min(theirs) if theirs else None)
+    down = r["stepped_down"]
+    if down is None or down > fallback + slack:
+        when = "through the whole partition" if down is None else f"for {down:.2f} s"
+        run.problems.append(f"the minority leader {name} claimed leadership {when} (fallback timeout {fallback} s)")
+    late = [t for t in acked if t > fallback]
+    if late:
+        run.problems.append(f"the minority leader {name} acknowledged, during the partition, a write invoked "
+                            f"{max(late):.2f} s after it began (fallback timeout {fallback} s)")
+    if r["elected"] is None or out["first_majority_ack"] is None:
+        run.problems.append(f"the majority did not elect a leader and go on while {name} was cut off")
+    return out
 
 
 def spread(values: list[float]) -> str:

@@ -14,9 +14,7 @@ import docker
 import pytest
 
 from tests.faults import scenario
-from tests.faults.linearizability import OK, WRITE
-from tests.faults.load import Lost, NotSent, info, request
-from tests.faults.nemesis import leader_of
+from tests.faults.load import Lost, NotSent, request
 from tests.integration.harness import check
 
 ROUNDS = 5
@@ -74,80 +72,38 @@ def test_partitioned_leader_under_load(cluster, figures, docker_engine):
     m = cluster.managers[0]
     check(m.cli("service", "create", "--name", SERVICE, "--replicas", str(REPLICAS), "--stop-grace-period", "0s",
                 cluster.image, "sleep", "3600", timeout=120))
-    engine = docker.DockerClient(base_url=docker_engine)
-    net = cluster.network
     run = scenario.start(cluster, clients=8, timeout=12.0, duration=110)
     rounds = []
     try:
         time.sleep(1.0)
         for _ in range(ROUNDS):
-            leader = leader_of(cluster.managers, timeout=15)
-            others = [d for d in cluster.managers if d is not leader]
-            run.load.faulty.add(leader.name)
-            split = net.split([leader], others)
-            stepped_down = elected = None
-            while time.monotonic() - split < HOLD:
-                now = time.monotonic()
-                if stepped_down is None:
-                    answer = info(leader, timeout=0.5)
-                    if answer is not None and not (answer.get("raft") or {}).get("is_leader"):
-                        stepped_down = now - split
-                if elected is None:
-                    try:
-                        leader_of(others, timeout=0.2)
-                        elected = time.monotonic() - split
-                    except AssertionError:
-                        pass
-                time.sleep(0.05)
-            healed = net.heal()
-            run.load.faulty.discard(leader.name)
-            rounds.append(dict(leader=leader, split=split, healed=healed, stepped_down=stepped_down, elected=elected))
-            scenario.wait_following(leader, cluster.managers, timeout=20)
+            rounds.append(scenario.partition_round(run, cluster, HOLD))
             time.sleep(2.0)
     finally:
-        scenario.finish(run, cluster)
-    ops = run.history.snapshot()
-    minority_acks, first_refusals, majority_first = [], [], []
-    for r in rounds:
-        name, split, healed = r["leader"].name, r["split"], r["healed"]
-        # writes sent to the cut-off manager during the partition; an answer after the heal proves nothing
-        mine = [op for op in ops if op.kind == WRITE and op.node == name and split <= op.invoke < healed]
-        acked = [op.invoke - split for op in mine if op.status == OK and op.complete < healed]
-        minority_acks.append(max(acked) if acked else None)
-        refused = [op.answered - split for op in mine if op.status != OK and op.answered < healed]
-        first_refusals.append(min(refused) if refused else None)
-        theirs = [op.complete - split for op in ops if op.kind == WRITE and op.status == OK and op.node != name
-                  and split <= op.invoke and op.complete < healed]
-        majority_first.append(min(theirs) if theirs else None)
-        down = r["stepped_down"]
-        if down is None or down > FALLBACK + FALLBACK_SLACK:
-            when = "through the whole partition" if down is None else f"for {down:.2f} s"
-            run.problems.append(f"the minority leader {name} claimed leadership {when} (fallback timeout {FALLBACK} s)")
-        late = [t for t in acked if t > FALLBACK]
-        if late:
-            run.problems.append(f"the minority leader {name} acknowledged writes invoked {max(late):.2f} s after "
-                                f"the partition began (fallback timeout {FALLBACK} s)")
-        if r["elected"] is None or majority_first[-1] is None:
-            run.problems.append(f"the majority did not elect a leader and go on while {name} was cut off")
+        scenario.finish(run, cluster, name="partitions")
+    outcomes = [scenario.partition_outcome(run, r, FALLBACK, FALLBACK_SLACK) for r in rounds]
     try:
         same_after = wait_same_records(cluster.managers)
     except AssertionError as exc:
         same_after = None
         run.problems.append(str(exc))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        in_engine, in_store = slots(engine, cluster.managers[0])
-        if one_per_slot(in_engine) and one_per_slot(in_store):
-            break
-        time.sleep(0.5)
-    engine.close()
+    engine = docker.DockerClient(base_url=docker_engine)
+    deadline = time.monotonic() + 60  # the cut-off agent stops its stale container once it hears a manager again
+    try:
+        while time.monotonic() < deadline:
+            in_engine, in_store = slots(engine, cluster.managers[0])
+            if one_per_slot(in_engine) and one_per_slot(in_store):
+                break
+            time.sleep(0.5)
+    finally:
+        engine.close()
     fmt = lambda xs: ", ".join("-" if x is None else f"{x:.2f}" for x in xs)  # noqa: E731
     figures(f"{len(rounds)} partitions of {HOLD:.0f} s; {scenario.summary(run)}")
     figures(f"minority leader stepped down after [{fmt(r['stepped_down'] for r in rounds)}] s; its last acknowledged "
-            f"write (answered during the partition) was invoked at [{fmt(minority_acks)}] s; its first error "
-            f"answer came at [{fmt(first_refusals)}] s; "
-            f"the majority elected after [{fmt(r['elected'] for r in rounds)}] s and acknowledged a write after "
-            f"[{fmt(majority_first)}] s (all from the split)")
+            f"write (answered during the partition) was invoked at [{fmt(o['last_minority_ack'] for o in outcomes)}] s; "
+            f"its first error answer came at [{fmt(o['first_minority_error'] for o in outcomes)}] s; the majority "
+            f"elected after [{fmt(r['elected'] for r in rounds)}] s and acknowledged a write after "
+            f"[{fmt(o['first_majority_ack'] for o in outcomes)}] s (all from the split)")
     figures(f"records identical on every manager {'after ' + format(same_after, '.2f') + ' s' if same_after is not None else 'never'}; "
             f"running per slot: engine {dict(in_engine)}, store {dict(in_store)}; errors: {scenario.errors(run)}")
     if not one_per_slot(in_engine) or not one_per_slot(in_store):

@@ -27,29 +27,17 @@ def test_leader_pauses_under_load(cluster, figures):
         for seconds in PAUSES:
             if time.monotonic() + seconds > deadline:
                 break
-            leader = run.nemesis.leader(timeout=15)
-            event = run.nemesis.pause(leader, seconds)
-            resumed = time.monotonic()
-            others = [m for m in cluster.managers if m is not leader]
-            try:
-                new_leader = run.nemesis.leader(timeout=10)
-            except AssertionError as exc:
-                run.problems.append(f"after pausing {leader.name} for {seconds} s: {exc}")
-                break
-            pauses.append((leader, event.at, resumed, new_leader))
-            if new_leader not in others:
-                run.problems.append(f"{leader.name} was paused {seconds} s and still leads after it continued")
-            scenario.wait_following(leader, cluster.managers, timeout=20)
+            pauses.append(scenario.pause_round(run, cluster, seconds))
             time.sleep(1.5)
     finally:
-        scenario.finish(run, cluster)
+        scenario.finish(run, cluster, name="pauses")
     ops = run.history.snapshot()
     late_acks = 0  # writes the paused manager acknowledged after it continued, for requests sent while it was stopped
-    for leader, paused, resumed, _ in pauses:
-        late_acks += sum(1 for op in ops if op.kind == WRITE and op.status == OK and op.node == leader.name
-                         and paused <= op.invoke < resumed and op.complete >= resumed)
-    figures(f"{len(pauses)} pauses of {', '.join(f'{s:.0f}' for s in PAUSES[:len(pauses)])} s; "
-            f"{scenario.summary(run)}")
+    for p in pauses:
+        late_acks += sum(1 for op in ops if op.kind == WRITE and op.status == OK and op.node == p["node"]
+                         and p["at"] <= op.invoke < p["resumed"] and op.complete >= p["resumed"])
+    lengths = ", ".join(f"{p['seconds']:.0f}" for p in pauses)
+    figures(f"{len(pauses)} pauses of {lengths} s; {scenario.summary(run)}")
     figures(f"writes sent to a stopped leader and acknowledged after it continued: {late_acks}; "
             f"errors: {scenario.errors(run)}")
     if len(pauses) < len(PAUSES):

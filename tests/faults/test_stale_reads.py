@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.faults.linearizability import OK, READ, WRITE, History, check_history
-from tests.faults.load import Keyspace, Load, info
+from tests.faults.load import Keyspace, Load, info, node_id_of
 from tests.faults.nemesis import wait_following
 
 ROUNDS = 200
@@ -28,7 +28,7 @@ def wait_answering(daemon, timeout: float = 20.0) -> None:
 @pytest.mark.faults_cluster(managers=3)
 def test_read_on_another_manager_sees_the_write(cluster, figures):
     managers = cluster.managers
-    node_id = info(managers[0])["node_id"]
+    node_id = node_id_of(managers[0])
     history = History()
     keyspace = Keyspace([node_id], keys_per_record=1, prefix="stale")
     assert list(keyspace.keys) == [KEY]
