@@ -102,7 +102,7 @@ def main() -> int:
     if args.faults < 1 or args.epoch < 1 or args.duration <= 0:
         ap.error("--faults, --epoch and --duration must be positive")
 
-    root = tempfile.mkdtemp(prefix="swarmctl-soak-")
+    root = tempfile.mkdtemp(prefix="faultsoak-", dir="/tmp")
     cluster = FaultCluster(root, heartbeat=0.5, offset=INDEX_OFFSET, port=SOAK_PORT)
     rng = random.Random(args.seed)
     began = time.monotonic()

@@ -60,7 +60,7 @@ def cluster(request):
     opts = dict(managers=3, workers=0, docker=False, network=False)
     opts.update(marker.kwargs if marker else {})
     docker_host = request.getfixturevalue("docker_engine") if opts["docker"] else None
-    root = tempfile.mkdtemp(prefix="swf-", dir="/tmp")
+    root = tempfile.mkdtemp(prefix="faultsuite-", dir="/tmp")  # short: unix socket paths are limited
     c = FaultCluster(root, heartbeat=0.5, docker_host=docker_host)
     if docker_host:
         c.image = request.getfixturevalue("test_image")

@@ -27,23 +27,34 @@ class Event:
     detail: dict = field(default_factory=dict)
 
 
+def raft_addr(daemon) -> str:
+    return f"{daemon.ip}:{daemon.port + 1}"
+
+
 def leader_of(managers: list, timeout: float = 10.0, exclude: tuple = ()) -> object:
-    """The one running manager that says raft.is_leader (asked through /v1/info), within timeout."""
+    """The leader of these managers, asked through /v1/info, within timeout.
+
+    Accepted only when a majority of them answer, exactly one says raft.is_leader, and every other one
+    that answers names it as its leader. So an old leader that has just continued after SIGSTOP, and
+    still believes it leads, is not taken for the leader."""
     deadline = time.monotonic() + timeout
-    seen = None
+    last = None
     while time.monotonic() < deadline:
-        leaders = []
+        answers = {}
         for d in managers:
             if d.running and d.name not in exclude:
                 answer = info(d, timeout=1.0)
-                if answer and (answer.get("raft") or {}).get("is_leader"):
-                    leaders.append(d)
-        if len(leaders) == 1:
-            return leaders[0]
-        seen = [d.name for d in leaders]
+                if answer and answer.get("raft"):
+                    answers[d.name] = answer["raft"]
+        claims = [d for d in managers if answers.get(d.name, {}).get("is_leader")]
+        if len(claims) == 1 and len(answers) > len(managers) // 2:
+            leader = claims[0]
+            if all(a.get("leader") == raft_addr(leader) for a in answers.values()):
+                return leader
+        last = {name: (a.get("is_leader"), a.get("leader")) for name, a in answers.items()}
         time.sleep(0.05)
-    raise AssertionError(f"no single leader among {[d.name for d in managers]} within {timeout}s "
-                         f"(last seen claiming leadership: {seen})")
+    raise AssertionError(f"no leader that all of {[d.name for d in managers]} agree on within {timeout}s "
+                         f"(last answers, name: (is_leader, leader): {last})")
 
 
 def wait_following(daemon, managers: list, timeout: float = 20.0) -> float:
@@ -55,7 +66,7 @@ def wait_following(daemon, managers: list, timeout: float = 20.0) -> float:
         mine = info(daemon, timeout=1.0)
         leader_addr = ((mine or {}).get("raft") or {}).get("leader")
         if leader_addr:
-            leader = next((d for d in managers if d.running and f"{d.ip}:{d.port + 1}" == leader_addr), None)
+            leader = next((d for d in managers if d.running and raft_addr(d) == leader_addr), None)
             if leader is not None and _reachable_from(leader, daemon):
                 return time.monotonic() - start
         last = mine

@@ -18,7 +18,7 @@ from tests.faults.load import Lost, NotSent, request
 from tests.integration.harness import check
 
 ROUNDS = 5
-HOLD = 8.0               # seconds each partition lasts
+HOLD = 10.0              # seconds each partition lasts
 FALLBACK = 2.0           # state/raft.py: leaderFallbackTimeout
 FALLBACK_SLACK = 1.0     # polling, and a loaded 2-core machine
 REPLICAS = 3
