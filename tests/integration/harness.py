@@ -41,6 +41,7 @@ class Daemon:
     port: int = BASE_PORT
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)  # extra environment of the daemon process
+    group: int | None = None  # run the daemon with this gid (still root): the fault suite tells daemons' sockets apart by it
     proc: subprocess.Popen | None = None
 
     @property
@@ -76,7 +77,8 @@ class Daemon:
             SWARMCTL + ["daemon", "--data-dir", self.data_dir, "--advertise-addr", self.ip,
                         "--listen-addr", self.addr, "--socket", self.socket, "--hostname", self.name,
                         "--heartbeat-period", str(self.heartbeat), "--log-level", "info"] + self.extra_args,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, **self.env))
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, **self.env),
+            group=self.group)
         log.close()
         if wait:
             self.wait_socket()
