@@ -31,3 +31,12 @@ async def remove_member_behind_the_store(ctx):
         raise BadRequest(f"{ctx.body.addr} is not another member of this Raft cluster")
     await store.remove_member(ctx.body.addr)
     return {"members": store.members()}
+
+
+@route("GET", "/v1/debug/raft/status", "local")
+async def raft_status(ctx):
+    """pysyncobj's own status of this replica (term, commit and applied indexes, per-peer match indexes)."""
+    _enabled()
+    store = ctx.store
+    status = store._sync.getStatus()
+    return {str(k): (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in status.items()}

@@ -265,6 +265,8 @@ class APIServer:
             raise APIError(f"request body not received within {limits.BODY_TIMEOUT:g}s", 408) from None
         except web.HTTPRequestEntityTooLarge:
             raise APIError(f"request body too large: at most {limits.MAX_BODY} bytes", 413) from None
+        except ConnectionError:  # the client went away mid-body (a partition, a killed client): nobody to answer
+            raise APIError("the client closed the connection before its request body arrived", 400) from None
         if not data:
             return None
         try:
@@ -388,20 +390,24 @@ class APIServer:
                 try:
                     await store.barrier()
                     return None
+                except StorageUnavailable as exc:  # this leader's journal cannot be written: say so
+                    raise InsufficientStorage(str(exc)) from None
                 except (NotLeader, NoLeader):
-                    pass
+                    if getattr(store, "storage_error", None):
+                        raise InsufficientStorage(store.storage_error) from None
             elif forwarded:
                 raise Misdirected("not the leader")
             else:
                 leader_addr = self.node.leader_manager_addr()
                 if leader_addr is not None:
                     try:
-                        status, data = await self.node.peer.request(
+                        answer = await self._while_leader(leader_addr, self.node.peer.request(
                             leader_addr, "GET", "/v1/raft/read-index", headers={FORWARDED: "1"},
-                            timeout=FORWARD_DEADLINE)
+                            timeout=FORWARD_DEADLINE))
                     except PeerUnreachable as exc:
                         log.debug("read index from %s failed: %s", leader_addr, exc)
                     else:
+                        status, data = answer if answer is not None else (None, None)
                         if status == 200 and isinstance(data, dict) and isinstance(data.get("index"), int):
                             if await _wait_applied(store, data["index"], CATCH_UP_WAIT):
                                 return None
@@ -412,6 +418,23 @@ class APIServer:
                 raise NoLeaderError()
             await asyncio.sleep(0.05)
 
+    async def _while_leader(self, leader_addr: str, call):
+        """Await a call to the leader, but give it up (None) once this replica sees another leader: a leader cut
+        off by a partition drops packets, and a call to it would otherwise hang to its timeout while the
+        majority has long elected and goes on. Giving up is safe: the retry carries the same request id."""
+        task = asyncio.ensure_future(call)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=0.05)
+                if done:
+                    return task.result()
+                current = self.node.leader_manager_addr()
+                if current is not None and current != leader_addr:
+                    return None
+        finally:
+            if not task.done():
+                task.cancel()
+
     async def _forward(self, ctx: Context, timeout: float = FORWARD_DEADLINE + 1) -> web.Response | None:
         """Send the request to the leader; None means try again (no leader yet, or it moved)."""
         leader_addr = self.node.leader_manager_addr()
@@ -421,11 +444,14 @@ class APIServer:
         if ctx.caller:
             headers[ORIGIN_NODE] = ctx.caller
         try:
-            status, content_type, raw = await self.node.peer.request_raw(
-                leader_addr, ctx.request.method, ctx.request.path_qs, ctx.raw_body, headers, timeout=timeout)
+            answer = await self._while_leader(leader_addr, self.node.peer.request_raw(
+                leader_addr, ctx.request.method, ctx.request.path_qs, ctx.raw_body, headers, timeout=timeout))
         except PeerUnreachable as exc:
             log.debug("forward to leader %s failed: %s", leader_addr, exc)
             return None
+        if answer is None:
+            return None
+        status, content_type, raw = answer
         if status == 421:
             return None
         if content_type == "application/json":

@@ -34,4 +34,6 @@ async def barrier(store: RaftStore, timeout: float = 3.0) -> int:
     except StorageUnavailable as exc:
         raise InsufficientStorage(str(exc)) from None
     except NoLeader:
+        if getattr(store, "storage_error", None):
+            raise InsufficientStorage(store.storage_error) from None
         raise NoLeaderError() from None

@@ -291,6 +291,8 @@ class RaftStore:
             raise NoLeader()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
+        # A caller that timed out no longer awaits its future; its outcome, settled later, is still retrieved.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
         if request_id is None and ops:  # barriers (no ops) are not remembered: they would crowd out real ids
             request_id = uuid.uuid4().hex
         self._pending.append(((request_id, time.time(), ops), future))

@@ -366,6 +366,47 @@ class _Conn:
         self.transport._closed(self, was)
 
 
+class Backtracks:
+    """Drops the append_entries that a follower's log backtrack has made stale.
+
+    pysyncobj's leader pipelines every entry a lagging follower lacks, in many append_entries messages per
+    tick, before any answer comes back. A follower whose last entries conflict with the leader's (an old
+    leader's uncommitted tail, after a partition) answers the first message with reset to the conflicting
+    index X, and every later message of the burst (whose prevLogIdx lies beyond its log) with reset to its
+    last index + 1. Those later answers reach the leader after the first and undo its backtrack, so the next
+    burst starts at the same place: the follower never catches up (seen in tests/faults/test_partitions.py).
+
+    So once this follower has answered reset to X, an append_entries from the same term whose prevLogIdx is X
+    or more can only be stale (the leader has not yet seen the answer) and is dropped here, unanswered, as if
+    lost on the network, which Raft tolerates; the leader's next message, sent from X - 1, passes. The filter
+    ends with that message, with a new term, or after WINDOW seconds. Written here because pysyncobj's
+    message handling is one private method; the transport is the one place that sees both directions."""
+
+    WINDOW = 1.0
+
+    def __init__(self):
+        self._since: dict = {}  # node -> (term or None, index X, monotonic time of the reset)
+
+    def sent(self, node, message) -> None:
+        if message.get("type") == "next_node_idx" and message.get("reset") and not message.get("success"):
+            self._since[node] = (None, message.get("next_node_idx"), time.monotonic())
+
+    def stale(self, node, message) -> bool:
+        held = self._since.get(node)
+        if held is None or message.get("type") != "append_entries" or "prevLogIdx" not in message:
+            return False
+        term, index, at = held
+        if term is None:
+            term = message.get("term")
+            self._since[node] = (term, index, at)
+        prev = message.get("prevLogIdx")
+        if (message.get("term") != term or time.monotonic() - at > self.WINDOW or not isinstance(index, int)
+                or not isinstance(prev, int) or prev < index):
+            del self._since[node]
+            return False
+        return True
+
+
 class TLSTransport(Transport):
     """pysyncobj Transport over mutual TLS; see the module docstring.
 
@@ -388,6 +429,7 @@ class TLSTransport(Transport):
         self._client_ctx = client_context
         self._authorize = authorize
         self._before_send = before_send
+        self._backtracks = Backtracks()
         self._lock = threading.RLock()  # SyncObj.transferLeadership sends from the caller's thread
         self._nodes: set[TCPNode] = set()
         self._addr_to_node: dict[str, TCPNode] = {}
@@ -445,6 +487,7 @@ class TLSTransport(Transport):
                 return False
             if self._before_send is not None:
                 self._before_send(message)
+            self._backtracks.sent(node, message)
             kind, payload = encode_message(message)
             if len(payload) > MAX_MESSAGE:
                 log.error("not sending a %s message of %d bytes to %s: over the limit of %d bytes",
@@ -648,6 +691,8 @@ class TLSTransport(Transport):
         self._onNodeConnected(conn.node)
 
     def _deliver(self, conn: _Conn, message: dict) -> None:
+        if self._backtracks.stale(conn.node, message):
+            return
         try:
             self._onMessageReceived(conn.node, message)
         except Exception:  # noqa: BLE001 - a message pysyncobj cannot handle closes its connection only

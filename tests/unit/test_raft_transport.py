@@ -503,3 +503,29 @@ def test_data_dirs_of_older_versions_load_and_their_raft_secret_is_dropped(tmp_p
     assert saved == {"members": ["127.0.0.1:2378"], "peers": {"127.0.0.2:2378": "n2"}}
     assert data.load_raft()["peers"] == {"127.0.0.2:2378": "n2"}
     assert "password" not in vars(raft_conf(str(tmp_path))) or raft_conf(str(tmp_path)).password is None
+
+
+def test_backtracks_drop_the_append_entries_a_conflict_made_stale(monkeypatch):
+    """A follower that answered reset to X ignores the rest of the leader's pipelined burst (prevLogIdx >= X,
+    same term) until the leader's retry from X - 1 arrives; pysyncobj would otherwise answer those with reset
+    to its last index + 1 and undo the backtrack, so a follower with a conflicting tail never caught up."""
+    from swarmctl.state import transport as tr
+    b = tr.Backtracks()
+    node = object()
+    ae = lambda prev, term=6: {"type": "append_entries", "term": term, "prevLogIdx": prev, "entries": []}  # noqa: E731
+    assert not b.stale(node, ae(310))                      # nothing answered yet: delivered
+    b.sent(node, {"type": "next_node_idx", "next_node_idx": 310, "reset": True, "success": False})
+    assert b.stale(node, ae(500)) and b.stale(node, ae(310))  # the rest of the burst: stale
+    assert not b.stale(node, ae(309))                      # the retry from X - 1 passes, and ends the filter
+    assert not b.stale(node, ae(700))
+    b.sent(node, {"type": "next_node_idx", "next_node_idx": 309, "reset": True, "success": False})
+    assert b.stale(node, ae(400))
+    assert not b.stale(node, ae(400, term=7))              # a new leader's term ends it
+    b.sent(node, {"type": "next_node_idx", "next_node_idx": 100, "reset": True, "success": False})
+    assert not b.stale(node, {"type": "append_entries", "term": 7, "serialized": None})  # snapshots pass
+    assert b.stale(node, ae(150, term=7))
+    now = tr.time.monotonic()
+    monkeypatch.setattr(tr.time, "monotonic", lambda: now + tr.Backtracks.WINDOW + 0.1)
+    assert not b.stale(node, ae(150, term=7))              # and so does time
+    b.sent(node, {"type": "next_node_idx", "next_node_idx": 12, "reset": False, "success": True})
+    assert not b.stale(node, ae(50, term=7))
