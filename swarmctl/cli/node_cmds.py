@@ -54,10 +54,14 @@ def ls(client, args) -> int:
     except DaemonError as exc:
         # A manager that lost quorum can still show what it last knew, marked as such (reads are otherwise
         # linearizable, and so refused without a leader, as in Docker).
-        if exc.status != 503 or "does not have a leader" not in str(exc):
+        if exc.status == 503 and "does not have a leader" in str(exc):
+            warning = STALE_WARNING
+        elif exc.status == 507:  # this manager cannot write its journal, so it cannot confirm a read
+            warning = f"WARNING: {exc} Showing this manager's last known state of the nodes, which may be out of date."
+        else:
             raise
         nodes = client.get("/v1/nodes?stale=1")
-        print(STALE_WARNING, file=sys.stderr)
+        print(warning, file=sys.stderr)
     if args.format == "json":
         print_json(nodes)
         return 0

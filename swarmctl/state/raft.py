@@ -300,6 +300,8 @@ class RaftStore:
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except asyncio.TimeoutError:
+            if not self.journal.healthy:  # it timed out because this journal could not be written meanwhile
+                raise StorageUnavailable(self.journal.error) from None
             raise NoLeader() from None
 
     def _maybe_flush(self, loop: asyncio.AbstractEventLoop) -> None:
