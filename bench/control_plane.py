@@ -1,4 +1,4 @@
-"""Control-plane benchmark: forms a real 3-manager cluster on loopback and prints four figures.
+"""Control-plane benchmark: forms a real 3-manager cluster on loopback and prints its figures.
 
     python bench/control_plane.py [--quick]
 
@@ -6,6 +6,8 @@
 2. Leader failover time (SIGKILL the leader, time until a write through a survivor succeeds)
 3. CLI wall time of `swarmctl node ls`
 4. Idle resident memory per daemon
+5. The Raft storage figures of bench/raft_storage.py: tick-thread stall during a snapshot at 100k tasks,
+   and what group commit achieves (writes per leader fsync)
 
 Exits 0 when the figures were measured (even if a target is missed), 1 on a crash.
 Every daemon started here is stopped in a finally block.
@@ -35,6 +37,7 @@ WRITE_TARGET = 500.0      # writes/s, >=
 FAILOVER_TARGET = 1.0     # s, median <=
 CLI_TARGET = 0.3          # s, median <=
 RSS_TARGET_MB = 100.0     # MB, max <=
+STALL_TARGET = 0.25 / 3   # s: a third of raftMinTimeout
 HEARTBEAT = 1.0
 # Integration tests may run concurrently on 127.0.0.11+:2377, so the bench uses its own
 # addresses (127.0.0.61+) and port; override with SWARMCTL_BENCH_INDEX / SWARMCTL_BENCH_PORT.
@@ -234,6 +237,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="shorter run: 3 failover rounds, 3 s of writes")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (daemon logs) afterwards")
+    ap.add_argument("--skip-storage", action="store_true", help="leave out [5] (bench/raft_storage.py's figures)")
     args = ap.parse_args()
     write_secs = 3.0 if args.quick else 5.0
     rounds = 3 if args.quick else 5
@@ -309,6 +313,28 @@ def main() -> int:
                  + "  ".join(f"{k} {v:.1f}" for k, v in rss.items()))
         log("    " + line4)
         summary.append(line4)
+
+        # 5 ---------------------------------------------------------------------------------
+        if not args.skip_storage:
+            import asyncio
+            import logging
+            from bench import raft_storage  # the storage figures of bench/raft_storage.py, at 100k tasks
+            logging.getLogger("pysyncobj.syncobj").setLevel(logging.CRITICAL + 1)
+            log("\n[5] Raft storage: tick-thread stall during a snapshot at 100k tasks / 1,000 nodes; group commit")
+            workdir = tempfile.mkdtemp(prefix="swbench-")
+            try:
+                st = asyncio.run(raft_storage.stall(raft_storage.build_state(100_000, 1_000), workdir))
+                gc = asyncio.run(raft_storage.group_commit(workdir))
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+            line5 = (f"snapshot stall at 100k tasks: {st['stall'] * 1e3:.1f} ms (target < {STALL_TARGET * 1e3:.0f} ms, "
+                     f"a third of the election timeout) {verdict(st['stall'] < STALL_TARGET)}  "
+                     f"(without a snapshot {st['base_stall'] * 1e3:.1f} ms)")
+            line6 = (f"group commit: {gc['writes'] / max(gc['fsyncs'], 1):.1f} writes per leader fsync, 8 writers "
+                     f"on 3 in-process replicas, {gc['per_s']:,.0f} durable writes/s")
+            for text in (line5, line6):
+                log("    " + text)
+                summary.append(text)
 
         log("\n==== control-plane bench summary" + (" (--quick)" if args.quick else "") + " ====")
         for i, s in enumerate(summary, 1):
