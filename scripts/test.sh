@@ -9,7 +9,7 @@ export SWARMCTL_REQUIRE_DOCKER=1    # the service tests must run on a real engin
 export SWARMCTL_REQUIRE_ANSIBLE=1   # and the collection's modules under real ansible
 # Tests stop only the processes they started (by pid); a test whose addresses are taken (say by the
 # daemons of an interrupted earlier run) fails and names the address instead of killing anything.
-python3 -m pytest -q -p no:cacheprovider --timeout=300 tests "$@"
+python3 -m pytest -q -p no:cacheprovider --timeout=300 --durations=25 tests "$@"
 # the Ansible collection's quality gates (ansible-test sanity, ansible-lint production, build, install, ansible-doc)
 bash scripts/collection-checks.sh
 # molecule: the local 5-node swarm formed, scaled out and upgraded by the playbooks over SSH

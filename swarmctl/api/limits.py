@@ -25,6 +25,13 @@ NAME_PATTERN = r"^[A-Za-z0-9](?:[-_A-Za-z0-9]*[A-Za-z0-9])?$"
 NAME_MESSAGE = "name must be valid as a DNS name component"     # swarmkit's texts
 NAME_LENGTH_MESSAGE = f"name must be {MAX_NAME} characters or fewer"
 MAX_IMAGE = 512                         # an image reference
+# An image reference as Docker's distribution/reference grammar has it: [domain[:port]/]path[:tag][@digest],
+# path components of lowercase letters and digits joined by '.', '_', '__' or dashes. Written without
+# nested repetition, so a long input cannot make the match backtrack.
+IMAGE_PATTERN = (r"^(?:(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?/)?"
+                 r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+                 r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{32,})?$")
+IMAGE_MESSAGE = "invalid reference format"  # Docker's text
 MAX_ARGS = 1024                         # items of command, and of args
 MAX_ARG = 16 * 1024                     # one item of command or args
 MAX_ENV = 1024                          # environment variables of a task

@@ -22,6 +22,8 @@ from swarmctl.state.records import (MODES, RESTART_CONDITIONS, STRATEGIES, defau
 # changed the service between planning and commit (each round, at least one of the racing writes wins).
 UNVERSIONED_RETRIES = 20
 
+_IMAGE = re.compile(limits.IMAGE_PATTERN)
+
 
 def resolve_service(store: RaftStore, ref: str) -> dict:
     services = store.list("service")
@@ -69,6 +71,11 @@ def validate_spec(spec: dict) -> dict:
     task = spec["task"]
     if not task.get("image") or not isinstance(task["image"], str):
         raise BadRequest("an image is required")
+    if not _IMAGE.match(task["image"]):
+        message = limits.IMAGE_MESSAGE
+        if _IMAGE.match(task["image"].lower()):
+            message += ": repository name must be lowercase"
+        raise BadRequest(f"{message}: {task['image']!r}")
     placement = task["placement"]
     try:
         constraints.parse_all(placement.get("constraints") or [])

@@ -13,11 +13,10 @@ It runs beside the manager components on followers and on the leader alike, woke
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Awaitable, Callable
 
-from swarmctl.asyncutil import cancel
+from swarmctl.manager.component import Reconciler
 from swarmctl.manager.keys import ClusterKeys, autolock
 from swarmctl.node.keyfile import NodeKeys
 from swarmctl.security import seal
@@ -25,48 +24,22 @@ from swarmctl.security import seal
 log = logging.getLogger(__name__)
 
 
-class KeyKeeper:
+class KeyKeeper(Reconciler):
+    """A reconciler of the key file (manager/component.Reconciler), on every manager, not only the leader."""
+
+    kinds = ("cluster",)
     interval = 2.0
 
     def __init__(self, store, keys: ClusterKeys, node_keys: NodeKeys,
                  fetch_dek: Callable[[set[str]], Awaitable[bool]] | None):
-        self.store = store
+        super().__init__(store)
         self.keys = keys
         self.node_keys = node_keys
         self.fetch_dek = fetch_dek
-        self._dirty = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._cancel_watch = None
         self._saw_plaintext = False
 
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-
-        def on_events(_index, events):
-            if any(e[0] == "reset" or e[1] == "cluster" for e in events):
-                loop.call_soon_threadsafe(self._dirty.set)
-        self._cancel_watch = self.store.watch(on_events)
-        self._dirty.set()
-        self._task = asyncio.create_task(self._run(), name="key-keeper")
-
-    async def stop(self) -> None:
-        if self._cancel_watch is not None:
-            self._cancel_watch()
-            self._cancel_watch = None
-        await cancel(self._task)
-        self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._dirty.wait(), self.interval)
-            except asyncio.TimeoutError:
-                pass
-            self._dirty.clear()
-            try:
-                await self.check()
-            except Exception as exc:  # a peer unreachable, a full disk: log, and try again on the next pass
-                log.warning("key file check failed: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+    async def reconcile(self) -> None:
+        await self.check()
 
     async def check(self) -> None:
         clusters = self.store.list("cluster")

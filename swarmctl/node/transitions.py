@@ -40,13 +40,7 @@ async def init(node, advertise: str | None, listen: str | None, force_new_cluste
         cert = sign_node_certificate(ca_cert, ca_key, make_csr(key), node_id, "manager", cluster_id)
         node.data.keys.new_dek()  # the swarm's data encryption key: on disk with the TLS key before it seals
         node.data.save_certs(ca_cert, cert, key)
-        node.data.clear_raft()
-        node.data.save_raft([node.addrs.raft])
-        part = node.new_manager_part()
-        store = part.open_store([node.addrs.raft])
-        if not await part.wait_leader(10.0):
-            await part.stop()
-            raise Unavailable("the new Raft cluster did not elect itself leader")
+        part, store = await _one_member_raft(node)
         unlock_key = seal.new_unlock_key() if autolock else None
         cluster = ClusterKeys(node.data.keys).new_cluster(
             cluster_id, ca_cert=ca_cert.decode(), ca_key=ca_key.decode(), ca_digest=ca_digest(ca_cert),
@@ -69,6 +63,18 @@ async def init(node, advertise: str | None, listen: str | None, force_new_cluste
         return {"node_id": node_id, "cluster_id": cluster_id}
 
 
+async def _one_member_raft(node):
+    """A fresh Raft dir and a one-member replica on this node's address, once it leads."""
+    node.data.clear_raft()
+    node.data.save_raft([node.addrs.raft])
+    part = node.new_manager_part()
+    store = part.open_store([node.addrs.raft])
+    if not await part.wait_leader(10.0):
+        await part.stop()
+        raise Unavailable("the new Raft cluster did not elect itself leader")
+    return part, store
+
+
 async def _force_new_cluster(node) -> dict:
     """Restart Raft as a one-member cluster carrying the current state (docs/operations.md). The other
     managers become workers in their records, so the Raft transport refuses them from then on."""
@@ -83,13 +89,7 @@ async def _force_new_cluster(node) -> dict:
                 record = dict(record, spec=dict(record["spec"], role="worker"), manager_status=None,
                               status=dict(record["status"], state="down", message="removed by force-new-cluster"))
             records.append({"op": "load", "kind": kind, "id": record["id"], "record": record})
-    node.data.clear_raft()
-    node.data.save_raft([node.addrs.raft])
-    part = node.new_manager_part()
-    store = part.open_store([node.addrs.raft])
-    if not await part.wait_leader(10.0):
-        await part.stop()
-        raise Unavailable("the new Raft cluster did not elect itself leader")
+    part, store = await _one_member_raft(node)
     result = await store.write(records, timeout=10.0)
     if not result["ok"]:
         await part.stop()
