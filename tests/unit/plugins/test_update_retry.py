@@ -12,7 +12,8 @@ import pytest
 from swarmctl.cli import client as cli
 from swarmctl.cli.main import build_parser, main
 from swarmctl.cli import node_cmds, service_cmds
-from tests.unit.test_cli_service import _p, _service, stub  # noqa: F401  (the stub daemon fixture)
+# stub is the stub daemon fixture
+from tests.unit.test_cli_service import _service, stub  # noqa: F401  pylint: disable=unused-import
 
 mu = pytest.importorskip("ansible_collections.swarmctl.cluster.plugins.module_utils.swarmctl_client")
 
@@ -40,7 +41,9 @@ def test_the_modules_repeat_the_cli_rule():
                             (cli.DaemonError("update out of sequence", 400), mu.SwarmctlError("update out of sequence", 400))]:
         assert cli.is_out_of_sequence(exc_cli) == mu.is_out_of_sequence(exc_mu)
     # the loops are the same code apart from the error class
-    strip = lambda f: inspect.getsource(f).replace("DaemonError", "E").replace("SwarmctlError", "E").split('"""')[-1]
+
+    def strip(func):
+        return inspect.getsource(func).replace("DaemonError", "E").replace("SwarmctlError", "E").rsplit('"""', maxsplit=1)[-1]
     assert strip(cli.update_with_retry) == strip(mu.update_with_retry)
     assert mu.with_version("/p", {"version": 7}) == cli.with_version("/p", {"version": 7}) == "/p?version=7"
 
