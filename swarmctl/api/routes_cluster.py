@@ -3,6 +3,7 @@
 Reads are served from this manager's replica; writes are marked leader=True and run on the leader.
 """
 
+from swarmctl.api import listing
 from swarmctl.api.schemas import Empty, ForceQuery, NodeUpdateRequest, RotateRequest, VersionQuery
 from swarmctl.api.server import route
 from swarmctl.errors import BadRequest
@@ -40,8 +41,26 @@ async def rotate_token(ctx):
 
 @route("GET", "/v1/nodes", "cluster")
 async def list_nodes(ctx):
-    """List nodes, sorted by hostname."""
-    return nodes.list_nodes(ctx.store)
+    """List nodes, sorted by hostname; ?filter=KEY=VALUE (id, label, node.label, membership, name, role) as
+    Docker's `node ls -f`."""
+    filters = listing.parse_filters(ctx.request, NODE_FILTERS)
+    listing.check_values(filters, "role", ("manager", "worker"))
+    listing.check_values(filters, "membership", ("accepted", "pending"))
+
+    def keep(node: dict) -> bool:
+        spec = node["spec"]
+        return (("id" not in filters or listing.prefix_any(node["id"], filters["id"]))
+                and ("name" not in filters or listing.prefix_any(node["description"]["hostname"], filters["name"]))
+                and ("role" not in filters or spec["role"] in filters["role"])
+                and ("membership" not in filters or "accepted" in filters["membership"])
+                and ("label" not in filters or listing.match_labels(node["description"].get("labels"),
+                                                                    filters["label"]))
+                and ("node.label" not in filters or listing.match_labels(spec.get("labels"), filters["node.label"])))
+    items = sorted((n for n in ctx.store.list("node") if keep(n)), key=lambda n: (n["description"]["hostname"], n["id"]))
+    return await listing.respond(ctx.request, items, lambda n: nodes.node_view(ctx.store, n))
+
+
+NODE_FILTERS = ("id", "label", "node.label", "membership", "name", "role")
 
 
 @route("GET", "/v1/nodes/{ref}", "cluster")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import quote
 
+from swarmctl.api import listing
 from swarmctl.api.peer import PeerUnreachable
 from swarmctl.api.schemas import (ScaleRequest, ServiceCreateRequest, ServiceUpdateRequest, SwarmUpdateRequest,
                                   TailQuery, VersionQuery)
@@ -40,11 +41,66 @@ async def check_image(ctx, image: str | None) -> None:
                          "load it into the nodes' engines first (docker load / docker import)")
 
 
+SERVICE_FILTERS = ("id", "label", "mode", "name")
+TASK_FILTERS = ("id", "name", "node", "desired-state")
+DESIRED_STATES = ("running", "shutdown", "accepted")
+
+
+def service_filter(filters: dict[str, list[str]]):
+    """A predicate for Docker's `service ls` filters: id and name prefixes, label, mode."""
+    listing.check_values(filters, "mode", ("replicated", "global"))
+
+    def keep(service: dict) -> bool:
+        spec = service["spec"]
+        return (("id" not in filters or listing.prefix_any(service["id"], filters["id"]))
+                and ("name" not in filters or listing.prefix_any(spec["name"], filters["name"]))
+                and ("mode" not in filters or spec["mode"] in filters["mode"])
+                and ("label" not in filters or listing.match_labels(spec.get("labels"), filters["label"])))
+    return keep
+
+
+def task_filter(store, filters: dict[str, list[str]]):
+    """A predicate for Docker's `service ps` filters: id and name prefixes, node (id, id prefix or hostname),
+    desired-state (running, shutdown or accepted); and `service` (id or name) on /v1/tasks."""
+    listing.check_values(filters, "desired-state", DESIRED_STATES)
+    nodes = None
+    if "node" in filters:
+        nodes = set()
+        for value in filters["node"]:
+            for node in store.list("node"):
+                if node["id"].startswith(value) or node["description"]["hostname"] == value:
+                    nodes.add(node["id"])
+    service_ids = None
+    if "service" in filters:
+        service_ids = {s["id"] for s in store.list("service")
+                       if any(s["id"].startswith(v) or s["spec"]["name"] == v for v in filters["service"])}
+
+    def keep(task: dict) -> bool:
+        if "id" in filters and not listing.prefix_any(task["id"], filters["id"]):
+            return False
+        if "name" in filters and not listing.prefix_any(task_name(task), filters["name"]):
+            return False
+        if nodes is not None and task.get("node_id") not in nodes:
+            return False
+        if service_ids is not None and task["service_id"] not in service_ids:
+            return False
+        if "desired-state" in filters:
+            desired = task["desired_state"]
+            wanted = filters["desired-state"]
+            if not (("running" in wanted and desired == "running")
+                    or ("shutdown" in wanted and desired not in ("running", "accepted", "ready"))
+                    or ("accepted" in wanted and desired in ("accepted", "ready"))):
+                return False
+        return True
+    return keep
+
+
 @route("GET", "/v1/services", "cluster")
 async def list_services(ctx):
-    """List services, sorted by name."""
-    items = sorted(ctx.store.list("service"), key=lambda s: s["spec"]["name"])
-    return [services.service_view(ctx.store, s) for s in items]
+    """List services, sorted by name; ?filter=KEY=VALUE (id, label, mode, name) as Docker's `service ls -f`."""
+    keep = service_filter(listing.parse_filters(ctx.request, SERVICE_FILTERS))
+    items = sorted((s for s in ctx.store.list("service") if keep(s)), key=lambda s: s["spec"]["name"])
+    return await listing.respond(ctx.request, items, lambda s: services.service_view(ctx.store, s))
 
 
 @route("POST", "/v1/services", "cluster", leader=True, body=ServiceCreateRequest)
@@ -85,9 +141,21 @@ async def remove_service(ctx):
 
 @route("GET", "/v1/services/{ref}/tasks", "cluster")
 async def service_tasks(ctx):
-    """The tasks of a service, history included."""
+    """The tasks of a service, history included; ?filter=KEY=VALUE (id, name, node, desired-state) as Docker's
+    `service ps -f`. A large list is streamed."""
+    filters = listing.parse_filters(ctx.request, TASK_FILTERS)
     service = services.resolve_service(ctx.store, ctx.request.match_info["ref"])
-    return services.list_tasks(ctx.store, service)
+    return await _tasks(ctx, filters, service)
+
+
+async def _tasks(ctx, filters, service=None):
+    keep = task_filter(ctx.store, filters)
+    tasks = [t for t in services.sorted_tasks(ctx.store, service) if keep(t)]
+    node_names = {}
+
+    def view(task):
+        return services.task_view(ctx.store, task, node_names)
+    return await listing.respond(ctx.request, tasks, view)
 
 
 @route("GET", "/v1/services/{ref}/progress", "cluster")
@@ -98,8 +166,8 @@ async def service_progress(ctx):
 
 @route("GET", "/v1/tasks", "cluster")
 async def list_tasks(ctx):
-    """All tasks."""
-    return services.list_tasks(ctx.store)
+    """All tasks; ?filter=KEY=VALUE (id, name, node, desired-state, service). A large list is streamed."""
+    return await _tasks(ctx, listing.parse_filters(ctx.request, TASK_FILTERS + ("service",)))
 
 
 # A swarm update without a version is planned again this often after a concurrent change of the cluster record.

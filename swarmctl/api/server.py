@@ -309,7 +309,7 @@ class APIServer:
                     return answer
         result = await spec.handler(ctx)
         response = result if isinstance(result, web.StreamResponse) else _json(result)
-        if stale:
+        if stale and not response.prepared:  # a streamed list set the header itself before it started
             response.headers[STALE] = "1"
         return response
 

@@ -166,3 +166,14 @@ def update_with_retry(read, plan, send):
 def with_version(path: str, record: dict) -> str:
     version = record.get("version")
     return path if version is None else f"{path}?version={int(version)}"
+
+
+def filter_query(filters: list[str] | None, sep: str = "?") -> str:
+    """`--filter KEY=VALUE` options as the API's repeated ?filter= parameters (the server applies them)."""
+    from urllib.parse import quote as _quote
+    parts = []
+    for item in filters or ():
+        if "=" not in item or not item.partition("=")[0].strip():
+            raise CLIError(f"bad format of filter (expected name=value): {item!r}")
+        parts.append("filter=" + _quote(item, safe=""))
+    return (sep + "&".join(parts)) if parts else ""

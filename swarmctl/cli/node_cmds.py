@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from urllib.parse import quote
 
-from swarmctl.cli.client import CLIError, DaemonError, update_with_retry, with_version
+from swarmctl.cli.client import CLIError, DaemonError, filter_query, update_with_retry, with_version
 from swarmctl.cli.output import print_json, print_table
 
 
@@ -14,6 +14,8 @@ def add_parsers(sub) -> None:
                                                                             metavar="COMMAND")
     p = node.add_parser("ls", help="list nodes")
     p.add_argument("-q", "--quiet", action="store_true", help="only display IDs")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="filter on the server: id, label, node.label, membership, name, role (repeatable)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=ls)
 
@@ -49,8 +51,9 @@ STALE_WARNING = ("WARNING: The swarm does not have a leader. Showing this manage
 
 
 def ls(client, args) -> int:
+    query = filter_query(args.filter)
     try:
-        nodes = client.get("/v1/nodes")
+        nodes = client.get("/v1/nodes" + query)
     except DaemonError as exc:
         # A manager that lost quorum can still show what it last knew, marked as such (reads are otherwise
         # linearizable, and so refused without a leader, as in Docker).
@@ -60,7 +63,7 @@ def ls(client, args) -> int:
             warning = f"WARNING: {exc} Showing this manager's last known state of the nodes, which may be out of date."
         else:
             raise
-        nodes = client.get("/v1/nodes?stale=1")
+        nodes = client.get("/v1/nodes?stale=1" + filter_query(args.filter, "&"))
         print(warning, file=sys.stderr)
     if args.format == "json":
         print_json(nodes)

@@ -14,7 +14,7 @@ import sys
 import time
 from urllib.parse import quote
 
-from swarmctl.cli.client import CLIError, DaemonError, update_with_retry, with_version
+from swarmctl.cli.client import CLIError, DaemonError, filter_query, update_with_retry, with_version
 from swarmctl.cli.output import print_json, print_table
 from swarmctl.cli.units import (UnitError, human_age, parse_bytes, parse_cpus, parse_duration, parse_int, parse_key,
                                 parse_kv)
@@ -73,6 +73,8 @@ def add_parsers(sub) -> None:
 
     p = actions.add_parser("ls", help="list services")
     p.add_argument("-q", "--quiet", action="store_true", help="only display IDs")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="filter on the server: id, label, mode (replicated|global), name (repeatable)")
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
     p.set_defaults(func=ls)
 
@@ -80,6 +82,9 @@ def add_parsers(sub) -> None:
                            description="List the tasks of services, newest task of each slot first; earlier "
                                        "tasks of the same slot (history) follow with a ' \\_ ' prefix.")
     p.add_argument("-q", "--quiet", action="store_true", help="only display task IDs")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="filter on the server: id, name, node, desired-state (running|shutdown|accepted) "
+                        "(repeatable)")
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
     p.add_argument("--no-trunc", action="store_true", help="do not truncate IDs and errors")
     p.add_argument("services", nargs="+", metavar="SERVICE", help="service name, id or unique id prefix")
@@ -710,7 +715,7 @@ def create(client, args) -> int:
 
 
 def ls(client, args) -> int:
-    services = client.get("/v1/services")
+    services = client.get("/v1/services" + filter_query(args.filter))
     if args.format == "json":
         print_json(services)
     elif args.quiet:
@@ -723,8 +728,9 @@ def ls(client, args) -> int:
 
 def ps(client, args) -> int:
     tasks = []
+    query = filter_query(args.filter)
     for ref in args.services:
-        tasks.extend(client.get(f"/v1/services/{_ref(ref)}/tasks"))
+        tasks.extend(client.get(f"/v1/services/{_ref(ref)}/tasks{query}"))
     if args.format == "json":
         print_json(tasks)
     elif args.quiet:

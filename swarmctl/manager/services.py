@@ -226,19 +226,34 @@ def service_view(store: RaftStore, service: dict) -> dict:
     return view
 
 
-def task_view(store: RaftStore, task: dict) -> dict:
+def task_view(store: RaftStore, task: dict, node_names: dict | None = None) -> dict:
+    """A task as the API shows it: its name and its node's hostname (`node_names` caches them across a list)."""
     view = dict(task)
     view["name"] = task_name(task)
-    node = store.get("node", task["node_id"]) if task.get("node_id") else None
-    view["node_name"] = node["description"]["hostname"] if node else None
+    node_id = task.get("node_id")
+    if not node_id:
+        view["node_name"] = None
+    elif node_names is not None and node_id in node_names:
+        view["node_name"] = node_names[node_id]
+    else:
+        node = store.get("node", node_id)
+        view["node_name"] = node["description"]["hostname"] if node else None
+        if node_names is not None:
+            node_names[node_id] = view["node_name"]
     return view
 
 
-def list_tasks(store: RaftStore, service: dict | None = None) -> list[dict]:
+def sorted_tasks(store: RaftStore, service: dict | None = None) -> list[dict]:
+    """The tasks of a service (or all), in `service ps` order: service, slot, node, newest first."""
     tasks = store.find("task", "service_id", service["id"]) if service else store.list("task")
     tasks.sort(key=lambda t: (t["service_name"], t["slot"] or 0, t["node_id"] or "",
                               -(t.get("created_at") or 0)))
-    return [task_view(store, t) for t in tasks]
+    return tasks
+
+
+def list_tasks(store: RaftStore, service: dict | None = None) -> list[dict]:
+    names: dict = {}
+    return [task_view(store, t, names) for t in sorted_tasks(store, service)]
 
 
 def converged(store: RaftStore, service: dict) -> dict:

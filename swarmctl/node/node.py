@@ -23,7 +23,7 @@ from swarmctl import __version__
 from swarmctl.api.peer import PeerClient
 from swarmctl.api.server import APIServer
 from swarmctl.errors import BadRequest, Conflict, NotInSwarm, SwarmLocked, Unauthorized, Unavailable
-from swarmctl.node import transitions
+from swarmctl.node import looplag, transitions
 from swarmctl.node.agent_part import AgentPart
 from swarmctl.node.config import Addresses, ConfigError, DaemonConfig, parse_host_port
 from swarmctl.node.datadir import DataDir, DataDirError
@@ -82,6 +82,7 @@ class Node:
         self._socket_owned = False
         self.stopping = False  # set when the daemon shuts down: the API then says so instead of "not a manager"
         self.locked = False  # restarted under autolock, waiting for `swarm unlock` (nothing runs meanwhile)
+        self.loop_lag: looplag.LoopLagProbe | None = None  # how long the event loop was held (GET /v1/info)
 
     # ---- identity shortcuts ------------------------------------------------------------------
     @property
@@ -114,6 +115,7 @@ class Node:
 
     # ---- start / stop ------------------------------------------------------------------------
     async def start(self) -> None:
+        self.loop_lag = looplag.acquire()
         try:
             self.identity = self.data.open()
         except DataDirError as exc:
@@ -173,6 +175,9 @@ class Node:
             except OSError:
                 pass
         self.data.close()
+        if self.loop_lag is not None:
+            probe, self.loop_lag = self.loop_lag, None
+            await looplag.release(probe)
 
     # ---- parts -------------------------------------------------------------------------------
     def new_manager_part(self) -> ManagerPart:
@@ -255,6 +260,7 @@ class Node:
             "raft_addr": self.addrs.raft if self.addrs and self.role == "manager" else None,
             "managers": self.session.managers if self.session else self.identity.get("managers", []),
             "is_manager": self.manager is not None,
+            "loop_lag": self.loop_lag.view() if self.loop_lag else None,
         }
         if self.store is not None:
             info["raft"] = {"leader": self.store.leader(), "is_leader": self.store.is_leader(),
