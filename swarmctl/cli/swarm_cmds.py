@@ -178,4 +178,8 @@ def info(client, args) -> int:
             print(" Manager Addresses:")
             for addr in managers:
                 print(f"  {addr}")
+    lag = data.get("loop_lag")
+    if lag:
+        print(f" Event Loop Lag: last {lag['last'] * 1000:.0f}ms, worst recent {lag['max_recent'] * 1000:.0f}ms, "
+              f"worst {lag['max'] * 1000:.0f}ms, stalls over {lag['stall_threshold']:g}s: {lag['stalls']}")
     return 0

@@ -264,7 +264,7 @@ class Node:
         }
         if self.store is not None:
             info["raft"] = {"leader": self.store.leader(), "is_leader": self.store.is_leader(),
-                            "members": self.store.members()}
+                            "members": self.store.members(), "applied": self.store.index}
         return info
 
     def _describe(self) -> dict:
