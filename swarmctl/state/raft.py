@@ -106,6 +106,10 @@ def raft_conf(data_dir: str, **overrides) -> SyncObjConf:
         appendEntriesPeriod=0.05,
         leaderFallbackTimeout=2.0,
         appendEntriesUseBatch=False,
+        # An entry at least this large travels in chunks, a path with a pysyncobj bug (transport.TransmissionGuard
+        # works around it). Scheduler and orchestrator entries (200 task changes) exceed the 64 KiB default;
+        # 4 MiB keeps nearly every entry whole, and one append_entries message stays far below MAX_MESSAGE.
+        appendEntriesBatchSizeBytes=4 * 1024 * 1024,
         connectionRetryTime=0.5,
         connectionTimeout=1.5,
         useFork=False,  # ignored with a custom serializer; kept so pysyncobj never forks this process

@@ -529,3 +529,62 @@ def test_backtracks_drop_the_append_entries_a_conflict_made_stale(monkeypatch):
     assert not b.stale(node, ae(150, term=7))              # and so does time
     b.sent(node, {"type": "next_node_idx", "next_node_idx": 12, "reset": False, "success": True})
     assert not b.stale(node, ae(50, term=7))
+
+
+def _pysyncobj_chunks(entry_data: bytes, batch: int):
+    """The append_entries chunks pysyncobj 0.3's leader sends for one large entry, labels included (it compares
+    the position with the length of the entry's data, not of the pickled entry it cuts)."""
+    import pickle
+    entry = pickle.dumps((entry_data, 7, 1))
+    for pos in range(0, len(entry), batch):
+        label = "start" if pos == 0 else "finish" if pos + batch >= len(entry_data) else "process"
+        yield {"type": "append_entries", "transmission": label, "data": entry[pos:pos + batch], "term": 1}
+
+
+def test_the_transmission_guard_holds_back_a_finish_that_comes_too_early():
+    import pickle
+    from swarmctl.state.transport import TransmissionGuard
+    batch, premature = 1024, 0
+    for size in range(batch, 3 * batch + 200):
+        data = b"x" * size
+        guard, assembled, finished = TransmissionGuard(), b"", None
+        for chunk in _pysyncobj_chunks(data, batch):
+            seen = guard.check(chunk)
+            premature += chunk["transmission"] == "finish" and seen["transmission"] == "process"
+            assembled = chunk["data"] if seen["transmission"] == "start" else assembled + chunk["data"]
+            if seen["transmission"] == "finish":
+                finished = pickle.loads(assembled)
+                break
+        assert finished == (data, 7, 1), size
+    assert premature > 0  # the sweep met the bug (sizes just below a chunk boundary)
+
+
+def test_followers_catch_up_on_entries_of_every_size_around_a_chunk_boundary(tmp_path):
+    """Real replicas with 1 KiB chunks: entries whose data ends just before a chunk boundary used to stop a follower
+    for good ("pickle data was truncated")."""
+    import asyncio
+    from tests.raft_helpers import PKI as StorePKI, free_addr as store_addr, tls_store
+    addrs = [store_addr() for _ in range(3)]
+    pki = StorePKI(f"{tmp_path}-pki")
+
+    async def run():
+        stores = [tls_store(addrs[i], addrs, tmp_path / f"m{i}", pki, appendEntriesBatchSizeBytes=1024)
+                  for i in range(3)]
+        try:
+            deadline = time.monotonic() + 15
+            while not any(s.is_leader() for s in stores) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            leader = next(s for s in stores if s.is_leader())
+            sizes = range(900, 2200, 3)
+            for n, size in enumerate(sizes):
+                await leader.write([{"op": "put", "kind": "task", "id": f"t{n}", "record": {"pad": "y" * size}}],
+                                   timeout=10)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not all(len(s.list("task")) == len(sizes) for s in stores):
+                await asyncio.sleep(0.1)
+            assert [len(s.list("task")) for s in stores] == [len(sizes)] * 3
+        finally:
+            for s in stores:
+                s.destroy()
+            await asyncio.sleep(0.3)
+    asyncio.run(run())
