@@ -3,7 +3,8 @@
 from swarmctl.api.schemas import (AssignmentsRequest, CertificateRequest, Empty, HeartbeatRequest, ImageQuery,
                                   RaftJoinRequest, RemoteJoinRequest, TailQuery, TaskStatusRequest)
 from swarmctl.api.server import route
-from swarmctl.errors import NotFound
+from swarmctl.errors import NotFound, Unavailable
+from swarmctl.runtime.base import RuntimeFailure
 
 
 @route("GET", "/v1/ca", "public")
@@ -81,4 +82,7 @@ async def has_image(ctx):
     worker = ctx.node.worker
     if worker is None:
         raise NotFound("this node runs no tasks")
-    return {"present": await worker.has_image(ctx.query.name)}
+    try:
+        return {"present": await worker.has_image(ctx.query.name)}
+    except RuntimeFailure as exc:  # no engine here: the manager counts this node as unknown, not as a "no"
+        raise Unavailable(f"container engine unavailable: {exc}") from None
