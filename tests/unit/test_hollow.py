@@ -1,0 +1,314 @@
+"""`swarmctl hollow`: flag parsing and its one-line errors, and a hollow process of a few nodes against an
+in-process manager stand-in (a test double of the manager's session routes, over real mutual TLS: joins sign
+real certificates of a real CA). The real manager daemon is in tests/integration/test_hollow.py."""
+
+import asyncio
+import json
+import os
+import socket
+import ssl
+import time
+import uuid
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from swarmctl.cli.main import main
+from swarmctl.hollow.config import (DEFAULT_RESOURCES, HollowConfig, HollowConfigError, parse_count, parse_duration,
+                                    parse_fail_rate, parse_join, parse_prefix, parse_resources, route_source)
+from swarmctl.hollow.node import HollowError
+from swarmctl.hollow.process import HollowProcess, rss_bytes
+from swarmctl.manager.ca import create_root_ca, sign_node_certificate
+from swarmctl.security import tls
+from swarmctl.security.certs import generate_key, make_csr
+from swarmctl.security.tokens import ca_digest, make_token, new_secret
+
+GOOD_TOKEN = make_token("0" * 50, "1" * 25)
+
+
+# ---- flags -------------------------------------------------------------------------------------
+def test_parse_count():
+    assert parse_count("20") == 20 and parse_count(" 1 ") == 1
+    for bad in ("0", "-3", "x", "1.5", "", "10001"):
+        with pytest.raises(HollowConfigError, match="--count"):
+            parse_count(bad)
+
+
+def test_parse_duration():
+    assert parse_duration("0.2s") == pytest.approx(0.2)
+    assert parse_duration("200ms") == pytest.approx(0.2)
+    assert parse_duration("1m30s") == 90 and parse_duration("0") == 0 and parse_duration("1.5") == 1.5
+    for bad in ("", "fast", "1x", "-1s", "s", "2 s"):
+        with pytest.raises(HollowConfigError, match="--start-latency"):
+            parse_duration(bad)
+
+
+def test_parse_fail_rate():
+    assert parse_fail_rate("0") == 0 and parse_fail_rate("0.25") == 0.25 and parse_fail_rate("1") == 1
+    for bad in ("-0.1", "1.01", "nan", "inf", "x", ""):
+        with pytest.raises(HollowConfigError, match="--fail-rate"):
+            parse_fail_rate(bad)
+
+
+def test_parse_resources():
+    assert parse_resources(DEFAULT_RESOURCES) == {"cpus": 4.0, "memory": 8 * 2 ** 30}
+    assert parse_resources("cpus=0.5") == {"cpus": 0.5}
+    assert parse_resources("memory=512M, cpus=2") == {"memory": 512 * 2 ** 20, "cpus": 2.0}
+    assert parse_resources("memory=1GiB") == {"memory": 2 ** 30}
+    for bad in ("", "cpus", "cpus=", "cpus=a", "gpus=1", "memory=8Q", "cpus=1,cpus=2", "cpus=-1", "cpus=inf",
+                "memory=-1G", "cpus=1;memory=2G"):
+        with pytest.raises(HollowConfigError, match="--resources"):
+            parse_resources(bad)
+
+
+def test_parse_join_and_prefix():
+    assert parse_join("127.0.0.11:2377") == "127.0.0.11:2377"
+    assert parse_join("127.0.0.11") == "127.0.0.11:2377"
+    for bad in ("", "manager:2377", "127.0.0.1:x", "127.0.0.1:0", ":2377"):
+        with pytest.raises(HollowConfigError, match="--join"):
+            parse_join(bad)
+    assert parse_prefix("hollow-a") == "hollow-a"
+    for bad in ("", "-x", "a b", "x" * 50, "a_b"):
+        with pytest.raises(HollowConfigError, match="--name-prefix"):
+            parse_prefix(bad)
+
+
+def test_from_flags_defaults_and_errors(tmp_path):
+    config = HollowConfig.from_flags(count="3", join="127.0.0.1:2377", token=GOOD_TOKEN, data_dir=str(tmp_path))
+    assert (config.count, config.start_latency, config.fail_rate, config.name_prefix) == (3, 0.2, 0.0, "hollow")
+    assert config.resources == {"cpus": 4.0, "memory": 8 * 2 ** 30} and config.heartbeat_period == 5
+    base = dict(count="3", join="127.0.0.1:2377", token=GOOD_TOKEN, data_dir=str(tmp_path))
+    for override, message in ((dict(token="nope"), "--token"), (dict(token=GOOD_TOKEN[:-1]), "--token"),
+                              (dict(data_dir=""), "--data-dir"), (dict(heartbeat_period="0"), "--heartbeat-period"),
+                              (dict(advertise_addr="host"), "--advertise-addr"), (dict(agent_port="70000"),
+                                                                                  "--agent-port"),
+                              (dict(join_concurrency="0"), "--join-concurrency"), (dict(labels=["x"]), "--label"),
+                              (dict(start_latency="2h"), "--start-latency")):
+        with pytest.raises(HollowConfigError, match=message):
+            HollowConfig.from_flags(**{**base, **override})
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--count", "0"], "invalid --count '0'"),
+    (["--count", "-1"], "invalid --count '-1'"),
+    (["--resources", "cpus=four"], "invalid --resources"),
+    (["--start-latency", "soon"], "invalid --start-latency"),
+    (["--fail-rate", "2"], "invalid --fail-rate"),
+    (["--token", "SWMTKN-1-short-x"], "--token: invalid join token"),
+    (["--join", "nowhere"], "invalid --join address"),
+])
+def test_cli_bad_flags_one_line_error(flags, message, tmp_path, capsys):
+    argv = ["hollow", "--count", "2", "--join", "127.0.0.1:2377", "--token", GOOD_TOKEN,
+            "--data-dir", str(tmp_path / "h")]
+    for i in range(0, len(flags), 2):
+        if flags[i] in argv:
+            argv[argv.index(flags[i]) + 1] = flags[i + 1]
+        else:
+            argv += flags[i:i + 2]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "h").exists()
+
+
+def _free_port(host="127.0.0.1"):
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def test_cli_unreachable_join_one_line_error(tmp_path, capsys):
+    port = _free_port()  # nothing listens there
+    argv = ["hollow", "--count", "2", "--join", f"127.0.0.1:{port}", "--token", GOOD_TOKEN, "--data-dir",
+            str(tmp_path / "h"), "--advertise-addr", "127.0.0.1"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: could not connect to the manager at 127.0.0.1:{port}") and err.count("\n") == 1
+
+
+def test_route_source():
+    assert route_source("127.0.0.1:2377") == "127.0.0.1"
+
+
+# ---- a hollow process against a manager stand-in ---------------------------------------------------
+class ManagerStandIn:
+    """Test double of a manager's session routes over real mutual TLS: /v1/ca, /v1/join (signs a real
+    certificate), heartbeat, assignments (one task per node), status. Not the real manager: that is
+    tests/integration/test_hollow.py."""
+
+    def __init__(self):
+        self.cluster_id = uuid.uuid4().hex[:25]
+        self.ca, self.ca_key = create_root_ca(self.cluster_id)
+        self.secret = new_secret()
+        self.token = make_token(ca_digest(self.ca), self.secret)
+        self.manager_token = make_token(ca_digest(self.ca), new_secret())
+        key = generate_key()
+        self.cert = sign_node_certificate(self.ca, self.ca_key, make_csr(key), "manager0", "manager", self.cluster_id)
+        self.key = key
+        self.nodes = {}
+        self.beats = {}
+        self.tasks = {}
+        self.port = _free_port()
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    def caller(self, request):
+        ident = tls.peer_identity(request.transport.get_extra_info("ssl_object"))
+        assert ident is not None and ident.cluster_id == self.cluster_id
+        return ident.node_id
+
+    async def ca_route(self, request):
+        return web.json_response({"ca": self.ca.decode()})
+
+    async def join(self, request):
+        body = await request.json()
+        secret = body["token"].rsplit("-", 1)[1]
+        role = "worker" if secret == self.secret else "manager" if body["token"] == self.manager_token else None
+        if role is None:
+            return web.json_response({"message": "invalid join token: the token is wrong or has been rotated"},
+                                     status=403)
+        node_id = uuid.uuid4().hex[:25]
+        cert = sign_node_certificate(self.ca, self.ca_key, body["csr"].encode(), node_id, role, self.cluster_id)
+        self.nodes[node_id] = body
+        self.tasks[node_id] = {"id": f"task-{node_id}", "service_id": "s", "service_name": "web", "slot": 1,
+                               "node_id": node_id, "desired_state": "running", "status": {"state": "assigned"},
+                               "spec": {"image": "busybox", "resources": {"limits": {}}}}
+        return web.json_response({"node_id": node_id, "role": role, "cluster_id": self.cluster_id,
+                                  "certificate": cert.decode(), "ca": self.ca.decode(), "managers": [self.addr]})
+
+    async def heartbeat(self, request):
+        node_id = self.caller(request)
+        self.beats[node_id] = self.beats.get(node_id, 0) + 1
+        return web.json_response({"node": {"id": node_id, "spec": {"role": "worker"}}, "managers": [self.addr]})
+
+    async def assignments(self, request):
+        node_id = self.caller(request)
+        body = await request.json()
+        if body.get("since") == "1":
+            await asyncio.sleep(min(body.get("wait") or 0, 0.5))
+        return web.json_response({"version": "1", "tasks": [self.tasks[node_id]]})
+
+    async def status(self, request):
+        node_id = self.caller(request)
+        for update in (await request.json())["updates"]:
+            self.tasks[node_id]["status"] = {"state": update["state"]}
+        return web.json_response({"applied": 1})
+
+    async def start(self, tmp):
+        cert, key = os.path.join(tmp, "m.pem"), os.path.join(tmp, "m.key")
+        ca = os.path.join(tmp, "ca.pem")
+        for path, data in ((cert, self.cert), (key, self.key), (ca, self.ca)):
+            with open(path, "wb") as f:
+                f.write(data)
+        ctx = tls.server_context(cert, key, ca)
+        self.client_ctx = tls.client_context(ca, cert, key)
+        app = web.Application()
+        app.router.add_get("/v1/ca", self.ca_route)
+        app.router.add_post("/v1/join", self.join)
+        app.router.add_post("/v1/session/heartbeat", self.heartbeat)
+        app.router.add_post("/v1/session/assignments", self.assignments)
+        app.router.add_post("/v1/session/status", self.status)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port, ssl_context=ctx).start()
+
+    async def stop(self):
+        await self.runner.cleanup()
+
+
+async def _until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def _config(manager, root, **kw):
+    flags = dict(count="5", join=manager.addr, token=manager.token, data_dir=str(root), start_latency="0.1s",
+                 heartbeat_period="0.2s", advertise_addr="127.0.0.1")
+    flags.update(kw)
+    return HollowConfig.from_flags(**flags)
+
+
+def test_hollow_process_nodes_join_heartbeat_and_run_their_tasks(tmp_path):
+    manager = ManagerStandIn()
+
+    async def scenario():
+        await manager.start(str(tmp_path))
+        process = HollowProcess(_config(manager, tmp_path / "h"))
+        try:
+            await process.start()
+            assert len(manager.nodes) == 5
+            hostnames = sorted(n["hostname"] for n in manager.nodes.values())
+            assert hostnames == [f"hollow-{i}" for i in range(5)]
+            assert {n["manager_addr"] for n in manager.nodes.values()} == {process.agent_addr}  # one listener
+            assert all(n["resources"] == {"cpus": 4.0, "memory": 8 * 2 ** 30} for n in manager.nodes.values())
+            assert await _until(lambda: all(t["status"]["state"] == "running" for t in manager.tasks.values()))
+            assert await _until(lambda: len(manager.beats) == 5 and min(manager.beats.values()) >= 3)
+            ids = {n.node_id for n in process.nodes}
+            assert len(ids) == 5 and ids == set(manager.nodes)
+            serials = {n._cert_summary["serial"] for n in process.nodes}
+            assert len(serials) == 5  # a certificate each
+            for i in range(5):
+                assert os.path.exists(tmp_path / "h" / str(i) / "certs" / "node.pem")
+            # the shared agent listener: logs of any node's task and the image check, managers only
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=manager.client_ctx)) as http:
+                task_id = manager.tasks[process.nodes[3].node_id]["id"]
+                async with http.get(f"https://{process.agent_addr}/v1/agent/logs/{task_id}?tail=5") as r:
+                    lines = (await r.json())["lines"]
+                assert r.status == 200 and any("running" in line for line in lines)
+                async with http.get(f"https://{process.agent_addr}/v1/agent/images?name=busybox") as r:
+                    assert (await r.json()) == {"present": True}
+            worker_ctx = tls.client_context(process.nodes[0].data.ca_file, process.nodes[0].data.cert_file,
+                                            process.nodes[0].data.key_file)
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=worker_ctx)) as http:
+                async with http.get(f"https://{process.agent_addr}/v1/agent/images?name=x") as r:
+                    assert r.status == 401  # a worker certificate may not ask
+            assert "5 nodes running" in process.summary() and "per node" in process.summary()
+        finally:
+            await process.stop()
+        # killing the process stops every session: no more heartbeats
+        before = dict(manager.beats)
+        await asyncio.sleep(0.5)
+        assert manager.beats == before
+        # a restart with the same data dir brings back the same nodes, without joining again
+        again = HollowProcess(_config(manager, tmp_path / "h"))
+        try:
+            await again.start()
+            assert again.joined_now == 0 and len(manager.nodes) == 5
+            assert {n.node_id for n in again.nodes} == ids and again.agent_addr == process.agent_addr
+        finally:
+            await again.stop()
+        await manager.stop()
+    asyncio.run(scenario())
+
+
+def test_hollow_process_refuses_a_wrong_token_and_a_manager_token(tmp_path):
+    manager = ManagerStandIn()
+
+    async def scenario():
+        await manager.start(str(tmp_path))
+        wrong = make_token(ca_digest(manager.ca), new_secret())
+        for token, message in ((wrong, "refused the join: invalid join token"),
+                               (manager.manager_token, "hollow nodes join as workers"),
+                               (make_token("0" * 50, new_secret()), "does not match the fingerprint")):
+            root = tmp_path / uuid.uuid4().hex
+            process = HollowProcess(_config(manager, root, token=token))
+            try:
+                with pytest.raises(HollowError, match=message) as info:
+                    await process.start()
+                assert "\n" not in str(info.value)
+            finally:
+                await process.stop()
+        assert len([n for n in manager.nodes.values()]) == 1  # only the one manager-token probe joined
+        await manager.stop()
+    asyncio.run(scenario())
+
+
+def test_rss_is_measured():
+    assert rss_bytes() > 10 * 2 ** 20
