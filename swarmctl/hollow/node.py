@@ -117,6 +117,7 @@ class HollowNode:
         finally:
             await joiner.close()
         if answer.get("role") != "worker":
+            await self._undo_manager_join(remote, answer, key)
             raise HollowError("hollow nodes join as workers, and this is a manager join token: use the worker token "
                               "(`swarmctl swarm join-token -q worker`)")
         self.data.save_certs(answer["ca"].encode(), answer["certificate"].encode(), key)
@@ -124,6 +125,18 @@ class HollowNode:
                          "managers": answer.get("managers") or [remote], "advertise_addr": host,
                          "listen_host": host, "listen_port": int(self.agent_addr.rsplit(":", 1)[1]), "hollow": True}
         self.data.save_identity(self.identity)
+
+    async def _undo_manager_join(self, remote: str, answer: dict, key: bytes) -> None:
+        """A manager token made a manager record that will never run Raft: leave at once, as `swarm leave
+        --force` does, so the record is a Down worker ("node left the swarm") that `node rm` can remove."""
+        ctx = tls.client_context(answer["ca"].encode(), answer["certificate"].encode(), key)
+        peer = PeerClient(ctx, timeout=10.0)
+        try:
+            await peer.call(remote, "POST", "/v1/raft/leave", {}, timeout=15.0)
+        except (PeerUnreachable, APIError) as exc:
+            log.warning("could not undo the manager join of %s: %s", answer.get("node_id"), exc)
+        finally:
+            await peer.close()
 
     # ---- the agent ---------------------------------------------------------------------------
     def make_peer(self) -> PeerClient:

@@ -149,6 +149,7 @@ class ManagerStandIn:
         self.nodes = {}
         self.beats = {}
         self.tasks = {}
+        self.left = []
         self.port = _free_port()
 
     @property
@@ -178,6 +179,11 @@ class ManagerStandIn:
                                "spec": {"image": "busybox", "resources": {"limits": {}}}}
         return web.json_response({"node_id": node_id, "role": role, "cluster_id": self.cluster_id,
                                   "certificate": cert.decode(), "ca": self.ca.decode(), "managers": [self.addr]})
+
+    async def raft_leave(self, request):
+        node_id = self.caller(request)
+        self.left.append(node_id)
+        return web.json_response({})
 
     async def heartbeat(self, request):
         node_id = self.caller(request)
@@ -209,6 +215,7 @@ class ManagerStandIn:
         app.router.add_get("/v1/ca", self.ca_route)
         app.router.add_post("/v1/join", self.join)
         app.router.add_post("/v1/session/heartbeat", self.heartbeat)
+        app.router.add_post("/v1/raft/leave", self.raft_leave)
         app.router.add_post("/v1/session/assignments", self.assignments)
         app.router.add_post("/v1/session/status", self.status)
         self.runner = web.AppRunner(app, access_log=None)
@@ -305,7 +312,8 @@ def test_hollow_process_refuses_a_wrong_token_and_a_manager_token(tmp_path):
                 assert "\n" not in str(info.value)
             finally:
                 await process.stop()
-        assert len([n for n in manager.nodes.values()]) == 1  # only the one manager-token probe joined
+        assert len(manager.nodes) == 1  # only the one manager-token probe joined, and it left at once
+        assert manager.left == list(manager.nodes)
         await manager.stop()
     asyncio.run(scenario())
 
