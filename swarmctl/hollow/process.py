@@ -127,8 +127,8 @@ class HollowProcess:
             known.append(first)
             self.joined_now += 1
         await self._serve(known[0])
-        for node in known:
-            await node.activate(stagger=node.index != 0 and self.joined_now == 0)
+        restarted = self.joined_now == 0  # nodes back from an earlier run: spread their heartbeats over a period
+        await asyncio.gather(*(node.activate(stagger=restarted and node.index != 0) for node in known))
         gate = asyncio.Semaphore(config.join_concurrency)
         errors: list[str] = []
 
