@@ -106,7 +106,8 @@ def main() -> int:
                 if running == args.replicas:
                     break
                 time.sleep(0.5)
-            figure(f"{args.replicas} replicas running", f"{time.monotonic() - began:.1f} s", "(scale bench: 100k in 20 s)")
+            figure(f"{args.replicas} replicas running", f"{time.monotonic() - began:.1f} s",
+                   "(scale bench: 100k in 20 s)")
             figure("hollow RSS per node with tasks", f"{rss_of(hollow.pid) / args.count / 2**10:.0f} KiB", "")
         return 0
     finally:

@@ -33,7 +33,8 @@ def add_parser(sub) -> None:
                    help="port of the one agent listener shared by all nodes (default: any free port, kept for "
                         "restarts in DIR/hollow.json)")
     p.add_argument("--heartbeat-period", default="5s", metavar="DURATION", help="(default %(default)s)")
-    p.add_argument("--join-concurrency", default="16", metavar="N", help="joins in flight at once (default %(default)s)")
+    p.add_argument("--join-concurrency", default="16", metavar="N",
+                   help="joins in flight at once (default %(default)s)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="engine label of every node")
     p.add_argument("--log-level", default=os.environ.get("SWARMCTL_LOG_LEVEL", "warning"),
                    choices=["debug", "info", "warning", "error"])

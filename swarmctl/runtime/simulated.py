@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from swarmctl.runtime.base import ContainerNotFound, ContainerSpec, ContainerState, ImageNotFound, Runtime, RuntimeFailure
+from swarmctl.runtime.base import (ContainerNotFound, ContainerSpec, ContainerState, ImageNotFound, Runtime,
+                                   RuntimeFailure)
 
 START_FAILURE_EXIT = 128
 ENGINE_VERSION = "simulated"
