@@ -120,11 +120,13 @@ class HollowNode:
             await self._undo_manager_join(remote, answer, key)
             raise HollowError("hollow nodes join as workers, and this is a manager join token: use the worker token "
                               "(`swarmctl swarm join-token -q worker`)")
-        self.data.save_certs(answer["ca"].encode(), answer["certificate"].encode(), key)
-        self.identity = {"node_id": answer["node_id"], "cluster_id": answer["cluster_id"], "role": "worker",
+        # the data dir's writes fsync: off the event loop, which runs every other node meanwhile
+        await asyncio.to_thread(self.data.save_certs, answer["ca"].encode(), answer["certificate"].encode(), key)
+        identity = {"node_id": answer["node_id"], "cluster_id": answer["cluster_id"], "role": "worker",
                          "managers": answer.get("managers") or [remote], "advertise_addr": host,
                          "listen_host": host, "listen_port": int(self.agent_addr.rsplit(":", 1)[1]), "hollow": True}
-        self.data.save_identity(self.identity)
+        await asyncio.to_thread(self.data.save_identity, identity)
+        self.identity = identity
 
     async def _undo_manager_join(self, remote: str, answer: dict, key: bytes) -> None:
         """A manager token made a manager record that will never run Raft: leave at once, as `swarm leave

@@ -114,8 +114,10 @@ class HollowProcess:
                 i, node_dir(config.data_dir, i), f"{config.name_prefix}-{i}", self.advertise, self.agent_addr,
                 config.heartbeat_period, config.resources, config.labels,
                 SimulatedRuntime(name=f"{config.name_prefix}-{i}", **runtime_args)))
-        for node in self.nodes:
-            node.open()
+        opened = await asyncio.gather(*(asyncio.to_thread(n.open) for n in self.nodes), return_exceptions=True)
+        failed = [e for e in opened if isinstance(e, BaseException)]
+        if failed:
+            raise failed[0] if isinstance(failed[0], HollowError) else HollowError(f"opening a data dir: {failed[0]}")
         known = [n for n in self.nodes if n.identity]
         fresh = [n for n in self.nodes if not n.identity]
         if known:
