@@ -35,6 +35,10 @@ class HollowError(Exception):
     """A hollow node cannot start; the message says why, on one line."""
 
 
+class _Unreachable(HollowError):
+    """The manager did not answer (or could not serve the join now): worth another attempt."""
+
+
 class HollowNode:
     def __init__(self, index: int, data_dir: str, hostname: str, advertise: str, agent_addr: str,
                  heartbeat_period: float, resources: dict, labels: dict, runtime: SimulatedRuntime):
@@ -85,15 +89,45 @@ class HollowNode:
         return self.identity
 
     # ---- join --------------------------------------------------------------------------------
-    async def join(self, token: str, remote: str) -> None:
+    async def join(self, token: str, remote: str, attempts: int = 1) -> None:
         """Join as a worker, as `swarm join` does: fetch the CA, check it against the token's digest, send a
-        CSR with the token, keep the certificate. Raises HollowError (one line) on any refusal."""
+        CSR with the token, keep the certificate. Raises HollowError (one line) on any refusal.
+
+        A manager that does not answer (busy with a thousand joins) is tried again, up to `attempts` times,
+        with the same key and request id: a join it applied but whose answer was lost gives the same node."""
         parsed = parse_token(token)
+        key = generate_key()
+        request_id = uuid.uuid4().hex
+        delay = 0.5
+        for attempt in range(1, attempts + 1):
+            try:
+                answer = await self._join_once(parsed, token, remote, key, request_id)
+                break
+            except _Unreachable as exc:
+                if attempt == attempts:
+                    raise HollowError(str(exc)) from None
+                log.info("%s: %s; trying again in %.1fs", self.hostname, exc, delay)
+                await asyncio.sleep(delay * random.uniform(1, 2))
+                delay = min(delay * 2, 8.0)
+        if answer.get("role") != "worker":
+            await self._undo_manager_join(remote, answer, key)
+            raise HollowError("hollow nodes join as workers, and this is a manager join token: use the worker token "
+                              "(`swarmctl swarm join-token -q worker`)")
+        # the data dir's writes fsync: off the event loop, which runs every other node meanwhile
+        await asyncio.to_thread(self.data.save_certs, answer["ca"].encode(), answer["certificate"].encode(), key)
+        host = self.advertise
+        identity = {"node_id": answer["node_id"], "cluster_id": answer["cluster_id"], "role": "worker",
+                    "managers": answer.get("managers") or [remote], "advertise_addr": host,
+                    "listen_host": host, "listen_port": int(self.agent_addr.rsplit(":", 1)[1]), "hollow": True}
+        await asyncio.to_thread(self.data.save_identity, identity)
+        self.identity = identity
+
+    async def _join_once(self, parsed, token: str, remote: str, key: bytes, request_id: str) -> dict:
         bootstrap = PeerClient(tls.unverified_context(), timeout=5.0)
         try:
             ca_pem = (await bootstrap.call(remote, "GET", "/v1/ca"))["ca"]
         except PeerUnreachable as exc:
-            raise HollowError(f"could not connect to the manager at {remote}: {exc}") from None
+            raise _Unreachable(f"could not connect to the manager at {remote}: {exc}") from None
         except (APIError, KeyError, TypeError) as exc:
             raise HollowError(f"the manager at {remote} did not hand out its CA: {exc}") from None
         finally:
@@ -101,32 +135,21 @@ class HollowNode:
         if ca_digest(ca_pem) != parsed.digest:
             raise HollowError(f"the manager at {remote} presented a root CA that does not match the fingerprint in "
                               "the join token; refusing to join")
-        key = generate_key()
         joiner = PeerClient(tls.client_context(ca_pem.encode()), timeout=15.0)
-        host = self.advertise
         try:
-            answer = await joiner.call(remote, "POST", "/v1/join", headers={"X-Request-Id": uuid.uuid4().hex}, body={
+            return await joiner.call(remote, "POST", "/v1/join", headers={"X-Request-Id": request_id}, body={
                 "token": token.strip(), "csr": make_csr(key).decode(), "hostname": self.hostname,
-                "addr": host, "manager_addr": self.agent_addr, "raft_addr": self.agent_addr,
+                "addr": self.advertise, "manager_addr": self.agent_addr, "raft_addr": self.agent_addr,
                 "engine_labels": self.labels, "resources": self.resources,
                 "heartbeat_period": self.heartbeat_period})
         except PeerUnreachable as exc:
-            raise HollowError(f"could not connect to the manager at {remote}: {exc}") from None
+            raise _Unreachable(f"could not connect to the manager at {remote}: {exc}") from None
         except APIError as exc:
+            if exc.status >= 500:  # the manager is there but cannot serve now (no leader, overloaded)
+                raise _Unreachable(f"the manager at {remote} could not take the join now: {exc.message}") from None
             raise HollowError(f"the manager at {remote} refused the join: {exc.message}") from None
         finally:
             await joiner.close()
-        if answer.get("role") != "worker":
-            await self._undo_manager_join(remote, answer, key)
-            raise HollowError("hollow nodes join as workers, and this is a manager join token: use the worker token "
-                              "(`swarmctl swarm join-token -q worker`)")
-        # the data dir's writes fsync: off the event loop, which runs every other node meanwhile
-        await asyncio.to_thread(self.data.save_certs, answer["ca"].encode(), answer["certificate"].encode(), key)
-        identity = {"node_id": answer["node_id"], "cluster_id": answer["cluster_id"], "role": "worker",
-                         "managers": answer.get("managers") or [remote], "advertise_addr": host,
-                         "listen_host": host, "listen_port": int(self.agent_addr.rsplit(":", 1)[1]), "hollow": True}
-        await asyncio.to_thread(self.data.save_identity, identity)
-        self.identity = identity
 
     async def _undo_manager_join(self, remote: str, answer: dict, key: bytes) -> None:
         """A manager token made a manager record that will never run Raft: leave at once, as `swarm leave

@@ -34,6 +34,7 @@ from swarmctl.security.tls import peer_identity
 log = logging.getLogger(__name__)
 
 STATE_FILE = "hollow.json"
+JOIN_ATTEMPTS = 6  # for the nodes after the first: a manager busy with many joins may not answer at once
 
 
 def rss_bytes() -> int:
@@ -137,7 +138,7 @@ class HollowProcess:
         async def join(node: HollowNode) -> None:
             async with gate:
                 try:
-                    await node.join(config.token, config.join)
+                    await node.join(config.token, config.join, attempts=JOIN_ATTEMPTS)
                 except HollowError as exc:
                     errors.append(f"{node.hostname}: {exc}")
                     return

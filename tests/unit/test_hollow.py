@@ -150,6 +150,8 @@ class ManagerStandIn:
         self.beats = {}
         self.tasks = {}
         self.left = []
+        self.join_ids = []
+        self.busy_joins = 0
         self.port = _free_port()
 
     @property
@@ -166,6 +168,10 @@ class ManagerStandIn:
 
     async def join(self, request):
         body = await request.json()
+        self.join_ids.append(request.headers.get("X-Request-Id"))
+        if self.busy_joins > 0:  # a manager too busy to take the join now
+            self.busy_joins -= 1
+            return web.json_response({"message": "too many requests"}, status=503)
         secret = body["token"].rsplit("-", 1)[1]
         role = "worker" if secret == self.secret else "manager" if body["token"] == self.manager_token else None
         if role is None:
@@ -320,3 +326,26 @@ def test_hollow_process_refuses_a_wrong_token_and_a_manager_token(tmp_path):
 
 def test_rss_is_measured():
     assert rss_bytes() > 10 * 2 ** 20
+
+
+def test_busy_manager_joins_are_retried_with_the_same_request_id(tmp_path):
+    manager = ManagerStandIn()
+    original = manager.join
+
+    async def join(request):
+        if len(manager.join_ids) == 1:  # the first node is in: the next three join attempts find it busy
+            manager.busy_joins = 3
+        return await original(request)
+    manager.join = join
+
+    async def scenario():
+        await manager.start(str(tmp_path))
+        process = HollowProcess(_config(manager, tmp_path / "h", count="4", join_concurrency="1"))
+        try:
+            await process.start()
+            assert len(manager.nodes) == 4 and all(n.node_id for n in process.nodes)
+            assert len(manager.join_ids) == 4 + 3 and len(set(manager.join_ids)) == 4  # retries reuse the id
+        finally:
+            await process.stop()
+            await manager.stop()
+    asyncio.run(scenario())
