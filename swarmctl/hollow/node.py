@@ -89,24 +89,28 @@ class HollowNode:
         return self.identity
 
     # ---- join --------------------------------------------------------------------------------
-    async def join(self, token: str, remote: str, attempts: int = 1) -> None:
+    async def join(self, token: str, remote: str, attempts: int | None = 1) -> None:
         """Join as a worker, as `swarm join` does: fetch the CA, check it against the token's digest, send a
         CSR with the token, keep the certificate. Raises HollowError (one line) on any refusal.
 
-        A manager that does not answer (busy with a thousand joins) is tried again, up to `attempts` times,
-        with the same key and request id: a join it applied but whose answer was lost gives the same node."""
+        A manager that does not answer (busy with a thousand joins) is tried again, up to `attempts` times
+        (None: until it answers), with the same key and request id: a join it applied but whose answer was
+        lost gives the same node."""
         parsed = parse_token(token)
         key = generate_key()
         request_id = uuid.uuid4().hex
         delay = 0.5
-        for attempt in range(1, attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 answer = await self._join_once(parsed, token, remote, key, request_id)
                 break
             except _Unreachable as exc:
-                if attempt == attempts:
+                if attempts is not None and attempt >= attempts:
                     raise HollowError(str(exc)) from None
-                log.info("%s: %s; trying again in %.1fs", self.hostname, exc, delay)
+                log.log(logging.WARNING if attempt % 5 == 0 else logging.INFO,
+                        "%s: join attempt %d: %s; trying again", self.hostname, attempt, exc)
                 await asyncio.sleep(delay * random.uniform(1, 2))
                 delay = min(delay * 2, 8.0)
         if answer.get("role") != "worker":

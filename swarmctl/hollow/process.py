@@ -34,7 +34,9 @@ from swarmctl.security.tls import peer_identity
 log = logging.getLogger(__name__)
 
 STATE_FILE = "hollow.json"
-JOIN_ATTEMPTS = 6  # for the nodes after the first: a manager busy with many joins may not answer at once
+# the nodes after the first retry until the manager takes their join: one busy with many joins may not answer
+# at once (the first node's join is tried once, so a wrong address or token fails at once)
+JOIN_ATTEMPTS = None
 
 
 def rss_bytes() -> int:
