@@ -96,13 +96,20 @@ def main() -> int:
             raise SystemExit(f"not all {args.count} hollow nodes were Ready within 600 s")
         hollow_cpu, manager_cpu = cpu_seconds(hollow.pid), cpu_seconds(manager.proc.pid)
         summary = next((line for line in open(log_path) if "nodes running" in line), "").strip()
-        time.sleep(2 * args.heartbeat)  # settle: every node has heartbeated a few times
+        time.sleep(args.heartbeat)  # settle: every node has heartbeated again
+        idle_from = (time.monotonic(), cpu_seconds(hollow.pid), cpu_seconds(manager.proc.pid))
+        time.sleep(2 * args.heartbeat)
+        idle_for = time.monotonic() - idle_from[0]
+        idle_hollow = (cpu_seconds(hollow.pid) - idle_from[1]) / idle_for
+        idle_manager = (cpu_seconds(manager.proc.pid) - idle_from[2]) / idle_for
         rss = rss_of(hollow.pid)
         print(f"hollow nodes: {args.count} on one manager ({manager.addr}), heartbeat {args.heartbeat:g}s")
         print(f"  {summary}")
         figure(f"{args.count} hollow nodes Ready in node ls", f"{ready_at - began:.1f} s",
                "none set (bench/scale.py times 1,000)")
         figure("CPU while joining: hollow / manager", f"{hollow_cpu:.1f} / {manager_cpu:.1f} s", "(2 CPUs)")
+        figure("CPU when idle (sessions only): hollow / manager", f"{idle_hollow:.0%} / {idle_manager:.0%}",
+               "(of one CPU)")
         figure("hollow process RSS", f"{rss / 2**20:.0f} MiB", "1,000 nodes fit in one process")
         figure("hollow RSS per node", f"{rss / args.count / 2**10:.0f} KiB", "<= 1,024 KiB (1 GiB per 1,000 nodes)")
         figure("manager RSS", f"{rss_of(manager.proc.pid) / 2**20:.0f} MiB", "(leader at 1,000 nodes: <= 1.5 GB)")
