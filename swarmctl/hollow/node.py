@@ -31,6 +31,9 @@ from swarmctl.security.tokens import ca_digest, parse_token
 log = logging.getLogger(__name__)
 
 
+JOIN_RETRY_DELAY = 0.5  # seconds before the first retry of a join; doubling up to 8 s, with jitter
+
+
 class HollowError(Exception):
     """A hollow node cannot start; the message says why, on one line."""
 
@@ -99,7 +102,7 @@ class HollowNode:
         parsed = parse_token(token)
         key = generate_key()
         request_id = uuid.uuid4().hex
-        delay = 0.5
+        delay = JOIN_RETRY_DELAY
         attempt = 0
         while True:
             attempt += 1

@@ -328,7 +328,8 @@ def test_rss_is_measured():
     assert rss_bytes() > 10 * 2 ** 20
 
 
-def test_busy_manager_joins_are_retried_with_the_same_request_id(tmp_path):
+def test_busy_manager_joins_are_retried_with_the_same_request_id(tmp_path, monkeypatch):
+    monkeypatch.setattr("swarmctl.hollow.node.JOIN_RETRY_DELAY", 0.01)
     manager = ManagerStandIn()
     original = manager.join
 
