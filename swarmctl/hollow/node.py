@@ -92,13 +92,16 @@ class HollowNode:
         return self.identity
 
     # ---- join --------------------------------------------------------------------------------
-    async def join(self, token: str, remote: str, attempts: int | None = 1) -> None:
+    async def join(self, token: str, remote: str, attempts: int | None = 1, joiner: "Joiner | None" = None) -> None:
         """Join as a worker, as `swarm join` does: fetch the CA, check it against the token's digest, send a
         CSR with the token, keep the certificate. Raises HollowError (one line) on any refusal.
 
         A manager that does not answer (busy with a thousand joins) is tried again, up to `attempts` times
         (None: until it answers), with the same key and request id: a join it applied but whose answer was
-        lost gives the same node."""
+        lost gives the same node.
+
+        `joiner` (the process's): the CA fetched and checked once, and one CA-verified client for the joins of
+        all the nodes, so that a join costs no TLS handshake of its own on either side."""
         parsed = parse_token(token)
         key = generate_key()
         request_id = uuid.uuid4().hex
@@ -107,7 +110,7 @@ class HollowNode:
         while True:
             attempt += 1
             try:
-                answer = await self._join_once(parsed, token, remote, key, request_id)
+                answer = await self._join_once(parsed, token, remote, key, request_id, joiner)
                 break
             except _Unreachable as exc:
                 if attempts is not None and attempt >= attempts:
@@ -129,22 +132,12 @@ class HollowNode:
         await asyncio.to_thread(self.data.save_identity, identity)
         self.identity = identity
 
-    async def _join_once(self, parsed, token: str, remote: str, key: bytes, request_id: str) -> dict:
-        bootstrap = PeerClient(tls.unverified_context(), timeout=5.0)
+    async def _join_once(self, parsed, token: str, remote: str, key: bytes, request_id: str,
+                         shared: "Joiner | None") -> dict:
+        joiner = shared or Joiner()
         try:
-            ca_pem = (await bootstrap.call(remote, "GET", "/v1/ca"))["ca"]
-        except PeerUnreachable as exc:
-            raise _Unreachable(f"could not connect to the manager at {remote}: {exc}") from None
-        except (APIError, KeyError, TypeError) as exc:
-            raise HollowError(f"the manager at {remote} did not hand out its CA: {exc}") from None
-        finally:
-            await bootstrap.close()
-        if ca_digest(ca_pem) != parsed.digest:
-            raise HollowError(f"the manager at {remote} presented a root CA that does not match the fingerprint in "
-                              "the join token; refusing to join")
-        joiner = PeerClient(tls.client_context(ca_pem.encode()), timeout=15.0)
-        try:
-            return await joiner.call(remote, "POST", "/v1/join", headers={"X-Request-Id": request_id}, body={
+            client = await joiner.client(parsed, remote)
+            return await client.call(remote, "POST", "/v1/join", headers={"X-Request-Id": request_id}, body={
                 "token": token.strip(), "csr": make_csr(key).decode(), "hostname": self.hostname,
                 "addr": self.advertise, "manager_addr": self.agent_addr, "raft_addr": self.agent_addr,
                 "engine_labels": self.labels, "resources": self.resources,
@@ -156,7 +149,8 @@ class HollowNode:
                 raise _Unreachable(f"the manager at {remote} could not take the join now: {exc.message}") from None
             raise HollowError(f"the manager at {remote} refused the join: {exc.message}") from None
         finally:
-            await joiner.close()
+            if shared is None:
+                await joiner.close()
 
     async def _undo_manager_join(self, remote: str, answer: dict, key: bytes) -> None:
         """A manager token made a manager record that will never run Raft: leave at once, as `swarm leave
@@ -257,6 +251,40 @@ class HollowNode:
         if worker is not None and task_id in worker.assigned:
             return True
         return bool(self.runtime.list({LABEL_TASK: task_id}))
+
+
+class Joiner:
+    """What joining needs before a node has a certificate: the root CA, fetched unverified and checked against
+    the token's digest (as `swarm join` does), and a client that trusts only that CA. One serves many joins."""
+
+    def __init__(self):
+        self.ca_pem: str | None = None
+        self._client: PeerClient | None = None
+
+    async def client(self, parsed, remote: str) -> PeerClient:
+        if self._client is not None:
+            return self._client
+        bootstrap = PeerClient(tls.unverified_context(), timeout=5.0)
+        try:
+            ca_pem = (await bootstrap.call(remote, "GET", "/v1/ca"))["ca"]
+        except PeerUnreachable as exc:
+            raise _Unreachable(f"could not connect to the manager at {remote}: {exc}") from None
+        except (APIError, KeyError, TypeError) as exc:
+            raise HollowError(f"the manager at {remote} did not hand out its CA: {exc}") from None
+        finally:
+            await bootstrap.close()
+        if ca_digest(ca_pem) != parsed.digest:
+            raise HollowError(f"the manager at {remote} presented a root CA that does not match the fingerprint in "
+                              "the join token; refusing to join")
+        if self._client is None:
+            self.ca_pem = ca_pem
+            self._client = PeerClient(tls.client_context(ca_pem.encode()), timeout=15.0)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
 
 def node_dir(root: str, index: int) -> str:

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from swarmctl.api.listener import TLSListener
 from swarmctl.hollow.config import HollowConfig, HollowConfigError, route_source
-from swarmctl.hollow.node import HollowError, HollowNode, node_dir
+from swarmctl.hollow.node import HollowError, HollowNode, Joiner, node_dir
 from swarmctl.runtime.simulated import SimulatedRuntime
 from swarmctl.security import tls
 from swarmctl.security.tls import peer_identity
@@ -134,19 +134,23 @@ class HollowProcess:
         await self._serve(known[0])
         restarted = self.joined_now == 0  # nodes back from an earlier run: spread their heartbeats over a period
         await asyncio.gather(*(node.activate(stagger=restarted and node.index != 0) for node in known))
+        joiner = Joiner()  # one CA check and one connection pool for the joins of all the other nodes
         gate = asyncio.Semaphore(config.join_concurrency)
         errors: list[str] = []
 
         async def join(node: HollowNode) -> None:
             async with gate:
                 try:
-                    await node.join(config.token, config.join, attempts=JOIN_ATTEMPTS)
+                    await node.join(config.token, config.join, attempts=JOIN_ATTEMPTS, joiner=joiner)
                 except HollowError as exc:
                     errors.append(f"{node.hostname}: {exc}")
                     return
                 self.joined_now += 1
                 await node.activate()
-        await asyncio.gather(*(join(n) for n in fresh))
+        try:
+            await asyncio.gather(*(join(n) for n in fresh))
+        finally:
+            await joiner.close()
         self.join_seconds = time.monotonic() - started
         if errors:
             raise HollowError(f"{len(errors)} of {config.count} hollow nodes could not join; first: {errors[0]}")
