@@ -260,10 +260,15 @@ class Joiner:
     def __init__(self):
         self.ca_pem: str | None = None
         self._client: PeerClient | None = None
+        self._lock = asyncio.Lock()
 
     async def client(self, parsed, remote: str) -> PeerClient:
-        if self._client is not None:
+        async with self._lock:  # the first caller fetches the CA; the others wait for it
+            if self._client is None:
+                await self._fetch_ca(parsed, remote)
             return self._client
+
+    async def _fetch_ca(self, parsed, remote: str) -> None:
         bootstrap = PeerClient(tls.unverified_context(), timeout=5.0)
         try:
             ca_pem = (await bootstrap.call(remote, "GET", "/v1/ca"))["ca"]
@@ -276,10 +281,8 @@ class Joiner:
         if ca_digest(ca_pem) != parsed.digest:
             raise HollowError(f"the manager at {remote} presented a root CA that does not match the fingerprint in "
                               "the join token; refusing to join")
-        if self._client is None:
-            self.ca_pem = ca_pem
-            self._client = PeerClient(tls.client_context(ca_pem.encode()), timeout=15.0)
-        return self._client
+        self.ca_pem = ca_pem
+        self._client = PeerClient(tls.client_context(ca_pem.encode()), timeout=15.0)
 
     async def close(self) -> None:
         if self._client is not None:

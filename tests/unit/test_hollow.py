@@ -151,6 +151,7 @@ class ManagerStandIn:
         self.tasks = {}
         self.left = []
         self.join_ids = []
+        self.ca_fetches = 0
         self.busy_joins = 0
         self.port = _free_port()
 
@@ -164,6 +165,7 @@ class ManagerStandIn:
         return ident.node_id
 
     async def ca_route(self, request):
+        self.ca_fetches += 1
         return web.json_response({"ca": self.ca.decode()})
 
     async def join(self, request):
@@ -257,6 +259,7 @@ def test_hollow_process_nodes_join_heartbeat_and_run_their_tasks(tmp_path):
         try:
             await process.start()
             assert len(manager.nodes) == 5
+            assert manager.ca_fetches == 2  # the first node's join, then one shared check for the other four
             hostnames = sorted(n["hostname"] for n in manager.nodes.values())
             assert hostnames == [f"hollow-{i}" for i in range(5)]
             assert {n["manager_addr"] for n in manager.nodes.values()} == {process.agent_addr}  # one listener
