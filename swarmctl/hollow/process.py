@@ -15,6 +15,7 @@ Killing the process stops every session: its nodes miss their heartbeats and the
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -68,6 +69,7 @@ class HollowProcess:
         self.config = config
         self.nodes: list[HollowNode] = []
         self._sock: socket.socket | None = None
+        self._lock_fd: int | None = None
         self._runner: web.AppRunner | None = None
         self._listener: TLSListener | None = None
         self.agent_addr = ""
@@ -105,6 +107,7 @@ class HollowProcess:
             raise HollowError(f"--data-dir {config.data_dir} is not a directory")
         os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
         raise_fd_limit(4 * config.count + 256)
+        self._lock_dir()
         state = self._load_state()
         self.advertise = config.advertise_addr or state.get("advertise") or route_source(config.join)
         port = config.agent_port or int(state.get("agent_port") or 0)
@@ -156,6 +159,16 @@ class HollowProcess:
             raise HollowError(f"{len(errors)} of {config.count} hollow nodes could not join; first: {errors[0]}")
         await asyncio.gather(*(n.first_heartbeat(max(10.0, 4 * config.heartbeat_period)) for n in self.nodes))
         self.ready_seconds = time.monotonic() - started
+
+    def _lock_dir(self) -> None:
+        fd = os.open(os.path.join(self.config.data_dir, "hollow.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise HollowError(f"--data-dir {self.config.data_dir} is in use by another swarmctl hollow process") \
+                from None
+        self._lock_fd = fd
 
     def _bind(self, host: str, port: int) -> None:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -233,6 +246,9 @@ class HollowProcess:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def summary(self) -> str:
         rss = rss_bytes()

@@ -103,3 +103,24 @@ def test_hollow_bad_token_and_unreachable_manager_one_line_errors(cluster):
     # the manager-token probe left again at once: a Down worker, no second manager
     roles = {n["id"]: (n["spec"]["role"], n["status"]["state"]) for n in nodes_json(m)}
     assert sorted(roles.values()) == [("manager", "ready"), ("worker", "down")], roles
+
+
+def test_hollow_restart_brings_back_the_same_nodes(cluster):
+    m = cluster.daemon(1)
+    check(m.cli("swarm", "init", "--advertise-addr", m.ip))
+    token = check(m.cli("swarm", "join-token", "-q", "worker")).out.strip()
+    hollow = Hollow(cluster.root, m.addr, token, 5, name="again")
+    hollow.start()
+    try:
+        wait_for(lambda: list(hollow_states(m, "again-").values()) == ["ready"] * 5, timeout=30, what="5 Ready")
+        ids = {n["id"] for n in nodes_json(m) if n["description"]["hostname"].startswith("again-")}
+        hollow.stop(signal.SIGTERM)
+        assert hollow.proc.returncode == 0
+        wait_for(lambda: list(hollow_states(m, "again-").values()) == ["down"] * 5, timeout=30, what="5 Down")
+        hollow.start()
+        wait_for(lambda: list(hollow_states(m, "again-").values()) == ["ready"] * 5, timeout=30, what="Ready again")
+        again = {n["id"] for n in nodes_json(m) if n["description"]["hostname"].startswith("again-")}
+        assert again == ids  # the same five nodes, none joined anew
+        assert "(0 joined now)" in hollow.output()
+    finally:
+        hollow.stop(signal.SIGKILL)

@@ -353,3 +353,197 @@ def test_busy_manager_joins_are_retried_with_the_same_request_id(tmp_path, monke
             await process.stop()
             await manager.stop()
     asyncio.run(scenario())
+
+
+# ---- the agent listener, removal, promotion, renewal, data dirs -------------------------------------
+class StandInPlus(ManagerStandIn):
+    """The stand-in with the answers a node must handle: removal (401), promotion, certificate renewal."""
+
+    def __init__(self):
+        super().__init__()
+        self.removed = set()
+        self.promoted = set()
+        self.renewals = 0
+
+    async def heartbeat(self, request):
+        node_id = self.caller(request)
+        if node_id in self.removed:
+            return web.json_response({"message": f"node {node_id} is not part of this swarm"}, status=401)
+        self.beats[node_id] = self.beats.get(node_id, 0) + 1
+        role = "manager" if node_id in self.promoted else "worker"
+        return web.json_response({"node": {"id": node_id, "spec": {"role": role}},
+                                  "managers": [self.addr, "127.0.0.1:1"]})
+
+    async def certificate(self, request):
+        node_id = self.caller(request)
+        self.renewals += 1
+        body = await request.json()
+        cert = sign_node_certificate(self.ca, self.ca_key, body["csr"].encode(), node_id, "worker", self.cluster_id)
+        return web.json_response({"certificate": cert.decode(), "role": "worker"})
+
+    def app_routes(self, app):
+        app.router.add_post("/v1/session/certificate", self.certificate)
+
+
+def _with_certificate_route(manager):
+    original = manager.start
+
+    async def start(tmp):
+        # the stand-in's app is built in start(); add the renewal route by wrapping web.Application
+        real = web.Application
+
+        def application(*args, **kwargs):
+            app = real(*args, **kwargs)
+            manager.app_routes(app)
+            return app
+        web.Application = application
+        try:
+            await original(tmp)
+        finally:
+            web.Application = real
+    manager.start = start
+    return manager
+
+
+def test_agent_listener_edge_cases(tmp_path):
+    manager = ManagerStandIn()
+
+    async def scenario():
+        await manager.start(str(tmp_path))
+        process = HollowProcess(_config(manager, tmp_path / "h", count="2"))
+        try:
+            await process.start()
+            base = f"https://{process.agent_addr}"
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=manager.client_ctx)) as http:
+                async with http.get(f"{base}/v1/agent/logs/no-such-task") as r:
+                    assert r.status == 200 and (await r.json()) == {"lines": []}
+                task_id = manager.tasks[process.nodes[0].node_id]["id"]
+                async with http.get(f"{base}/v1/agent/logs/{task_id}?tail=x") as r:
+                    assert r.status == 400 and "tail" in (await r.json())["message"]
+                assert await _until(lambda: manager.tasks[process.nodes[0].node_id]["status"]["state"] == "running")
+                async with http.get(f"{base}/v1/agent/logs/{task_id}?tail=1") as r:
+                    assert len((await r.json())["lines"]) == 1
+                async with http.get(f"{base}/v1/agent/images?name=") as r:
+                    assert (await r.json()) == {"present": False}
+            # no client certificate: the handshake is refused (the listener requires one)
+            bare = tls.client_context(process.nodes[0].data.ca_file)
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=bare)) as http:
+                with pytest.raises((aiohttp.ClientError, ssl.SSLError)):
+                    async with http.get(f"{base}/v1/agent/images?name=x") as r:
+                        await r.read()
+        finally:
+            await process.stop()
+            await manager.stop()
+    asyncio.run(scenario())
+
+
+def test_removed_node_forgets_the_swarm_and_promotion_is_ignored(tmp_path, caplog):
+    manager = StandInPlus()
+
+    async def scenario():
+        await manager.start(str(tmp_path))
+        process = HollowProcess(_config(manager, tmp_path / "h", count="3"))
+        try:
+            await process.start()
+            gone, promoted = process.nodes[0], process.nodes[1]
+            manager.removed.add(gone.node_id)
+            manager.promoted.add(promoted.node_id)
+            assert await _until(lambda: gone.removed and not gone.identity)
+            assert not os.path.exists(gone.data.cert_file)
+            ident = json.loads((tmp_path / "h" / "0" / "swarmctl.json").read_text())
+            assert ident.get("identity") == {}
+            beats = manager.beats[promoted.node_id]
+            assert await _until(lambda: manager.beats[promoted.node_id] >= beats + 3)
+            assert promoted.role == "worker" and promoted.worker is not None
+            # the managers list of the answers is kept in the node's identity
+            stored = json.loads((tmp_path / "h" / "2" / "swarmctl.json").read_text())["identity"]
+            assert stored["managers"] == [manager.addr, "127.0.0.1:1"]
+        finally:
+            await process.stop()
+            await manager.stop()
+    with caplog.at_level("WARNING"):
+        asyncio.run(scenario())
+    assert "was removed from the swarm" in caplog.text and "hollow nodes stay workers" in caplog.text
+
+
+def test_certificate_renewal_uses_the_session_and_reloads_the_client(tmp_path):
+    manager = _with_certificate_route(StandInPlus())
+
+    async def scenario():
+        await manager.start(str(tmp_path))
+        process = HollowProcess(_config(manager, tmp_path / "h", count="1"))
+        try:
+            await process.start()
+            node = process.nodes[0]
+            before = node._cert_summary["serial"]
+            await node._renew()
+            assert manager.renewals == 1 and node._cert_summary["serial"] != before
+            beats = manager.beats[node.node_id]
+            assert await _until(lambda: manager.beats[node.node_id] >= beats + 2)  # the session goes on
+        finally:
+            await process.stop()
+            await manager.stop()
+    asyncio.run(scenario())
+
+
+def test_data_dir_errors(tmp_path):
+    manager = ManagerStandIn()
+
+    async def scenario():
+        await manager.start(str(tmp_path))
+        afile = tmp_path / "afile"
+        afile.write_text("x")
+        with pytest.raises(HollowError, match="is not a directory"):
+            await HollowProcess(_config(manager, afile)).start()
+        first = HollowProcess(_config(manager, tmp_path / "h", count="2"))
+        second = HollowProcess(_config(manager, tmp_path / "h", count="2"))
+        try:
+            await first.start()
+            with pytest.raises(HollowError, match="in use by another swarmctl hollow process"):
+                await second.start()
+        finally:
+            await second.stop()
+            await first.stop()
+        foreign = tmp_path / "foreign"
+        (foreign / "0").mkdir(parents=True)
+        (foreign / "0" / "something").write_text("x")
+        third = HollowProcess(_config(manager, foreign, count="1"))
+        try:
+            with pytest.raises(HollowError, match="not a swarmctl data dir"):
+                await third.start()
+        finally:
+            await third.stop()
+        await manager.stop()
+    asyncio.run(scenario())
+
+
+def test_fd_limit_too_low_is_one_line(monkeypatch):
+    import resource
+    from swarmctl.hollow import process as hp
+    monkeypatch.setattr(hp.resource, "getrlimit", lambda _kind: (256, 256))
+    monkeypatch.setattr(hp.resource, "setrlimit", lambda *_a: None)
+    with pytest.raises(HollowConfigError, match="open files"):
+        hp.raise_fd_limit(4000)
+    assert resource.RLIMIT_NOFILE is not None
+
+
+def test_serve_prints_the_summary_and_stops_on_sigterm(tmp_path, capsys):
+    import signal
+    from swarmctl.hollow.main import serve
+    manager = ManagerStandIn()
+
+    async def scenario():
+        await manager.start(str(tmp_path))
+        seen = []
+
+        def ready(process):
+            seen.append(len(process.nodes))
+            asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+        code = await serve(_config(manager, tmp_path / "h", count="2"), ready=ready)
+        bad = await serve(_config(manager, tmp_path / "bad", token=make_token(ca_digest(manager.ca), new_secret())))
+        await manager.stop()
+        return code, bad, seen
+    code, bad, seen = asyncio.run(scenario())
+    out, err = capsys.readouterr()
+    assert code == 0 and seen == [2] and "hollow: 2 nodes running" in out
+    assert bad == 1 and err.startswith("Error: ") and "refused the join" in err and err.count("\n") == 1
