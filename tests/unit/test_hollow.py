@@ -547,3 +547,24 @@ def test_serve_prints_the_summary_and_stops_on_sigterm(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0 and seen == [2] and "hollow: 2 nodes running" in out
     assert bad == 1 and err.startswith("Error: ") and "refused the join" in err and err.count("\n") == 1
+
+
+def test_more_flag_values(tmp_path):
+    assert parse_join("[::1]:2377") == "[::1]:2377" and parse_join(" 10.0.0.1:1 ") == "10.0.0.1:1"
+    config = HollowConfig.from_flags(count="1", join="127.0.0.1", token=GOOD_TOKEN, data_dir=str(tmp_path),
+                                     labels=["zone=a", "empty="], agent_port="40000", join_concurrency="256",
+                                     start_latency="0", fail_rate="1", resources="memory=0", name_prefix="h1",
+                                     advertise_addr=" 127.0.0.5 ", heartbeat_period="250ms")
+    assert config.labels == {"zone": "a", "empty": ""} and config.agent_port == 40000
+    assert config.join == "127.0.0.1:2377" and config.join_concurrency == 256 and config.start_latency == 0
+    assert config.fail_rate == 1 and config.resources == {"memory": 0} and config.advertise_addr == "127.0.0.5"
+    assert config.heartbeat_period == 0.25 and config.name_prefix == "h1"
+    for port in ("-1", "x", "65536"):
+        with pytest.raises(HollowConfigError, match="--agent-port"):
+            HollowConfig.from_flags(count="1", join="127.0.0.1", token=GOOD_TOKEN, data_dir=str(tmp_path),
+                                    agent_port=port)
+
+
+def test_route_source_of_an_unroutable_address():
+    with pytest.raises(HollowConfigError, match="cannot reach the manager"):
+        route_source("255.255.255.255:2377")  # a broadcast address: no route for a plain socket

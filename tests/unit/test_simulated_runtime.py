@@ -2,6 +2,7 @@
 real worker (agent/worker.py), which awaits its event-loop form instead of a thread per call."""
 
 import asyncio
+import collections
 import random
 import time
 
@@ -210,3 +211,99 @@ def test_worker_reports_failed_starts():
             await worker.stop()
     asyncio.run(scenario())
     assert ("t1", "running") not in manager.reports
+
+
+def test_blocking_starts_from_many_threads_overlap():
+    from concurrent.futures import ThreadPoolExecutor
+    rt = SimulatedRuntime(start_latency=0.1)
+    ids = [rt.create(spec(name=f"c{i}")) for i in range(16)]
+    began = time.monotonic()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(rt.start, ids))
+    assert time.monotonic() - began < 0.8  # as an engine: starts in parallel, not one after another
+    assert all(rt.inspect(cid).running for cid in ids) and rt.starts == 16
+
+
+def test_a_stopped_container_starts_again():
+    rt = SimulatedRuntime(start_latency=0)
+    cid = rt.create(spec())
+    rt.start(cid)
+    rt.stop(cid)
+    rt.stop(cid)  # stopping an exited container changes nothing
+    assert rt.inspect(cid).exit_code == 0
+    rt.start(cid)
+    state = rt.inspect(cid)
+    assert state.running and state.exit_code is None and state.finished_at is None
+    assert sum("running" in line for line in rt.logs(cid)) == 2
+
+
+def test_stop_of_a_created_container_and_forced_remove_of_a_running_one():
+    rt = SimulatedRuntime(start_latency=0)
+    created = rt.create(spec(name="created"))
+    rt.stop(created)
+    assert rt.inspect(created).status == "exited"
+    running = rt.create(spec(name="running"))
+    rt.start(running)
+    rt.remove(running, force=True)
+    assert rt.inspect(running) is None and [c.id for c in rt.list({})] == [created]
+
+
+def test_states_are_copies():
+    rt = SimulatedRuntime(start_latency=0)
+    cid = rt.create(spec(**{LABEL_TASK: "t1"}))
+    state = rt.inspect(cid)
+    state.labels[LABEL_TASK] = "changed"
+    assert rt.inspect(cid).labels[LABEL_TASK] == "t1"
+    assert rt.list({LABEL_TASK: "t1"})[0].id == cid
+
+
+def test_container_ids_are_unique_and_engine_like():
+    rt, other = SimulatedRuntime(), SimulatedRuntime()
+    ids = {rt.create(spec(name=f"a{i}")) for i in range(100)} | {other.create(spec(name=f"a{i}")) for i in range(100)}
+    assert len(ids) == 200 and all(len(i) == 64 and int(i, 16) >= 0 for i in ids)
+
+
+def test_closed_runtime_refuses_everything():
+    rt = SimulatedRuntime()
+    cid = rt.create(spec())
+    rt.close()
+    for call in (rt.ping, lambda: rt.has_image("x"), lambda: rt.create(spec(name="y")), lambda: rt.start(cid),
+                 lambda: rt.stop(cid), lambda: rt.remove(cid), lambda: rt.inspect(cid), lambda: rt.logs(cid)):
+        with pytest.raises(RuntimeFailure, match="closed"):
+            call()
+    with pytest.raises(RuntimeFailure, match="closed"):
+        asyncio.run(rt.call_async(rt.start, cid))
+
+
+def test_call_async_runs_other_callables_inline():
+    rt = SimulatedRuntime(start_latency=5)  # a start would take 5 s: nothing below may wait for it
+    cid = rt.create(spec())
+
+    async def scenario():
+        began = time.monotonic()
+        version = await rt.call_async(lambda: rt.ping())
+        listed = await rt.call_async(rt.list, {})
+        await rt.call_async(rt.remove, cid, True)
+        return time.monotonic() - began, version, listed
+    elapsed, version, listed = asyncio.run(scenario())
+    assert elapsed < 0.5 and version["Version"] == "simulated" and [c.id for c in listed] == [cid]
+    assert rt.inspect(cid) is None
+
+
+def test_worker_with_a_partial_fail_rate_reports_both():
+    rt = SimulatedRuntime(start_latency=0.01, fail_rate=0.5, rng=random.Random(3))
+    manager = FakeManager([_task(f"t{i}") for i in range(30)])
+
+    async def scenario():
+        worker = Worker("n1", lambda: rt, manager.call, poll_wait=0.05)
+        worker.start()
+        try:
+            assert await _until(lambda: set(manager.states().values()) <= {"running", "failed"}
+                                and len(manager.states()) == 30)
+        finally:
+            await worker.stop()
+    asyncio.run(scenario())
+    states = collections.Counter(manager.states().values())
+    assert states["running"] > 0 and states["failed"] > 0 and states["running"] + states["failed"] == 30
+    assert rt.failures == states["failed"]
+
