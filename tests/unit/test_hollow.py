@@ -568,3 +568,42 @@ def test_more_flag_values(tmp_path):
 def test_route_source_of_an_unroutable_address():
     with pytest.raises(HollowConfigError, match="cannot reach the manager"):
         route_source("255.255.255.255:2377")  # a broadcast address: no route for a plain socket
+
+
+def _listening_sockets() -> int:
+    """TCP sockets of this process in LISTEN state (from /proc: the socket inodes of our fds)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.readlines()[1:]
+        except OSError:
+            continue
+        count += sum(1 for row in rows if row.split()[3] == "0A" and row.split()[9] in inodes)
+    return count
+
+
+def test_nodes_open_no_listening_port_of_their_own(tmp_path):
+    manager = ManagerStandIn()
+
+    async def scenario():
+        await manager.start(str(tmp_path))
+        before = _listening_sockets()  # the stand-in's own
+        process = HollowProcess(_config(manager, tmp_path / "h", count="12"))
+        try:
+            await process.start()
+            assert await _until(lambda: len(manager.beats) == 12)
+            return before, _listening_sockets()
+        finally:
+            await process.stop()
+            await manager.stop()
+    before, during = asyncio.run(scenario())
+    assert during - before == 1  # twelve nodes, one agent listener
