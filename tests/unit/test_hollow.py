@@ -607,3 +607,24 @@ def test_nodes_open_no_listening_port_of_their_own(tmp_path):
             await manager.stop()
     before, during = asyncio.run(scenario())
     assert during - before == 1  # twelve nodes, one agent listener
+
+
+def test_state_file_keeps_the_agent_address_for_restarts(tmp_path):
+    manager = ManagerStandIn()
+
+    async def scenario():
+        await manager.start(str(tmp_path))
+        process = HollowProcess(_config(manager, tmp_path / "h", count="1", name_prefix="keep"))
+        try:
+            await process.start()
+            state = json.loads((tmp_path / "h" / "hollow.json").read_text())
+            assert state == {"advertise": "127.0.0.1", "agent_port": int(process.agent_addr.rsplit(":", 1)[1]),
+                             "name_prefix": "keep"}
+            assert process.summary().startswith("hollow: 1 nodes running (1 joined now) on agent listener 127.0.0.1:")
+        finally:
+            await process.stop()
+            await manager.stop()
+    asyncio.run(scenario())
+    (tmp_path / "h" / "hollow.json").write_text("{not json")
+    with pytest.raises(HollowError, match="hollow.json is corrupt"):
+        HollowProcess(_config(manager, tmp_path / "h"))._load_state()
