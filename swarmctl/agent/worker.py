@@ -81,6 +81,9 @@ class Worker:
     async def _run(self, fn, *args):
         if self._runtime is None:
             self._runtime = self._runtime_factory()
+        call_async = getattr(self._runtime, "call_async", None)
+        if call_async is not None:  # a runtime that runs on the event loop (runtime/simulated.py)
+            return await call_async(fn, *args)
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     @property
