@@ -30,20 +30,21 @@ async def check_image(ctx, image: str | None) -> None:
     IMAGE_ASK_DEADLINE count as unknown: the create is refused only when nodes answered and none has it."""
     if not image:
         return
-    nodes = [n for n in ctx.store.list("node") if n["status"]["state"] == "ready"]
-    random.shuffle(nodes)
+    addrs = list({(n.get("description") or {}).get("addrs", {}).get("manager") for n in ctx.store.list("node")
+                  if n["status"]["state"] == "ready"} - {None})
+    random.shuffle(addrs)  # one question per address: a hollow process answers for all its nodes on one
 
-    async def ask(node):
+    async def ask(addr):
         try:
-            answer = await ctx.node.peer.call(node["description"]["addrs"]["manager"], "GET",
+            answer = await ctx.node.peer.call(addr, "GET",
                                               f"/v1/agent/images?name={quote(image, safe='')}", timeout=3)
             return bool(answer.get("present"))
         except (PeerUnreachable, APIError, KeyError, TypeError):
             return None
     deadline = time.monotonic() + IMAGE_ASK_DEADLINE
     answered_no = False
-    for start in range(0, len(nodes), IMAGE_ASK_PARALLEL):
-        answers = await asyncio.gather(*(ask(n) for n in nodes[start:start + IMAGE_ASK_PARALLEL]))
+    for start in range(0, len(addrs), IMAGE_ASK_PARALLEL):
+        answers = await asyncio.gather(*(ask(a) for a in addrs[start:start + IMAGE_ASK_PARALLEL]))
         if any(a is True for a in answers):
             return
         answered_no = answered_no or any(a is False for a in answers)
