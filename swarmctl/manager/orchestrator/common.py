@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from swarmctl.state.records import is_terminal
+from swarmctl.state.records import TASK_HISTORY_LIMIT, is_terminal
 
 # Docker's default `swarm update --task-history-limit`: ended tasks kept per slot (or per node, global).
-HISTORY_PER_SLOT = 5
+HISTORY_PER_SLOT = TASK_HISTORY_LIMIT
 # Ended tasks the reaper deletes in one pass at most; the rest go in the next pass.
 REAP_PER_PASS = 5000
 
