@@ -154,7 +154,7 @@ class Orchestrator(Reconciler):
         p = plan_pass(services, tasks, node_list, task_history_limit=limit)
         self.last_pass = {"full": affected is None, "services": len(services), "tasks": len(tasks),
                           "ops": len(p.ops), "seconds": time.perf_counter() - started,
-                          "service_ids": {s["id"] for s in services}}
+                          "service_ids": {s["id"] for s in services} if affected is None else set(affected)}
         return p
 
     async def reconcile(self) -> None:
