@@ -152,6 +152,8 @@ class Orchestrator(Reconciler):
             tasks = [t for sid in affected for t in self.store.find("task", "service_id", sid)]
         started = time.perf_counter()
         p = plan_pass(services, tasks, node_list, task_history_limit=limit)
+        if p.ops:  # summarised here, off the event loop: a pass may hold 100k ops
+            p.summary = ", ".join(f"{n} x {r}" for r, n in Counter(map(_reason, p.ops)).items())
         self.last_pass = {"full": affected is None, "services": len(services), "tasks": len(tasks),
                           "ops": len(p.ops), "seconds": time.perf_counter() - started,
                           "service_ids": {s["id"] for s in services} if affected is None else set(affected)}
@@ -170,6 +172,6 @@ class Orchestrator(Reconciler):
         self._waiting |= p.waiting
         ops = p.ops
         if ops:
-            log.info("orchestrator: %s", ", ".join(f"{n} x {r}" for r, n in Counter(map(_reason, ops)).items()))
+            log.info("orchestrator: %s", p.summary)
         for batch in chunks(ops):
             await commit(self.store, batch)

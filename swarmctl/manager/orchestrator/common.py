@@ -40,6 +40,7 @@ class Plan:
         self.reap_budget = reap_budget
         self.ops: list[dict] = []
         self.waiting: set[str] = set()
+        self.summary = ""
 
     def node_usable(self, node_id: str | None) -> bool:
         """May a running task stay on this node? (Unknown nodes are treated as gone.)"""
