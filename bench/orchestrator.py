@@ -99,6 +99,14 @@ class Counting(Orchestrator):
     def __init__(self, store):
         super().__init__(store)
         self.passes = []
+        self.busy = False
+
+    async def reconcile(self):
+        self.busy = True
+        try:
+            await super().reconcile()
+        finally:
+            self.busy = False
 
     def plan_changes(self, changed, full, waiting):
         p = super().plan_changes(changed, full, waiting)
@@ -120,7 +128,7 @@ async def settle(orch, quiet=0.3, limit=300.0):
     last, since = len(orch.passes), time.monotonic()
     while time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-        if len(orch.passes) != last or orch._dirty.is_set() or orch._pending:
+        if len(orch.passes) != last or orch.busy or orch._dirty.is_set() or orch._pending:
             last, since = len(orch.passes), time.monotonic()
         elif time.monotonic() - since >= quiet:
             return

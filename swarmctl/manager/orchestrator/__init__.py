@@ -45,12 +45,13 @@ def history_limit(cluster: dict | None) -> int:
 
 
 def plan_pass(services: list[dict], tasks: list[dict], nodes: list[dict], now: float | None = None,
-              task_history_limit: int = HISTORY_PER_SLOT, reap_budget: int = REAP_PER_PASS) -> Plan:
+              task_history_limit: int = HISTORY_PER_SLOT, reap_budget: int = REAP_PER_PASS, pause=None) -> Plan:
     """The decisions of one pass over these services and tasks; tasks whose service is not among
-    `services` are taken as those of a removed service."""
-    p = Plan({n["id"]: n for n in nodes}, now or time.time(), task_history_limit, reap_budget)
+    `services` are taken as those of a removed service. `pause`: see Plan."""
+    p = Plan({n["id"]: n for n in nodes}, now or time.time(), task_history_limit, reap_budget, pause)
     by_service: dict[str, list[dict]] = defaultdict(list)
     for t in tasks:
+        p.tick()
         by_service[t["service_id"]].append(t)
     known = set()
     for service in services:
@@ -74,6 +75,11 @@ def plan(services: list[dict], tasks: list[dict], nodes: list[dict], now: float 
          task_history_limit: int = HISTORY_PER_SLOT) -> list[dict]:
     """All orchestration decisions for one pass, as store ops (pure)."""
     return plan_pass(services, tasks, nodes, now, task_history_limit).ops
+
+
+def _yield_gil() -> None:
+    """Sleep a moment in a worker thread: the event loop, if it waits for the GIL, gets it now."""
+    time.sleep(0.0005)
 
 
 def _reason(op: dict) -> str:
@@ -151,7 +157,7 @@ class Orchestrator(Reconciler):
             services = [s for s in (self.store.get("service", sid) for sid in affected) if s is not None]
             tasks = [t for sid in affected for t in self.store.find("task", "service_id", sid)]
         started = time.perf_counter()
-        p = plan_pass(services, tasks, node_list, task_history_limit=limit)
+        p = plan_pass(services, tasks, node_list, task_history_limit=limit, pause=_yield_gil)
         if p.ops:  # summarised here, off the event loop: a pass may hold 100k ops
             p.summary = ", ".join(f"{n} x {r}" for r, n in Counter(map(_reason, p.ops)).items())
         self.last_pass = {"full": affected is None, "services": len(services), "tasks": len(tasks),

@@ -21,6 +21,7 @@ def plan_global(service: dict, tasks: list[dict], p: Plan) -> None:
     for t in tasks:
         by_node[t["node_id"]].append(t)
     for node_id, node_tasks in by_node.items():
+        p.tick()
         node_tasks.sort(key=by_created)
         live = [t for t in node_tasks if t["desired_state"] == "running"]
         node = p.nodes.get(node_id)

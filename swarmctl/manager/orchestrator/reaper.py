@@ -26,6 +26,7 @@ def reap_groups(service_id: str, groups, p: Plan) -> None:
     """Delete ended tasks beyond the history limit of each slot (or node), and those of removed nodes."""
     limit = max(0, p.history_limit)
     for group in groups:
+        p.tick()
         done = [t for t in group if t["desired_state"] != "running" and p.finished(t)]
         if not done:
             continue

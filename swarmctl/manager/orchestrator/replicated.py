@@ -21,14 +21,17 @@ def by_slot(tasks: list[dict]) -> dict[int, list[dict]]:
     for t in tasks:
         slots[t["slot"]].append(t)
     for slot_tasks in slots.values():
-        slot_tasks.sort(key=by_created)
+        if len(slot_tasks) > 1:
+            slot_tasks.sort(key=by_created)
     return slots
 
 
 def plan_replicated(service: dict, tasks: list[dict], p: Plan) -> None:
     slots = by_slot(tasks)
+    p.tick()
     live_slots: dict[int, dict] = {}  # slot -> its current task (desired running, maybe ended)
     for slot, slot_tasks in slots.items():
+        p.tick()
         live = [t for t in slot_tasks if t["desired_state"] == "running"]
         for extra in live[:-1]:  # never two live tasks for one slot
             p.ops.append(shutdown(extra, "duplicate task for slot"))
@@ -68,6 +71,7 @@ def plan_replicated(service: dict, tasks: list[dict], p: Plan) -> None:
                 return (2, 0, slot)
             return (1, per_node[task["node_id"]], slot)
         while len(live_slots) > want:
+            p.tick()
             slot, task = max(live_slots.items(), key=removal_priority)
             if task.get("node_id"):
                 per_node[task["node_id"]] -= 1
@@ -76,5 +80,6 @@ def plan_replicated(service: dict, tasks: list[dict], p: Plan) -> None:
     elif len(live_slots) < want:
         free = (s for s in range(1, want + len(slots) + 2) if s not in live_slots)
         for _ in range(want - len(live_slots)):
+            p.tick()
             p.ops.append(create(new_task(service, next(free), None, p.now)))
     reap_groups(service["id"], slots.values(), p)
