@@ -332,8 +332,8 @@ class CountingOrchestrator(Orchestrator):
         self.passes = 0
         self.planned: list[tuple[bool, set]] = []
 
-    def plan_changes(self, changed, full, waiting):
-        p = super().plan_changes(changed, full, waiting)
+    def plan_changes(self, changed, full, waiting, pause=None):
+        p = super().plan_changes(changed, full, waiting, pause)
         self.passes += 1
         self.planned.append((self.last_pass["full"], self.last_pass["service_ids"]))
         return p

@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter, defaultdict
 
 from swarmctl.manager.component import Reconciler, chunks
-from swarmctl.manager.orchestrator.common import HISTORY_PER_SLOT, REAP_PER_PASS, Plan
+from swarmctl.manager.orchestrator.common import HISTORY_PER_SLOT, REAP_PER_PASS, Plan, shutdown
 from swarmctl.manager.orchestrator.global_ import plan_global
 from swarmctl.manager.orchestrator.reaper import reap_orphans
 from swarmctl.manager.orchestrator.replicated import plan_replicated
-from swarmctl.manager.orchestrator.common import shutdown
 from swarmctl.manager.writes import commit
 from swarmctl.state.records import is_terminal
 
@@ -77,9 +77,23 @@ def plan(services: list[dict], tasks: list[dict], nodes: list[dict], now: float 
     return plan_pass(services, tasks, nodes, now, task_history_limit).ops
 
 
-def _yield_gil() -> None:
-    """Sleep a moment in a worker thread: the event loop, if it waits for the GIL, gets it now."""
-    time.sleep(0.0005)
+def handoff(loop: asyncio.AbstractEventLoop):
+    """A Plan.pause for a pass planned in a worker thread: wait until the event loop has run what was ready.
+
+    A thread that only sleeps a moment does not do: CPython hands the GIL to whichever waiting thread wakes
+    first, and a loop that mostly waits in select() loses to busy threads (Raft's tick thread applying
+    writes) for seconds. Here the planner blocks until the loop itself has run a callback queued behind
+    everything that was ready, so the loop gets a turn at least every Plan slice (4 ms of planning)."""
+    ready = threading.Event()
+
+    def pause() -> None:
+        ready.clear()
+        try:
+            loop.call_soon_threadsafe(ready.set)
+        except RuntimeError:  # the loop has closed: plan on
+            return
+        ready.wait(1.0)
+    return pause
 
 
 def _reason(op: dict) -> str:
@@ -142,7 +156,7 @@ class Orchestrator(Reconciler):
             affected.update(s["id"] for s in self.store.list("service") if s["spec"]["mode"] == "global")
         return affected
 
-    def plan_changes(self, changed: dict, full: bool, waiting: set[str]) -> Plan:
+    def plan_changes(self, changed: dict, full: bool, waiting: set[str], pause=None) -> Plan:
         """Read what a pass needs and plan it (in a worker thread: store reads are thread-safe)."""
         node_list = self.store.list("node")
         nodes = {n["id"]: n for n in node_list}
@@ -157,7 +171,7 @@ class Orchestrator(Reconciler):
             services = [s for s in (self.store.get("service", sid) for sid in affected) if s is not None]
             tasks = [t for sid in affected for t in self.store.find("task", "service_id", sid)]
         started = time.perf_counter()
-        p = plan_pass(services, tasks, node_list, task_history_limit=limit, pause=_yield_gil)
+        p = plan_pass(services, tasks, node_list, task_history_limit=limit, pause=pause)
         if p.ops:  # summarised here, off the event loop: a pass may hold 100k ops
             p.summary = ", ".join(f"{n} x {r}" for r, n in Counter(map(_reason, p.ops)).items())
         self.last_pass = {"full": affected is None, "services": len(services), "tasks": len(tasks),
@@ -171,7 +185,8 @@ class Orchestrator(Reconciler):
         if not full and not changed and not waiting:
             return
         try:
-            p = await asyncio.to_thread(self.plan_changes, changed, full, waiting)
+            p = await asyncio.to_thread(self.plan_changes, changed, full, waiting,
+                                        handoff(asyncio.get_running_loop()))
         except BaseException:
             self._waiting |= waiting
             raise
