@@ -254,4 +254,11 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--services", type=int, default=10)
     parser.add_argument("--nodes", type=int, default=1000)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--no-full-gc", action="store_true",
+                        help="freeze the heap and run no full collections (shows how much of a stall is the GC)")
+    options = parser.parse_args()
+    if options.no_full_gc:
+        import gc
+        gc.freeze()
+        gc.set_threshold(700, 10, 10 ** 9)
+    asyncio.run(main(options))
