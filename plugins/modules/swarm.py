@@ -91,6 +91,12 @@ options:
         V(60). Nodes renew their certificates at a random point between 50% and 80% of their lifetime.
       - Unset, the swarm's current setting is kept (a new swarm starts with 7776000, 90 days).
     type: int
+  task_history_retention_limit:
+    description:
+      - Ended tasks the swarm keeps per slot (per node for global services), like Docker's
+        C(swarm update --task-history-limit) (O(state=present)). From V(0) to V(1000).
+      - Unset, the swarm's current setting is kept (a new swarm starts with 5).
+    type: int
 notes:
   - Joining uses the daemon's local C(POST /v1/swarm/join); the daemon checks the swarm's CA against the token's
     digest before it sends anything secret.
@@ -123,6 +129,11 @@ EXAMPLES = r"""
   swarmctl.cluster.swarm:
     state: present
     node_cert_expiry: 2592000
+
+- name: Keep two ended tasks per slot
+  swarmctl.cluster.swarm:
+    state: present
+    task_history_retention_limit: 2
 
 - name: Remove a node that is down
   swarmctl.cluster.swarm:
@@ -243,6 +254,7 @@ class SwarmModule(object):
         self.actions = []
         self.rotated = []
         self.settings_diff = None  # (before, after) of node_cert_expiry when it changes
+        self.history_diff = None  # (before, after) of task_history_retention_limit when it changes
 
     def fail(self, msg, **kwargs):
         self.module.fail_json(msg=msg, actions=self.actions, changed=self.changed, **kwargs)
@@ -278,11 +290,13 @@ class SwarmModule(object):
                           "promote the node first.")
             self.rotate()
             self.update_settings(created=False)
+            self.update_history_limit(created=False)
             return info
         self.changed = True
         self.actions.append("Swarm cluster created")
         if self.module.check_mode:
             self.update_settings(created=True)
+            self.update_history_limit(created=True)
             return dict(info, local_node_state="active", role="manager", is_manager=True, node_id=None)
         body = {}
         for key in ("advertise_addr", "listen_addr"):
@@ -290,6 +304,7 @@ class SwarmModule(object):
                 body[key] = self.params[key]
         self.call("POST", "/v1/swarm/init", body)
         self.update_settings(created=True)
+        self.update_history_limit(created=True)
         return self.info()
 
     def update_settings(self, created):
@@ -313,6 +328,31 @@ class SwarmModule(object):
             try:
                 update_with_retry(lambda: reads.pop() if reads else self.client.get("/v1/swarm"),
                                   lambda _swarm: ({"node_cert_expiry": wanted}, [("spec", "node_cert_expiry")]),
+                                  lambda record, body: self.client.post(with_version("/v1/swarm/update", record), body))
+            except SwarmctlError as exc:
+                self.fail(exc.message, status=exc.status)
+
+    def update_history_limit(self, created):
+        """Apply task_history_retention_limit (the cluster's task_history_limit) when it differs."""
+        wanted = self.params["task_history_retention_limit"]
+        if wanted is None:
+            return
+        swarm = None
+        if created and self.module.check_mode:
+            current = None
+        else:
+            swarm = self.call("GET", "/v1/swarm")
+            current = swarm["spec"].get("task_history_limit", 5)
+        if current is not None and int(current) == wanted:
+            return
+        self.changed = True
+        self.history_diff = (current, wanted)
+        self.actions.append("Swarm settings updated: task_history_retention_limit")
+        if not self.module.check_mode:
+            reads = [swarm] if swarm is not None else []
+            try:
+                update_with_retry(lambda: reads.pop() if reads else self.client.get("/v1/swarm"),
+                                  lambda _swarm: ({"task_history_limit": wanted}, [("spec", "task_history_limit")]),
                                   lambda record, body: self.client.post(with_version("/v1/swarm/update", record), body))
             except SwarmctlError as exc:
                 self.fail(exc.message, status=exc.status)
@@ -404,6 +444,9 @@ class SwarmModule(object):
         expiry = self.params["node_cert_expiry"]
         if expiry is not None and expiry < 60:
             self.fail("node_cert_expiry must be at least 60 seconds, got %d" % expiry)
+        limit = self.params["task_history_retention_limit"]
+        if limit is not None and not 0 <= limit <= 1000:
+            self.fail("task_history_retention_limit must be between 0 and 1000, got %d" % limit)
         info = self.info()
         before = membership(info)
         state = self.params["state"]
@@ -415,6 +458,9 @@ class SwarmModule(object):
             diff_after["join_tokens"] = {r: "rotated" for r in self.rotated}
         if self.settings_diff:
             diff_before["node_cert_expiry"], diff_after["node_cert_expiry"] = self.settings_diff
+        if self.history_diff:
+            (diff_before["task_history_retention_limit"],
+             diff_after["task_history_retention_limit"]) = self.history_diff
         facts = {}
         if not self.module.check_mode or not self.changed:
             facts = self.swarm_facts(after_info)
@@ -439,6 +485,7 @@ def main():
         rotate_worker_token=dict(type="bool", default=False, no_log=False),
         rotate_manager_token=dict(type="bool", default=False, no_log=False),
         node_cert_expiry=dict(type="int"),
+        task_history_retention_limit=dict(type="int"),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,

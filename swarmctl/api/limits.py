@@ -37,6 +37,7 @@ MAX_ARG = 16 * 1024                     # one item of command or args
 MAX_ENV = 1024                          # environment variables of a task
 MAX_ENV_KEY = 256
 MAX_ENV_VALUE = 32 * 1024
+MAX_TASK_HISTORY = 1000                # ended tasks kept per slot (`swarm update --task-history-limit`)
 MAX_CONSTRAINTS = 64                    # placement constraints of a service
 MAX_CONSTRAINT = 1024                   # one constraint expression
 MAX_DURATION = 10 * 365 * 24 * 3600.0   # delays, windows, grace periods: seconds

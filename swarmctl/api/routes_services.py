@@ -206,6 +206,8 @@ async def update_swarm(ctx):
             sets.append((["spec", "default_strategy"], body.default_strategy))
         if body.node_cert_expiry is not None and body.node_cert_expiry != cluster["spec"].get("node_cert_expiry"):
             sets.append((["spec", "node_cert_expiry"], body.node_cert_expiry))
+        if body.task_history_limit is not None and body.task_history_limit != cluster["spec"].get("task_history_limit"):
+            sets.append((["spec", "task_history_limit"], body.task_history_limit))
         if not sets:
             return None, {}
         return [{"op": "patch", "kind": "cluster", "id": cluster["id"], "if_version": cluster["version"],

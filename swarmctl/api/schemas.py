@@ -200,6 +200,8 @@ class SwarmUpdateRequest(Body):
     default_strategy: Optional[Literal["spread", "binpack", "random"]] = None
     # seconds; at least one minute (Swarm: an hour), at most the root CA's remaining life in practice
     node_cert_expiry: Optional[float] = Field(default=None, ge=60, le=20 * 365 * 24 * 3600)
+    # ended tasks kept per slot (per node for global services); Docker's TaskHistoryRetentionLimit
+    task_history_limit: Optional[int] = Field(default=None, ge=0, le=L.MAX_TASK_HISTORY)
 
 
 # ---- query strings ----------------------------------------------------------------------------------

@@ -173,9 +173,23 @@ def add_swarm_update_parser(swarm) -> None:
     p.add_argument("--cert-expiry", metavar="DURATION",
                    help="validity of node certificates issued from now on, e.g. 2160h (the default, 90 days); "
                         "at least 1m. Nodes renew theirs when 50-80%% of it has passed")
+    p.add_argument("--task-history-limit", metavar="N",
+                   help="ended tasks kept per slot (per node for global services); default 5, 0 keeps none")
     p.add_argument("--autolock", type=_true_false, metavar="true|false",
                    help="change manager autolocking (true: a restarted manager needs the unlock key)")
     p.set_defaults(func=swarm_update)
+
+
+def task_history_limit(text: str) -> int:
+    """`--task-history-limit N`: a whole number from 0 to MAX_TASK_HISTORY."""
+    from swarmctl.api.limits import MAX_TASK_HISTORY
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise UnitError(f"invalid task history limit {text!r}: expected a whole number") from None
+    if not 0 <= value <= MAX_TASK_HISTORY:
+        raise UnitError(f"invalid task history limit {text!r}: it must be between 0 and {MAX_TASK_HISTORY}")
+    return value
 
 
 def _true_false(text: str) -> bool:
@@ -195,6 +209,8 @@ def swarm_update(client, args) -> int:
         if expiry < 60:
             raise UnitError(f"invalid certificate expiry {args.cert_expiry!r}: it must be at least 1m")
         body["node_cert_expiry"] = expiry
+    if args.task_history_limit is not None:
+        body["task_history_limit"] = task_history_limit(args.task_history_limit)
     unlock_key = None
     if args.autolock is not None:
         from swarmctl.cli.swarm_cmds import print_unlock_command, set_autolock  # swarm_cmds imports this module

@@ -46,6 +46,7 @@ def new_node(node_id: str, role: str, hostname: str, addr: str, *, engine_labels
 
 
 NODE_CERT_EXPIRY = 90 * 24 * 3600  # seconds; Swarm's default (`swarm update --cert-expiry`)
+TASK_HISTORY_LIMIT = 5  # ended tasks kept per slot; Swarm's default (`swarm update --task-history-limit`)
 
 
 def new_cluster(cluster_id: str, *, ca_cert: str, ca_key: str, ca_digest: str, worker_secret: str,
@@ -58,7 +59,8 @@ def new_cluster(cluster_id: str, *, ca_cert: str, ca_key: str, ca_digest: str, w
     record = {
         "id": cluster_id,
         "spec": {"name": "default", "default_strategy": "spread", "heartbeat_period": heartbeat_period,
-                 "node_cert_expiry": NODE_CERT_EXPIRY, "encryption_config": {"auto_lock_managers": autolock}},
+                 "node_cert_expiry": NODE_CERT_EXPIRY, "encryption_config": {"auto_lock_managers": autolock},
+                 "task_history_limit": TASK_HISTORY_LIMIT},
         "root_ca": {"cert": ca_cert, "key": ca_key, "digest": ca_digest},
         "join_secrets": {"worker": worker_secret, "manager": manager_secret},
     }

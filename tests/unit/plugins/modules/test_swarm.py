@@ -178,3 +178,26 @@ def test_remove(fake_daemon, run_module):
 def test_daemon_not_running(tmp_path, run_module):
     result = run_module("swarm", {"swarmctl_host": f"unix://{tmp_path}/none.sock"})
     assert result["failed"] and "Cannot connect to the swarmctl daemon" in result["msg"]
+
+
+def test_task_history_retention_limit(fake_daemon, run_module):
+    manager_routes(fake_daemon)
+    fake_daemon.routes[("GET", "/v1/swarm")] = (200, {"id": "c1", "version": 7, "spec": {"task_history_limit": 5}})
+    fake_daemon.routes[("POST", "/v1/swarm/update?version=7")] = lambda body: (200, {"spec": body, "version": 8})
+    args = {"swarmctl_host": fake_daemon.host, "task_history_retention_limit": 2}
+    result = run_module("swarm", args, check_mode=True)
+    assert result["changed"] and fake_daemon.writes() == []
+    assert result["diff"]["before"]["task_history_retention_limit"] == 5
+    assert result["diff"]["after"]["task_history_retention_limit"] == 2
+    result = run_module("swarm", args)
+    assert result["changed"] and "Swarm settings updated: task_history_retention_limit" in result["actions"]
+    assert fake_daemon.writes() == [("POST", "/v1/swarm/update?version=7", {"task_history_limit": 2})]
+    same = run_module("swarm", dict(args, task_history_retention_limit=5))
+    assert not same["changed"] and len(fake_daemon.writes()) == 1
+
+
+def test_task_history_retention_limit_out_of_range(fake_daemon, run_module):
+    manager_routes(fake_daemon)
+    result = run_module("swarm", {"swarmctl_host": fake_daemon.host, "task_history_retention_limit": -1})
+    assert result["failed"] and "between 0 and 1000" in result["msg"]
+    assert fake_daemon.requests == []
