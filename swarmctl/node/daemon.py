@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 
+from swarmctl.node import gcpolicy
 from swarmctl.node.config import ConfigError, DaemonConfig
 from swarmctl.node.node import Node, StartupError
 
@@ -37,7 +38,10 @@ async def _serve(config: DaemonConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     logging.getLogger(__name__).info("swarmctl daemon ready on %s", config.socket)
+    gcpolicy.freeze()  # the state loaded at start (a snapshot of 100k tasks) is out of the collector's way at once
+    collector = asyncio.create_task(gcpolicy.run(), name="gc-policy")
     await stop.wait()
+    collector.cancel()
     await node.stop()
     return 0
 
