@@ -256,6 +256,10 @@ class Node:
             "managers": self.session.managers if self.session else self.identity.get("managers", []),
             "is_manager": self.manager is not None,
         }
+        if self.session is not None and self.session.managers:
+            # where this node's session goes, and how many full assignment lists it received (issue 8)
+            info["session"] = {"manager": self.session.managers[self.session._current % len(self.session.managers)],
+                               "full_lists": self.worker.full_lists if self.worker else 0}
         if self.store is not None:
             info["raft"] = {"leader": self.store.leader(), "is_leader": self.store.is_leader(),
                             "members": self.store.members()}
