@@ -372,6 +372,9 @@ class Node:
         await transitions.on_removed(self, message)
 
     async def _on_heartbeat_answer(self, answer: dict) -> None:
+        if (answer.get("node") or {}).get("id") not in (None, self.node_id):
+            log.warning("ignoring a heartbeat answer about node %s", answer["node"]["id"])
+            return
         managers = answer.get("managers")
         if managers and managers != self.identity.get("managers"):
             self.identity["managers"] = managers
