@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 MISSED_PERIODS = 3
 BATCH_MAX_ITEMS = 10_000  # status reports per Raft write at most (swarmkit's figure)
+ENTRY_MAX_OPS = 200       # changes per Raft entry at most (swarmkit's MaxChangesPerTransaction)
 BATCH_MAX_DELAY = 0.1     # a report waits at most this long for others to join its write
 
 
@@ -82,9 +83,10 @@ class StatusBatcher:
                 self._queued_items -= items
                 try:
                     counts, ops = self.plan(batch)
-                    if ops:
-                        await commit(self.store, ops)
-                        self.writes += 1
+                    if ops:  # one batch, in Raft entries of at most ENTRY_MAX_OPS changes, in flight together
+                        chunks = [ops[i:i + ENTRY_MAX_OPS] for i in range(0, len(ops), ENTRY_MAX_OPS)]
+                        await asyncio.gather(*(commit(self.store, chunk) for chunk in chunks))
+                        self.writes += len(chunks)
                 except asyncio.CancelledError:
                     for _n, _u, future in batch:
                         if not future.done():

@@ -215,8 +215,9 @@ def test_batched_reports_share_raft_writes():
                                             for i in range(50)))
             assert counts == [2] * 50
             assert all(store.get("task", f"t{i}")["status"]["state"] == "running" for i in range(50))
-            # 100 items, 20 per write: a handful of writes, not one per report
+            # 100 items, 20 per batch: a handful of writes, not one per report
             assert store.writes - writes <= 6
+            assert batcher.writes == store.writes - writes
             # a node cannot report another node's task
             assert await batcher.submit("n1", [{"task_id": "t2", "state": "failed"}]) == 0
         finally:
@@ -278,4 +279,21 @@ def test_peer_pool_holds_a_long_poll_per_node():
         session = client._get_session()
         assert session.connector.limit >= 1000 and session.connector.limit_per_host >= 1000
         await client.close()
+    asyncio.run(main())
+
+
+def test_a_large_batch_is_split_into_raft_entries_of_200(monkeypatch):
+    async def main():
+        store = MachineStore()
+        put(store, new_node("n1", "worker", "w1", "10.0.0.1"), kind="node")
+        for i in range(450):
+            put(store, task(f"t{i}"))
+        batcher = StatusBatcher(store)
+        batcher.start()
+        try:
+            writes = store.writes
+            count = await batcher.submit("n1", [{"task_id": f"t{i}", "state": "running"} for i in range(450)])
+            assert count == 450 and store.writes - writes == 3
+        finally:
+            await batcher.stop()
     asyncio.run(main())
