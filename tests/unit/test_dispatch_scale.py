@@ -4,7 +4,6 @@ status reports that wake nothing, the cached manager list, and the agent followi
 import asyncio
 import time
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -138,7 +137,7 @@ def test_applying_deltas_equals_the_full_list(changes, keep):
     for number, state, desired, image, delete, do_poll in changes:
         task_id = f"t{number}"
         if delete and task_id in tasks:
-            old = tasks.pop(task_id)
+            tasks.pop(task_id)
             log.observe(task_id, None)
         else:
             tasks[task_id] = task(task_id, state=state, desired=desired, image=image)
@@ -282,7 +281,7 @@ def test_peer_pool_holds_a_long_poll_per_node():
     asyncio.run(main())
 
 
-def test_a_large_batch_is_split_into_raft_entries_of_200(monkeypatch):
+def test_a_large_batch_is_split_into_raft_entries_of_200():
     async def main():
         store = MachineStore()
         put(store, new_node("n1", "worker", "w1", "10.0.0.1"), kind="node")
