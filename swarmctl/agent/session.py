@@ -47,11 +47,19 @@ class Session:
                 return
             if answer is not None:
                 self.answered.set()
+                self.follow_leader(answer.get("leader") if isinstance(answer, dict) else None)
                 try:
                     await self._on_answer(answer)
                 except Exception:
                     log.exception("handling the heartbeat answer failed")
             await asyncio.sleep(self.period)
+
+    def follow_leader(self, leader: str | None) -> None:
+        """Talk to the leader the manager named, so no follower proxies every node's traffic (the
+        session's routes all run on the leader). An unknown address is ignored."""
+        if leader and leader in self.managers and self.managers[self._current] != leader:
+            log.info("following the leader at %s", leader)
+            self._current = self.managers.index(leader)
 
     async def _beat(self) -> dict | None:
         try:

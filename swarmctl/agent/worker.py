@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable, Callable
 
 from swarmctl.asyncutil import cancel
+from swarmctl.manager.sessions import apply_delta
 from swarmctl.runtime.base import ContainerSpec, ContainerState, ImageNotFound, Runtime, RuntimeFailure
 from swarmctl.state.records import can_move, is_terminal, state_index, task_name
 
@@ -50,6 +51,7 @@ class Worker:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="runtime")
         self.assigned: dict[str, dict] = {}
         self._have_assignments = False
+        self.full_lists = 0  # full assignment lists received (the rest were deltas)
         self._reported: dict[str, str] = {}
         self._outbox: dict[str, dict] = {}
         self._busy: set[str] = set()
@@ -97,7 +99,8 @@ class Worker:
         since = None
         while True:
             try:
-                answer = await self._call("POST", "/v1/session/assignments", {"since": since, "wait": self._poll_wait},
+                answer = await self._call("POST", "/v1/session/assignments",
+                                          {"since": since, "wait": self._poll_wait, "deltas": True},
                                           timeout=self._poll_wait + 8)
             except asyncio.CancelledError:
                 raise
@@ -106,7 +109,9 @@ class Worker:
                 await asyncio.sleep(0.5)
                 continue
             since = answer["version"]
-            self.assigned = {t["id"]: t for t in answer["tasks"]}
+            # a full list, or (from a leader that knows our last sequence) the changes since it
+            self.assigned = apply_delta(self.assigned, answer)
+            self.full_lists += 1 if answer.get("full", True) else 0
             self._have_assignments = True
             self._wake.set()
 

@@ -15,19 +15,27 @@ import aiohttp
 from swarmctl.errors import APIError
 
 
+# Connections per client. A follower forwards every long-poll of the agents on it to the leader: with 1,000
+# nodes that is up to 1,000 requests open at once to one host, so the pool must hold them all (it was 64,
+# and the 65th long-poll waited in the pool for a connection).
+POOL_LIMIT = 2048
+
+
 class PeerUnreachable(Exception):
     """The peer could not be reached at all (refused, timed out, TLS handshake failed)."""
 
 
 class PeerClient:
-    def __init__(self, ssl_context: ssl.SSLContext, timeout: float = 5.0):
+    def __init__(self, ssl_context: ssl.SSLContext, timeout: float = 5.0, limit: int = POOL_LIMIT):
         self.ssl_context = ssl_context
+        self.limit = limit
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self.ssl_context, limit=64, force_close=False)
+            connector = aiohttp.TCPConnector(ssl=self.ssl_context, limit=self.limit, limit_per_host=self.limit,
+                                            force_close=False)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 

@@ -44,7 +44,7 @@ async def heartbeat(ctx):
     """A node's session heartbeat."""
     manager = ctx.manager
     node = await manager.dispatcher.heartbeat(ctx.caller, ctx.body.model_dump())
-    return {"node": {"id": node["id"], "spec": node["spec"]}, "managers": manager.membership.manager_addrs(),
+    return {"node": {"id": node["id"], "spec": node["spec"]}, "managers": manager.dispatcher.manager_addrs(),
             "leader": ctx.node.addrs.manager, "period": node["description"].get("heartbeat_period")}
 
 
@@ -57,7 +57,8 @@ async def certificate(ctx):
 @route("POST", "/v1/session/assignments", "node", leader=True, body=AssignmentsRequest)
 async def assignments(ctx):
     """The caller's tasks; long-polls for a change."""
-    return await ctx.manager.dispatcher.assignments(ctx.caller, ctx.body.since, ctx.body.wait)
+    return await ctx.manager.dispatcher.assignments(ctx.caller, ctx.body.since, ctx.body.wait,
+                                                   deltas=bool(ctx.body.deltas))
 
 
 @route("POST", "/v1/session/status", "node", leader=True, body=TaskStatusRequest)

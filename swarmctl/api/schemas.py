@@ -106,6 +106,7 @@ class CertificateRequest(Body):
 class AssignmentsRequest(Body):
     since: Optional[Annotated[str, StringConstraints(max_length=L.MAX_ID)]] = None
     wait: float = Field(default=0.0, ge=0, le=10)
+    deltas: Optional[bool] = None  # the agent applies deltas ({"full": false, "changed", "removed"})
 
 
 class TaskStatusUpdate(Body):

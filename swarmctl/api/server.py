@@ -336,8 +336,14 @@ class APIServer:
         if identity.cluster_id != self.node.cluster_id:
             raise Unauthorized("the certificate belongs to a different swarm")
         if spec.access == "node":
-            if request.headers.get(FORWARDED) and self._is_manager_peer(identity):
-                return request.headers.get(ORIGIN_NODE) or identity.node_id
+            if request.headers.get(FORWARDED):
+                origin = request.headers.get(ORIGIN_NODE) or identity.node_id
+                if self._is_manager_peer(identity):
+                    return origin
+                if origin != identity.node_id:
+                    # forwarded for another node by one that is no longer a manager (just demoted): taking
+                    # it for the forwarder's own request would answer the origin with the forwarder's record
+                    raise Unavailable(f"node {identity.node_id} forwarded a request but is no longer a manager")
             return identity.node_id
         # cluster access: only managers, and only while their record says so
         if self.node.manager is None:

@@ -3,6 +3,12 @@
 Heartbeats are kept in memory; only transitions (ready <-> down, a changed address) are written to
 Raft, so a thousand nodes heartbeating do not turn into a thousand writes per period. A new leader
 gives every node a fresh grace period before it can be marked down, as Swarm does after an election.
+
+At scale (issue 8): a heartbeat costs O(1) (the manager list it answers is cached, the node's deadline
+goes into a heap, sessions.Deadlines, and Down detection pops the expired deadlines instead of scanning
+every node); assignments go out as deltas with a sequence number (sessions.AssignmentLog); an agent's
+status report is not a change of its assignments, so it wakes nothing; status reports of all nodes are
+gathered into few Raft writes (StatusBatcher), and a report that changes nothing writes nothing.
 """
 
 from __future__ import annotations
@@ -14,12 +20,117 @@ import time
 from swarmctl.errors import Unauthorized, Unavailable
 from swarmctl.manager.writes import commit
 from swarmctl.state.raft import RaftStore
-from swarmctl.state.records import can_move, is_terminal, new_id
+from swarmctl.state.records import can_move, is_terminal, new_id, state_index
 from swarmctl.asyncutil import cancel
+from swarmctl.manager.sessions import AssignmentLog, Deadlines
 
 log = logging.getLogger(__name__)
 
 MISSED_PERIODS = 3
+BATCH_MAX_ITEMS = 10_000  # status reports per Raft write at most (swarmkit's figure)
+ENTRY_MAX_OPS = 200       # changes per Raft entry at most (swarmkit's MaxChangesPerTransaction)
+BATCH_MAX_DELAY = 0.1     # a report waits at most this long for others to join its write
+
+
+class StatusBatcher:
+    """Gathers the status reports of all nodes into few Raft writes, as swarmkit's dispatcher does.
+
+    While no write is in flight a report is written at once (no added latency when idle); while one is
+    in flight, reports pile up and go out together when it ends, BATCH_MAX_ITEMS at a time. The reports
+    are checked against the store when their write is planned, so two reports of one task in a batch
+    keep the later state and a report that moves nothing writes nothing."""
+
+    def __init__(self, store: RaftStore, max_items: int = BATCH_MAX_ITEMS, max_delay: float = BATCH_MAX_DELAY):
+        self.store = store
+        self.max_items = max_items
+        self.max_delay = max_delay
+        self._queue: list[tuple[str, list[dict], asyncio.Future]] = []
+        self._queued_items = 0
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.writes = 0  # Raft writes made (for tests and benches)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="status-batcher")
+
+    async def stop(self) -> None:
+        await cancel(self._task)
+        self._task = None
+        for _node, _updates, future in self._queue:
+            if not future.done():
+                future.set_exception(Unavailable("the dispatcher stopped; report again"))
+        self._queue.clear()
+        self._queued_items = 0
+
+    async def submit(self, node_id: str, updates: list[dict]) -> int:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((node_id, updates, future))
+        self._queued_items += len(updates)
+        self._kick.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            started = time.monotonic()
+            while self._queue:
+                batch, items = [], 0
+                while self._queue and (not batch or items + len(self._queue[0][1]) <= self.max_items):
+                    entry = self._queue.pop(0)
+                    batch.append(entry)
+                    items += len(entry[1])
+                self._queued_items -= items
+                try:
+                    counts, ops = self.plan(batch)
+                    if ops:  # one batch, in Raft entries of at most ENTRY_MAX_OPS changes, in flight together
+                        chunks = [ops[i:i + ENTRY_MAX_OPS] for i in range(0, len(ops), ENTRY_MAX_OPS)]
+                        await asyncio.gather(*(commit(self.store, chunk) for chunk in chunks))
+                        self.writes += len(chunks)
+                except asyncio.CancelledError:
+                    for _n, _u, future in batch:
+                        if not future.done():
+                            future.set_exception(Unavailable("the dispatcher stopped; report again"))
+                    raise
+                except Exception as exc:  # no quorum, lost leadership: every reporter retries
+                    for _n, _u, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_n, _u, future), count in zip(batch, counts):
+                    if not future.done():
+                        future.set_result(count)
+                if time.monotonic() - started > self.max_delay:
+                    await asyncio.sleep(0)  # let the loop serve others between long runs of writes
+                    started = time.monotonic()
+
+    def plan(self, batch: list[tuple[str, list[dict], asyncio.Future]]) -> tuple[list[int], list[dict]]:
+        """The ops of a batch and how many updates of each entry were taken. Only forward moves of the
+        reporter's own tasks; per task the furthest state of the batch wins."""
+        best: dict[str, tuple[int, dict]] = {}
+        counts = []
+        for index, (node_id, updates, _future) in enumerate(batch):
+            count = 0
+            for update in updates:
+                task = self.store.get("task", update["task_id"])
+                if task is None or task.get("node_id") != node_id or not can_move(task["status"]["state"],
+                                                                                  update["state"]):
+                    continue
+                count += 1
+                held = best.get(task["id"])
+                if held is None or state_index(update["state"]) > state_index(held[1]["state"]):
+                    best[task["id"]] = (index, update)
+            counts.append(count)
+        now = time.time()
+        ops = []
+        for task_id, (_index, update) in best.items():
+            sets = [(["status", "state"], update["state"]), (["status", "timestamp"], now),
+                    (["status", "message"], update.get("message") or update["state"])]
+            for key in ("err", "container_id", "exit_code"):
+                if update.get(key) is not None:
+                    sets.append((["status", key], update[key]))
+            ops.append({"op": "patch", "kind": "task", "id": task_id, "missing_ok": True, "set": sets})
+        return counts, ops
 
 
 class Dispatcher:
@@ -31,36 +142,68 @@ class Dispatcher:
         self._task: asyncio.Task | None = None
         self._since = time.monotonic()
         self._epoch = ""
-        self._versions: dict[str, int] = {}
+        self._logs: dict[str, AssignmentLog] = {}
         self._waiters: dict[str, asyncio.Event] = {}
         self._cancel_watch = None
+        self._deadlines = Deadlines()
+        self._managers: list[str] | None = None  # cached manager addresses, dropped on a manager's change
+        self._manager_ids: set[str] = set()
+        self.batcher = StatusBatcher(store)
 
     # ---- life --------------------------------------------------------------------------------
     def start(self) -> None:
         self._since = time.monotonic()
         self._last_seen.clear()
         self._raft_running.clear()
-        self._epoch = new_id(8)  # assignment versions restart with every leadership term
-        self._versions.clear()
+        self._epoch = new_id(8)  # assignment sequences restart with every leadership term
+        self._logs.clear()
+        self._managers = None
+        self._deadlines.clear()
+        for node in self.store.list("node"):  # a fresh grace for every node after an election
+            self._deadlines.set(node["id"], self._since + self._grace(node))
         loop = asyncio.get_running_loop()
 
         def on_events(_index, events):
-            if any(e[0] == "reset" for e in events):
-                touched = None
-            else:
-                touched = {e[3].get("node_id") for e in events if e[1] == "task" and e[3] is not None}
-                if not touched:
-                    return
-            loop.call_soon_threadsafe(self._bump, touched)
+            loop.call_soon_threadsafe(self._on_events, events)
         self._cancel_watch = self.store.watch(on_events)
         self._task = asyncio.create_task(self._watch_down(), name="dispatcher")
+        self.batcher.start()
 
-    def _bump(self, node_ids) -> None:
-        for node_id in (node_ids if node_ids is not None else list(self._waiters) + list(self._versions)):
-            self._versions[node_id] = self._versions.get(node_id, 0) + 1
-            waiter = self._waiters.pop(node_id, None)
-            if waiter is not None:
+    def _on_events(self, events) -> None:
+        if any(e[0] == "reset" for e in events):
+            self._epoch = new_id(8)  # a restored snapshot: every node gets a full list
+            self._logs.clear()
+            self._managers = None
+            for waiter in self._waiters.values():
                 waiter.set()
+            self._waiters.clear()
+            return
+        for action, kind, record_id, record in events:
+            if kind == "task" and record is not None:
+                node_id = record.get("node_id")
+                log_ = self._logs.get(node_id) if node_id else None
+                if log_ is None:
+                    continue  # the node has no session with this leader yet: its first answer is a full list
+                if log_.observe(record_id, None if action == "delete" else record):
+                    waiter = self._waiters.pop(node_id, None)
+                    if waiter is not None:
+                        waiter.set()
+            elif kind == "node":
+                if record_id in self._manager_ids or (record is not None and record["spec"]["role"] == "manager"):
+                    self._managers = None
+                if action == "create":
+                    self._deadlines.set(record_id, time.monotonic() + self._grace(record))
+                elif action == "delete":
+                    self._deadlines.discard(record_id)
+                    self._logs.pop(record_id, None)
+
+    def manager_addrs(self) -> list[str]:
+        """The managers' addresses, computed again only after a manager's record changed."""
+        if self._managers is None:
+            managers = [n for n in self.store.list("node") if n["spec"]["role"] == "manager"]
+            self._manager_ids = {n["id"] for n in managers}
+            self._managers = sorted(n["description"]["addrs"]["manager"] for n in managers)
+        return self._managers
 
     async def stop(self) -> None:
         if self._cancel_watch:
@@ -69,10 +212,14 @@ class Dispatcher:
         for waiter in self._waiters.values():
             waiter.set()
         self._waiters.clear()
+        await self.batcher.stop()
         await cancel(self._task)
         self._task = None
 
     # ---- sessions ----------------------------------------------------------------------------
+    def _grace(self, node: dict) -> float:
+        return MISSED_PERIODS * (node["description"].get("heartbeat_period") or self.default_period)
+
     async def heartbeat(self, node_id: str, info: dict) -> dict:
         """Record a heartbeat; returns the node record (after any status change was committed)."""
         node = self.store.get("node", node_id)
@@ -82,12 +229,15 @@ class Dispatcher:
         if node is None:
             raise Unauthorized(f"node {node_id} is not part of this swarm (it was removed); "
                                "its certificate is no longer accepted")
-        self._last_seen[node_id] = time.monotonic()
+        now = time.monotonic()
+        self._last_seen[node_id] = now
         self._raft_running[node_id] = bool(info.get("raft_running"))
+        period = info.get("heartbeat_period")
+        self._deadlines.set(node_id, now + MISSED_PERIODS * (period or node["description"].get("heartbeat_period")
+                                                             or self.default_period))
         sets = []
         if node["status"]["state"] != "ready":
             sets += [(["status", "state"], "ready"), (["status", "message"], "")]
-        period = info.get("heartbeat_period")
         if period and node["description"].get("heartbeat_period") != period:
             sets.append((["description", "heartbeat_period"], period))
         for key in ("hostname", "tls"):
@@ -107,56 +257,79 @@ class Dispatcher:
 
     # ---- assignments -------------------------------------------------------------------------
     def _token(self, node_id: str) -> str:
-        return f"{self._epoch}:{self._versions.get(node_id, 0)}"
+        log_ = self._logs.get(node_id)
+        return f"{self._epoch}:{log_.seq if log_ else 0}"
 
-    async def assignments(self, node_id: str, since: str | None, wait: float) -> dict:
-        """The node's tasks; with `since` equal to the current version, wait (long-poll) for a change."""
+    def _parse(self, node_id: str, since: str | None) -> int | None:
+        """The sequence an agent applied, if it is of this leader's epoch."""
+        if not since or ":" not in since or node_id not in self._logs:
+            return None
+        epoch, _, seq = since.rpartition(":")
+        if epoch != self._epoch or not seq.isdigit():
+            return None
+        return int(seq)
+
+    def _tasks(self, node_id: str) -> list[dict]:
+        return [t for t in self.store.find("task", "node_id", node_id)
+                if t["status"]["state"] != "pending"
+                and (t["desired_state"] == "running" or not is_terminal(t["status"]["state"]))]
+
+    async def assignments(self, node_id: str, since: str | None, wait: float, deltas: bool = False) -> dict:
+        """The node's tasks; with `since` equal to the current version, wait (long-poll) for a change.
+
+        With `deltas`, an agent whose `since` is of this leader's epoch and not too old gets only the
+        changes: {"full": false, "changed": [tasks added or updated], "removed": [ids]}; else the full
+        list {"full": true, "tasks": [...]}. Either way "version" is what to send as `since` next."""
         if self.store.get("node", node_id) is None:
             raise Unauthorized(f"node {node_id} is not part of this swarm")
-        if since == self._token(node_id) and wait > 0:
+        if since is not None and since == self._token(node_id) and wait > 0:
             waiter = self._waiters.setdefault(node_id, asyncio.Event())
             try:
                 await asyncio.wait_for(waiter.wait(), wait)
             except asyncio.TimeoutError:
                 pass
-        token = self._token(node_id)
-        tasks = [t for t in self.store.find("task", "node_id", node_id)
-                 if t["status"]["state"] != "pending"
-                 and (t["desired_state"] == "running" or not is_terminal(t["status"]["state"]))]
-        return {"version": token, "tasks": tasks}
+        log_ = self._logs.get(node_id)
+        seq = self._parse(node_id, since) if deltas else None
+        changed = log_.changed_since(seq) if log_ is not None and seq is not None else None
+        if changed is None:
+            tasks = self._tasks(node_id)
+            if log_ is None:
+                log_ = self._logs[node_id] = AssignmentLog()
+            log_.reset(tasks)
+            return {"version": self._token(node_id), "full": True, "tasks": tasks}
+        answer_changed, removed = [], []
+        for task_id in sorted(changed):
+            task = self.store.get("task", task_id)
+            if task is not None and task_id in log_.shown:
+                answer_changed.append(task)
+            else:
+                removed.append(task_id)
+        return {"version": self._token(node_id), "full": False, "changed": answer_changed, "removed": removed}
 
     async def update_status(self, node_id: str, updates: list[dict]) -> int:
-        """Apply a node's batch of task state changes; only forward moves of its own tasks count."""
-        ops = []
-        now = time.time()
-        for update in updates:
-            task = self.store.get("task", update["task_id"])
-            if task is None or task.get("node_id") != node_id or not can_move(task["status"]["state"], update["state"]):
-                continue
-            sets = [(["status", "state"], update["state"]), (["status", "timestamp"], now),
-                    (["status", "message"], update.get("message") or update["state"])]
-            for key in ("err", "container_id", "exit_code"):
-                if update.get(key) is not None:
-                    sets.append((["status", key], update[key]))
-            ops.append({"op": "patch", "kind": "task", "id": task["id"], "missing_ok": True, "set": sets})
-        if ops:
-            await commit(self.store, ops)
-        return len(ops)
+        """Apply a node's batch of task state changes; only forward moves of its own tasks count.
+        Reports of all nodes are gathered into few Raft writes (StatusBatcher)."""
+        if not updates:
+            return 0
+        if self.batcher._task is None:  # not started (a unit test driving the dispatcher directly)
+            counts, ops = self.batcher.plan([(node_id, updates, None)])
+            if ops:
+                await commit(self.store, ops)
+            return counts[0]
+        return await self.batcher.submit(node_id, updates)
 
     # ---- down detection ----------------------------------------------------------------------
-    def _expired(self, node: dict, now: float) -> bool:
-        period = node["description"].get("heartbeat_period") or self.default_period
-        last = self._last_seen.get(node["id"], self._since)
-        return now - last > MISSED_PERIODS * period
-
     async def _watch_down(self) -> None:
         while True:
             await asyncio.sleep(0.1)
             now = time.monotonic()
-            ops = [{"op": "patch", "kind": "node", "id": node["id"], "missing_ok": True,
-                    "set": [(["status", "state"], "down"), (["status", "message"], "heartbeat failure")]}
-                   for node in self.store.list("node")
-                   if node["status"]["state"] != "down" and self._expired(node, now)]
+            ops = []
+            for node_id in self._deadlines.pop_expired(now):
+                node = self.store.get("node", node_id)
+                if node is None or node["status"]["state"] == "down":
+                    continue
+                ops.append({"op": "patch", "kind": "node", "id": node_id, "missing_ok": True,
+                            "set": [(["status", "state"], "down"), (["status", "message"], "heartbeat failure")]})
             if ops:
                 log.info("marking %d node(s) down after %d missed heartbeats: %s", len(ops), MISSED_PERIODS,
                          ", ".join(op["id"] for op in ops))
@@ -164,3 +337,5 @@ class Dispatcher:
                     await commit(self.store, ops)
                 except Exception as exc:  # leadership lost or no quorum: try again next round
                     log.debug("could not mark nodes down: %s", exc)
+                    for op in ops:
+                        self._deadlines.set(op["id"], now + 0.5)

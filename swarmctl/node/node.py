@@ -262,6 +262,10 @@ class Node:
             "is_manager": self.manager is not None,
             "loop_lag": self.loop_lag.view() if self.loop_lag else None,
         }
+        if self.session is not None and self.session.managers:
+            # where this node's session goes, and how many full assignment lists it received (issue 8)
+            info["session"] = {"manager": self.session.managers[self.session._current % len(self.session.managers)],
+                               "full_lists": self.worker.full_lists if self.worker else 0}
         if self.store is not None:
             info["raft"] = {"leader": self.store.leader(), "is_leader": self.store.is_leader(),
                             "members": self.store.members(), "applied": self.store.index}
@@ -374,6 +378,9 @@ class Node:
         await transitions.on_removed(self, message)
 
     async def _on_heartbeat_answer(self, answer: dict) -> None:
+        if (answer.get("node") or {}).get("id") not in (None, self.node_id):
+            log.warning("ignoring a heartbeat answer about node %s", answer["node"]["id"])
+            return
         managers = answer.get("managers")
         if managers and managers != self.identity.get("managers"):
             self.identity["managers"] = managers
