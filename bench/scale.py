@@ -11,7 +11,7 @@ runtime is simulated (swarmctl/runtime/simulated.py, the stand-in named as such)
 
   1. time until every hollow node is Ready
   2. create --services services of --replicas replicas at once: time until every task runs (<= 20 s at 100k)
-  3. scheduling delay p50/p99, from a task's creation to its assignment (status.assigned_at)
+  3. scheduling delay p50/p99, from a task's creation to its assignment (assigned_at)
   4. peak leader RSS (<= 1.5 GB) and the snapshot's size on disk
   5. `node ls` (<= 0.5 s), `service ps` of one service (<= 1 s at 10k tasks) and `service ls` (<= 0.5 s), CLI wall
   6. leader kill: time until a write succeeds again (<= 2 s), and until every node is Ready on the new leader
@@ -109,8 +109,7 @@ def wait_converged(d: Daemon, desired: int, timeout: float, what: str) -> float:
 
 def scheduling_delays(d: Daemon, sample: int = 20000) -> list[float]:
     tasks = api(d, 120).get("/v1/tasks?filter=desired-state%3Drunning")
-    return [t["status"]["assigned_at"] - t["created_at"] for t in tasks[:sample]
-            if t.get("created_at") and (t.get("status") or {}).get("assigned_at")]
+    return [t["assigned_at"] - t["created_at"] for t in tasks[:sample] if t.get("created_at") and t.get("assigned_at")]
 
 
 def write_works(d: Daemon, node_id: str, n: int) -> bool:
@@ -175,9 +174,12 @@ def main() -> int:
         create_services(managers[0], args.services, args.replicas)
         wait_converged(managers[0], total_tasks, timeout=600, what=f"{total_tasks} tasks running")
         converge = time.perf_counter() - start
-        target = CONVERGE_TARGET * total_tasks / 100000
-        result(f"converged: {total_tasks} tasks running in {converge:.1f}s (target <= {target:.1f}s, "
-               f"{CONVERGE_TARGET:.0f}s at 100k) {verdict(converge <= target)}")
+        if total_tasks >= 100000:
+            result(f"converged: {total_tasks} tasks running in {converge:.1f}s (target <= {CONVERGE_TARGET:.0f}s) "
+                   f"{verdict(converge <= CONVERGE_TARGET)}")
+        else:
+            result(f"converged: {total_tasks} tasks running in {converge:.1f}s (the target, "
+                   f"{CONVERGE_TARGET:.0f}s, is for 100k tasks)")
 
         # 3 -----------------------------------------------------------------------------------------
         delays = scheduling_delays(managers[0])
@@ -185,7 +187,7 @@ def main() -> int:
             result(f"scheduling delay: p50 {pct(delays, 50) * 1000:.0f} ms, p99 {pct(delays, 99) * 1000:.0f} ms "
                    f"({len(delays)} tasks)")
         else:
-            result("scheduling delay: not measured (tasks carry no status.assigned_at)")
+            result("scheduling delay: not measured (tasks carry no assigned_at)")
 
         # 4 -----------------------------------------------------------------------------------------
         leader = leader_of(managers)
@@ -246,7 +248,8 @@ def main() -> int:
 
         # 8 -----------------------------------------------------------------------------------------
         states = node_states(new_leader)
-        drained = [states[h][0] for h in sorted(states) if h.startswith("hollow")][:100]
+        drain_count = min(100, args.nodes // 10)  # --quick: 20 of 200, so the kill below leaves nodes to run on
+        drained = [states[h][0] for h in sorted(states) if h.startswith("hollow")][:drain_count]
         start = time.perf_counter()
         for node_id in drained:
             api(new_leader).post(f"/v1/nodes/{node_id}/update", {"availability": "drain"})
@@ -256,7 +259,9 @@ def main() -> int:
             on_drained = sum(1 for t in tasks if t.get("node_id") in set(drained))
             return on_drained == 0 and running_total(new_leader) == (total_tasks, total_tasks)
         wait_for(moved, timeout=600, interval=1, what="the drained nodes' tasks running elsewhere")
-        result(f"drain 100 nodes: their tasks run elsewhere after {time.perf_counter() - start:.1f}s")
+        result(f"drain {drain_count} nodes: their tasks run elsewhere after {time.perf_counter() - start:.1f}s")
+        for node_id in drained:
+            api(new_leader).post(f"/v1/nodes/{node_id}/update", {"availability": "active"})
 
         # 9 -----------------------------------------------------------------------------------------
         victim = hollows[-1]
