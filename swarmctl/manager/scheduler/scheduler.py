@@ -219,7 +219,6 @@ class Scheduler(Reconciler):
     """Plans from an event-fed index in a worker thread; the event loop only commits."""
 
     kinds = ("task", "node", "cluster")
-    inflight = 8  # batches committed concurrently (each is one Raft entry of up to 200 ops)
 
     def __init__(self, store):
         super().__init__(store)
@@ -239,14 +238,14 @@ class Scheduler(Reconciler):
         if not ops:
             return
         try:
-            await commit_batches(self.store, ops, self.inflight)
+            await commit_batches(self.store, ops)
         except BaseException:
             self.index.invalidate()  # what was not committed must be planned again
             raise
 
 
-async def commit_batches(store, ops: list[dict], inflight: int = 8) -> None:
-    """Commit ops in entries of up to 200, with a few entries in flight at once."""
-    batches = list(chunks(ops))
-    for i in range(0, len(batches), inflight):
-        await asyncio.gather(*(commit(store, batch) for batch in batches[i:i + inflight]))
+async def commit_batches(store, ops: list[dict]) -> None:
+    """Commit ops in writes of up to 200, one after the other: RaftStore merges the writes queued while an
+    entry is in flight into the next entry, so writes sent together would make one entry of all of them."""
+    for batch in chunks(ops):
+        await commit(store, batch)
