@@ -402,3 +402,26 @@ def test_spread_prefers_fewer_tasks_of_the_service_over_fewer_tasks():
     ops = scheduler.plan(tasks, nodes, "spread", NOW)
     assert ops == reference.plan(tasks, nodes, "spread", NOW)
     assert _placed(ops) == {"n0": 1}  # n0 runs more tasks, but none of this service
+
+
+def test_index_ignores_node_updates_placement_does_not_read_and_resyncs():
+    m = StateMachine()
+    m.apply_batch([(None, NOW, [_put("node", _node(0, memory=1e9))] +
+                    [_put("task", t) for t in _tasks("a", 2, reservations={"memory": 1e9})])])
+    index = SchedulerIndex(m)
+    index.attach()
+    ops, _ = index.plan(NOW)  # one placed, one explained
+    m.apply_batch([(None, NOW, ops)])
+    assert index.plan(NOW)[0] == []
+    m.apply_batch([(None, NOW, [{"op": "patch", "kind": "node", "id": "n0", "set": {"status.addr": "10.0.0.9"}}])])
+    assert index.plan(NOW)[1]["skipped"]
+    m.apply_batch([(None, NOW, [{"op": "patch", "kind": "node", "id": "n0",
+                                 "set": {"description.resources.memory": 2e9}}])])
+    ops, stats = index.plan(NOW)
+    assert not stats["skipped"] and _placed(ops) == {"n0": 1}
+    # the safety net: a rebuild from a listing gives the same index
+    before = {nid: (i.tasks, i.reserved, i.service_tasks) for nid, i in index.infos().items()}
+    index.resync()
+    _assert_index_matches(index, m)
+    assert {nid: (i.tasks, i.reserved, i.service_tasks) for nid, i in index.infos().items()} == before
+    index.detach()

@@ -61,6 +61,12 @@ def _contribution(task: dict):
     return task["node_id"], task["service_id"], reservations.get("cpus") or 0, reservations.get("memory") or 0
 
 
+def _node_view(node: dict) -> tuple:
+    """What placement reads from a node record (state, role, availability, labels, hostname, resources):
+    a node update that leaves it alone (an address, a status message) needs no new pass."""
+    return node["status"]["state"], node["spec"], node["description"]
+
+
 def is_pending(task: dict) -> bool:
     return task["status"]["state"] == "pending" and task["desired_state"] == "running"
 
@@ -94,6 +100,10 @@ class SchedulerIndex:
 
     def _on_events(self, _index, events) -> None:  # Raft's apply thread: O(1)
         self._queue.append(events)
+
+    def resync(self) -> None:
+        """Rebuild from a fresh listing at the next plan(): the periodic safety net."""
+        self._rebuild = True
 
     def invalidate(self) -> None:
         """Plan again on the next pass even if no event came (a commit failed)."""
@@ -142,11 +152,14 @@ class SchedulerIndex:
         if kind == "task":
             self._set_task(record_id, None if action == "delete" else record)
         elif kind == "node":
+            old = self.nodes.get(record_id)
             if action == "delete":
                 self.nodes.pop(record_id, None)
+                self.changed = True
             else:
                 self.nodes[record_id] = record
-            self.changed = True
+                if old is None or _node_view(old) != _node_view(record):
+                    self.changed = True
         elif kind == "cluster":
             self.cluster = None if action == "delete" else record
             self.changed = True

@@ -219,11 +219,13 @@ class Scheduler(Reconciler):
     """Plans from an event-fed index in a worker thread; the event loop only commits."""
 
     kinds = ("task", "node", "cluster")
+    resync_interval = 60.0  # the safety net: rebuild the index from a listing this often
 
     def __init__(self, store):
         super().__init__(store)
         self.index = SchedulerIndex(store)
         self.last_pass: dict = {}
+        self._resynced = time.monotonic()
 
     def start(self) -> None:
         self.index.attach()
@@ -234,6 +236,9 @@ class Scheduler(Reconciler):
         self.index.detach()
 
     async def reconcile(self) -> None:
+        if time.monotonic() - self._resynced > self.resync_interval:
+            self._resynced = time.monotonic()
+            self.index.resync()
         ops, self.last_pass = await asyncio.to_thread(self.index.plan)
         if not ops:
             return
