@@ -30,6 +30,7 @@ from swarmctl.manager.scheduler import constraints, nodeinfo
 from swarmctl.manager.scheduler.filters import Pipeline
 from swarmctl.manager.scheduler.index import SchedulerIndex
 from swarmctl.manager.scheduler.nodeinfo import NodeInfo
+from swarmctl.manager.scheduler.strategies import KEYS
 from swarmctl.manager.writes import commit
 
 log = logging.getLogger(__name__)
@@ -175,19 +176,17 @@ class _Pass:
         if strategy == "random":
             placed = self._random(tasks, start, end, eligible, fits, sid, cpus, memory)
         else:
-            if strategy == "spread":
-                def key(n: NodeInfo):
-                    return round(n.share(), 6), n.service_tasks.get(sid, 0), n.tasks, n.id, n
-            elif strategy == "binpack":
-                def key(n: NodeInfo):
-                    return -round(n.share(), 6), -n.tasks, n.id, n
-            else:
+            if strategy not in KEYS:
                 raise ValueError(f"unknown strategy {strategy!r}")
+            order = KEYS[strategy](sid)
+
+            def key(n: NodeInfo):  # ids are unique: the node itself is never compared
+                return order(n), n
             heap = [key(n) for n in eligible]
             heapq.heapify(heap)
             placed = start
             while placed < end and heap:
-                node = heapq.heappop(heap)[-1]
+                node = heapq.heappop(heap)[1]
                 node.place(sid, cpus, memory)
                 ops.append(_assign(tasks[placed], node.record["id"], stamp))
                 placed += 1
