@@ -425,3 +425,52 @@ def test_index_ignores_node_updates_placement_does_not_read_and_resyncs():
     _assert_index_matches(index, m)
     assert {nid: (i.tasks, i.reserved, i.service_tasks) for nid, i in index.infos().items()} == before
     index.detach()
+
+
+def test_reconciler_on_real_raft_keeps_the_loop_free(tmp_path):
+    """A real one-member Raft replica, 100 nodes and 4,000 pending tasks: the pass is planned off the loop.
+    The former planner ran on the loop and held it for about 2 s here (tasks x nodes filter checks); the
+    bound is loose (0.5 s, what the CI scale test allows), the 50 ms figure is bench/scheduler.py's."""
+    from tests.raft_helpers import one_member_store
+    from swarmctl.manager.writes import commit
+
+    async def main():
+        store = one_member_store(tmp_path / "store")
+        try:
+            for _ in range(200):
+                if store.is_leader():
+                    break
+                await asyncio.sleep(0.05)
+            await commit(store, [_put("node", _node(i)) for i in range(100)])
+            tasks = _tasks("a", 2000) + _tasks("b", 2000, constraints=["node.hostname!=h3"])
+            for i in range(0, len(tasks), 1000):
+                await commit(store, [{"op": "create", "kind": "task", "id": t["id"], "record": t}
+                                     for t in tasks[i:i + 1000]], timeout=20)
+            sched = scheduler.Scheduler(store)
+            worst, done = 0.0, asyncio.Event()
+
+            async def probe():
+                nonlocal worst
+                loop = asyncio.get_running_loop()
+                while not done.is_set():
+                    started = loop.time()
+                    await asyncio.sleep(0.005)
+                    worst = max(worst, loop.time() - started - 0.005)
+            prober = asyncio.create_task(probe())
+            sched.start()
+            try:
+                for _ in range(600):
+                    await asyncio.sleep(0.05)
+                    if not store.find("task", "node_id", None):
+                        break
+            finally:
+                done.set()
+                await prober
+                await sched.stop()
+            counts = collections.Counter(t["node_id"] for t in store.list("task"))
+            assert sum(counts.values()) == 4000 and "n3" in counts
+            assert sorted(set(counts.values())) == [20, 40, 41]  # spread: 20 of a each, b avoids n3
+            assert worst < 0.5, f"the event loop stalled for {worst:.3f} s"
+        finally:
+            store.destroy()
+    asyncio.run(main())
