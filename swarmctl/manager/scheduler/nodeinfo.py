@@ -16,6 +16,7 @@ class NodeInfo:
     # What the node offers, read once from its record (the grouped planner asks for it on every placement).
     total_cpus: float = field(init=False, repr=False, default=0.0)
     total_memory: float = field(init=False, repr=False, default=0.0)
+    _rounded: float | None = field(init=False, repr=False, default=None, compare=False)
 
     def __post_init__(self) -> None:
         resources = self.record["description"].get("resources", {})
@@ -53,14 +54,22 @@ class NodeInfo:
             return self.reserved["memory"] / self.total_memory
         return 0.0
 
+    def rounded_share(self) -> float:
+        """round(share(), 6), what the strategies order by; kept until the reservations change."""
+        if self._rounded is None:
+            self._rounded = round(self.share(), 6)
+        return self._rounded
+
     def add(self, task: dict) -> None:
         reservations = task["spec"]["resources"]["reservations"]
         self.place(task["service_id"], reservations.get("cpus") or 0, reservations.get("memory") or 0)
 
     def place(self, service_id: str, cpus: float, memory: float) -> None:
         """Count one more task of a service that reserves cpus and memory."""
-        self.reserved["cpus"] += cpus
-        self.reserved["memory"] += memory
+        if cpus or memory:
+            self.reserved["cpus"] += cpus
+            self.reserved["memory"] += memory
+            self._rounded = None
         self.tasks += 1
         self.service_tasks[service_id] = self.service_tasks.get(service_id, 0) + 1
 

@@ -14,14 +14,14 @@ from swarmctl.manager.scheduler.nodeinfo import NodeInfo
 def spread_key(service_id: str) -> Callable[[NodeInfo], tuple]:
     """The least loaded node: reserved share, then this service's tasks, then all tasks, then id."""
     def key(n: NodeInfo) -> tuple:
-        return round(n.share(), 6), n.service_tasks.get(service_id, 0), n.tasks, n.id
+        return n.rounded_share(), n.service_tasks.get(service_id, 0), n.tasks, n.record["id"]
     return key
 
 
 def binpack_key(_service_id: str) -> Callable[[NodeInfo], tuple]:
     """The most loaded node that still fits, so nodes fill up one after another."""
     def key(n: NodeInfo) -> tuple:
-        return -round(n.share(), 6), -n.tasks, n.id
+        return -n.rounded_share(), -n.tasks, n.record["id"]
     return key
 
 
