@@ -92,6 +92,11 @@ def main() -> int:
                  TARGET_S if count == args.tasks else None)
             if count == args.tasks:
                 worst = max(worst, seconds)
+    for services in (100, 1000):  # more, smaller groups: the filters run once per group and node
+        nodes, tasks = cluster(args.nodes, services, args.tasks, "spread")
+        seconds, ops = timed(scheduler.plan, tasks, nodes, "spread", 1000.0)
+        line(f"grouped plan, spread, {services} services x {args.tasks // services} tasks", seconds, TARGET_S)
+        worst = max(worst, seconds)
     if args.reference_tasks:
         import scheduler_reference
         count = min(args.reference_tasks, args.tasks)
