@@ -76,6 +76,9 @@ def main() -> int:
     ap.add_argument("--tasks", type=int, default=100000)
     ap.add_argument("--reference-tasks", type=int, default=2000,
                     help="size for the old planner (0 to skip it); it costs tasks x nodes")
+    ap.add_argument("--gc-freeze", action="store_true",
+                    help="with --reconciler: gc.freeze() once the store is loaded, to see what the cyclic "
+                         "collector's full passes cost the event loop")
     ap.add_argument("--reconciler", action="store_true",
                     help="also run the Scheduler reconciler on a real one-member Raft replica with the tasks, and "
                          "measure the event loop's longest stall (target <= 50 ms)")
@@ -134,9 +137,10 @@ def main() -> int:
     seconds, (ops3, stats) = timed(index.plan, 1000.0)
     line(f"index: idle pass, nothing changed (skipped={stats['skipped']})", seconds, 0.05)
     index.detach()
+    del m, index, ops, ops2, ops3, nodes, tasks  # free the heap for the reconciler's run
     if args.reconciler:
         nodes, tasks = cluster(args.nodes, args.services, args.tasks, "spread")
-        lag, elapsed, passes = asyncio.run(reconciler_run(nodes, tasks))
+        lag, elapsed, passes = asyncio.run(reconciler_run(nodes, tasks, args.gc_freeze))
         line(f"reconciler on one-member Raft: {args.tasks} tasks assigned", elapsed, None,
              f"   ({passes})")
         line("reconciler: longest event-loop stall while it planned and committed", lag, LAG_TARGET_S)
@@ -148,7 +152,8 @@ def main() -> int:
     return 0 if worst <= TARGET_S and worst_lag_ok else 1
 
 
-async def reconciler_run(nodes: list[dict], tasks: list[dict]) -> tuple[float, float, str]:
+async def reconciler_run(nodes: list[dict], tasks: list[dict],
+                         freeze: bool = False) -> tuple[float, float, str]:
     """Load the records into a real one-member RaftStore, start the Scheduler and probe the loop until every
     task is assigned. Returns (longest stall, seconds until all assigned, the passes' figures)."""
     import shutil
@@ -167,6 +172,11 @@ async def reconciler_run(nodes: list[dict], tasks: list[dict]) -> tuple[float, f
         for i in range(0, len(tasks), 1000):
             await commit(store, [{"op": "create", "kind": "task", "id": t["id"], "record": t}
                                  for t in tasks[i:i + 1000]], timeout=30)
+        del tasks[:]  # the store holds them now; the bench's own copies would only add to the heap
+        if freeze:
+            import gc
+            gc.collect()
+            gc.freeze()
         sched = scheduler.Scheduler(store)
         worst = 0.0
         done = asyncio.Event()
@@ -177,6 +187,16 @@ async def reconciler_run(nodes: list[dict], tasks: list[dict]) -> tuple[float, f
                 started = time.perf_counter()
                 await asyncio.sleep(0.005)
                 worst = max(worst, time.perf_counter() - started - 0.005)
+        import gc
+        collections_seen = []
+        gc_started = [0.0]
+
+        def on_gc(phase, info):  # the longest cyclic collections, to tell their pauses from the planner's
+            if phase == "start":
+                gc_started[0] = time.perf_counter()
+            else:
+                collections_seen.append((time.perf_counter() - gc_started[0], info["generation"]))
+        gc.callbacks.append(on_gc)
         prober = asyncio.create_task(probe())
         started = time.perf_counter()
         passes = []
@@ -195,8 +215,12 @@ async def reconciler_run(nodes: list[dict], tasks: list[dict]) -> tuple[float, f
             done.set()
             await prober
             await sched.stop()
+            gc.callbacks.remove(on_gc)
         figures = "; ".join(f"pass: {p['pending']} pending, plan {p['plan_s']:.2f} s, {p['ops']} ops"
                             for p in passes if p["ops"])
+        if collections_seen:
+            pause, generation = max(collections_seen)
+            figures += f"; longest GC pause {pause:.3f} s (generation {generation}, {len(collections_seen)} runs)"
         return worst, elapsed, figures
     finally:
         store.destroy()
