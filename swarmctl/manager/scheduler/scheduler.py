@@ -1,21 +1,41 @@
 """The scheduler component: assigns pending tasks to nodes on the leader.
 
-Each pass takes the pending tasks, groups them by service, runs the filter pipeline over the
-nodes, picks one with the service's strategy (or the cluster default), and commits the decisions
-in batches. A task no node can take stays pending with the reason in its status message, and is
-retried whenever nodes or tasks change.
+The planner works the way swarmkit's does. Pending tasks are sorted by (service, slot, id) and cut into
+groups of consecutive tasks of one service and spec version; tasks bound to a node (global services) are
+placed one by one. For a group the filters run once per node: the static ones (ready and active,
+constraints) once per pass and constraint set, the ones that depend on what is placed (memory, cpu, max
+replicas per node) once per node and again only on the node that just took a task. The candidates sit in
+a heap ordered by the strategy's key (spread: reserved share, this service's tasks, all tasks, id; binpack:
+most reserved share, most tasks, id), so each placement costs O(log nodes) instead of a pass over every
+node. When a group runs out of nodes its explanation ("no suitable node (...)") is computed once for the
+rest of the group. Placements are the same as the one-task-at-a-time pipeline's (property-tested against
+tests/unit/scheduler_reference.py).
+
+The Scheduler reconciler keeps an index of pending tasks and of what each node reserves, fed by store
+events (index.py), plans in a worker thread on immutable records, and commits in batches of 200 ops.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
+import heapq
+import logging
+import random
 import time
-from itertools import groupby
 
 from swarmctl.manager.component import Reconciler, chunks
-from swarmctl.manager.scheduler import nodeinfo
+from swarmctl.manager.scheduler import constraints, nodeinfo
 from swarmctl.manager.scheduler.filters import Pipeline
-from swarmctl.manager.scheduler.strategies import STRATEGIES
+from swarmctl.manager.scheduler.index import SchedulerIndex
+from swarmctl.manager.scheduler.nodeinfo import NodeInfo
+from swarmctl.manager.scheduler.strategies import KEYS
 from swarmctl.manager.writes import commit
+
+log = logging.getLogger(__name__)
+
+ASSIGNED_MESSAGE = "scheduler assigned task to node"
 
 
 def default_strategy(store) -> str:
@@ -29,38 +49,207 @@ def plan(tasks: list[dict], nodes: list[dict], default: str = "spread", now: flo
     pending = [t for t in tasks if t["status"]["state"] == "pending" and t["desired_state"] == "running"]
     if not pending:
         return []
-    infos = nodeinfo.build(nodes, tasks)
-    pipeline = Pipeline()
-    ops = []
-    pending.sort(key=lambda t: (t["service_id"], t["slot"] or 0, t["id"]))
-    for _service_id, group in groupby(pending, key=lambda t: t["service_id"]):
-        for task in group:
-            if task.get("node_id"):
-                pool = [infos[task["node_id"]]] if task["node_id"] in infos else []
-            else:
-                pool = list(infos.values())
-            eligible, reason = pipeline.eligible(task, pool)
-            if not eligible:
+    return plan_pending(pending, nodeinfo.build(nodes, tasks), default, now)
+
+
+def _order(task: dict):
+    return task["service_id"], task["slot"] or 0, task["id"]
+
+
+def plan_pending(pending: list[dict], infos: dict[str, NodeInfo], default: str = "spread",
+                 now: float | None = None) -> list[dict]:
+    """Decisions for these pending tasks on these nodes; counts the placements on `infos` (pass copies)."""
+    now = now or time.time()
+    with _gc_paused():
+        return _plan_sorted(sorted(pending, key=_order), infos, default, now)
+
+
+def _plan_sorted(pending: list[dict], infos: dict[str, NodeInfo], default: str, now: float) -> list[dict]:
+    planner = _Pass(infos, default, now)
+    i, count = 0, len(pending)
+    while i < count:
+        first = pending[i]
+        if first.get("node_id"):
+            planner.fixed(first)
+            i += 1
+            continue
+        sid, version, spec = first["service_id"], first.get("spec_version"), first["spec"]
+        reservations, placement = spec["resources"]["reservations"], spec["placement"]
+        j = i + 1
+        while j < count:
+            task = pending[j]
+            if task.get("node_id") or task["service_id"] != sid or task.get("spec_version") != version:
+                break
+            other = task["spec"]
+            if other is not spec and (other["resources"]["reservations"] != reservations
+                                      or other["placement"] != placement):
+                break  # same version, different placement spec: never made by the orchestrator, but exact
+            j += 1
+        planner.group(pending, i, j)
+        i = j
+    return planner.ops
+
+
+_NODE_ID = ["node_id"]
+_STATE_ASSIGNED = (["status", "state"], "assigned")
+_MESSAGE_ASSIGNED = (["status", "message"], ASSIGNED_MESSAGE)
+
+
+def _assign(task: dict, node_id: str, stamp: tuple) -> dict:
+    """The op that assigns a task; `stamp` is the pass's (["status", "timestamp"], now). The constant parts
+    are shared between ops (nothing mutates them), which saves a third of a 100k-task pass."""
+    return {"op": "patch", "kind": "task", "id": task["id"], "soft": True, "if_version": task.get("version"),
+            "set": [(_NODE_ID, node_id), _STATE_ASSIGNED, _MESSAGE_ASSIGNED, stamp]}
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """No cyclic garbage collection while a pass allocates its ops: the collector's generation scans over a
+    100k-task heap cost as much as the planning itself. A pass makes no cycles; collection resumes after."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _unschedulable(task: dict, reason: str, now: float) -> dict:
+    return {"op": "patch", "kind": "task", "id": task["id"], "soft": True, "if_version": task.get("version"),
+            "set": [(["status", "message"], reason), (["status", "timestamp"], now)]}
+
+
+class _Pass:
+    """One planning pass over NodeInfos; collects the ops."""
+
+    def __init__(self, infos: dict[str, NodeInfo], default: str, now: float):
+        self.infos = infos
+        self.default = default
+        self.now = now
+        self.stamp = (["status", "timestamp"], now)
+        self.ops: list[dict] = []
+        self.pipeline = Pipeline()
+        self._ready = [n for n in infos.values() if n.ready and n.availability == "active"]
+        self._static: dict[tuple, list[NodeInfo]] = {}
+
+    def candidates(self, exprs: tuple) -> list[NodeInfo]:
+        """Nodes that pass the filters that do not depend on placements: ready and active, constraints."""
+        found = self._static.get(exprs)
+        if found is None:
+            parsed = constraints.parse_all(list(exprs))
+            found = [n for n in self._ready if all(c.matches(n.record) for c in parsed)] if parsed else self._ready
+            self._static[exprs] = found
+        return found
+
+    def fixed(self, task: dict) -> None:
+        """A task bound to its node (global services): the pipeline on that one node."""
+        info = self.infos.get(task["node_id"])
+        eligible, reason = self.pipeline.eligible(task, [info] if info is not None else [])
+        if not eligible:
+            if task["status"]["message"] != reason:
+                self.ops.append(_unschedulable(task, reason, self.now))
+            return
+        node = eligible[0]
+        node.add(task)
+        self.ops.append(_assign(task, node.id, self.stamp))
+
+    def group(self, tasks: list[dict], start: int, end: int) -> None:
+        """Place tasks[start:end], one service and spec, on the best node each, in order."""
+        first = tasks[start]
+        sid, spec = first["service_id"], first["spec"]
+        reservations, placement = spec["resources"]["reservations"], spec["placement"]
+        cpus = reservations.get("cpus") or 0
+        memory = reservations.get("memory") or 0
+        max_replicas = placement.get("max_replicas_per_node") or 0
+        strategy = placement.get("strategy") or self.default
+
+        def fits(n: NodeInfo) -> bool:  # the filters that change as tasks are placed
+            if memory and n.total_memory - n.reserved["memory"] + 1e-9 < memory:
+                return False
+            if cpus and n.total_cpus - n.reserved["cpus"] + 1e-9 < cpus:
+                return False
+            return not max_replicas or n.service_tasks.get(sid, 0) < max_replicas
+
+        eligible = [n for n in self.candidates(tuple(placement.get("constraints") or ())) if fits(n)]
+        ops, now, stamp = self.ops, self.now, self.stamp
+        if strategy == "random":
+            placed = self._random(tasks, start, end, eligible, fits, sid, cpus, memory)
+        else:
+            if strategy not in KEYS:
+                raise ValueError(f"unknown strategy {strategy!r}")
+            order = KEYS[strategy](sid)
+
+            def key(n: NodeInfo):  # ids are unique: the node itself is never compared
+                return order(n), n
+            heap = [key(n) for n in eligible]
+            heapq.heapify(heap)
+            placed = start
+            while placed < end and heap:
+                node = heapq.heappop(heap)[1]
+                node.place(sid, cpus, memory)
+                ops.append(_assign(tasks[placed], node.record["id"], stamp))
+                placed += 1
+                if fits(node):
+                    heapq.heappush(heap, key(node))
+        if placed < end:  # out of nodes: the same explanation holds for the rest of the group
+            reason = self.pipeline.eligible(tasks[placed], list(self.infos.values()))[1]
+            for task in tasks[placed:end]:
                 if task["status"]["message"] != reason:
-                    ops.append({"op": "patch", "kind": "task", "id": task["id"], "soft": True,
-                                "if_version": task.get("version"),
-                                "set": [(["status", "message"], reason), (["status", "timestamp"], now)]})
-                continue
-            strategy = STRATEGIES[task["spec"]["placement"].get("strategy") or default]
-            node = strategy(task, eligible)
-            node.add(task)
-            ops.append({"op": "patch", "kind": "task", "id": task["id"], "soft": True,
-                        "if_version": task.get("version"),
-                        "set": [(["node_id"], node.id), (["status", "state"], "assigned"),
-                                (["status", "message"], "scheduler assigned task to node"),
-                                (["status", "timestamp"], now)]})
-    return ops
+                    ops.append(_unschedulable(task, reason, now))
+
+    def _random(self, tasks, start, end, eligible, fits, sid, cpus, memory) -> int:
+        """Random strategy: any eligible node, uniformly; a node that no longer fits leaves the pool."""
+        pool = list(eligible)
+        placed = start
+        while placed < end and pool:
+            k = random.randrange(len(pool))
+            node = pool[k]
+            node.place(sid, cpus, memory)
+            self.ops.append(_assign(tasks[placed], node.record["id"], self.stamp))
+            placed += 1
+            if not fits(node):
+                pool[k] = pool[-1]
+                pool.pop()
+        return placed
 
 
 class Scheduler(Reconciler):
+    """Plans from an event-fed index in a worker thread; the event loop only commits."""
+
     kinds = ("task", "node", "cluster")
+    resync_interval = 60.0  # the safety net: rebuild the index from a listing this often
+
+    def __init__(self, store):
+        super().__init__(store)
+        self.index = SchedulerIndex(store)
+        self.last_pass: dict = {}
+        self._resynced = time.monotonic()
+
+    def start(self) -> None:
+        self.index.attach()
+        super().start()
+
+    async def stop(self) -> None:
+        await super().stop()
+        self.index.detach()
 
     async def reconcile(self) -> None:
-        ops = plan(self.store.list("task"), self.store.list("node"), default_strategy(self.store))
-        for batch in chunks(ops):
-            await commit(self.store, batch)
+        if time.monotonic() - self._resynced > self.resync_interval:
+            self._resynced = time.monotonic()
+            self.index.resync()
+        ops, self.last_pass = await asyncio.to_thread(self.index.plan)
+        if not ops:
+            return
+        try:
+            await commit_batches(self.store, ops)
+        except BaseException:
+            self.index.invalidate()  # what was not committed must be planned again
+            raise
+
+
+async def commit_batches(store, ops: list[dict]) -> None:
+    """Commit ops in writes of up to 200, one after the other: RaftStore merges the writes queued while an
+    entry is in flight into the next entry, so writes sent together would make one entry of all of them."""
+    for batch in chunks(ops):
+        await commit(store, batch)
