@@ -194,5 +194,6 @@ def plan(tasks: list[dict], nodes: list[dict], default: str = "spread", now: flo
                         "if_version": task.get("version"),
                         "set": [(["node_id"], node.id), (["status", "state"], "assigned"),
                                 (["status", "message"], "scheduler assigned task to node"),
-                                (["status", "timestamp"], now)]})
+                                (["status", "timestamp"], now),
+                                (["assigned_at"], now)]})  # the one addition since: when it was assigned
     return ops
