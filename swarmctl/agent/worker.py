@@ -14,7 +14,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable, Callable
 
-from swarmctl.asyncutil import cancel
+from swarmctl.asyncutil import cancel, wait_event
 from swarmctl.manager.sessions import apply_delta
 from swarmctl.runtime.base import ContainerSpec, ContainerState, ImageNotFound, Runtime, RuntimeFailure
 from swarmctl.state.records import can_move, is_terminal, state_index, task_name
@@ -118,10 +118,7 @@ class Worker:
     # ---- reconciliation ----------------------------------------------------------------------
     async def _reconcile_loop(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), 1.0)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._wake, 1.0)
             self._wake.clear()
             if not self._have_assignments:
                 continue

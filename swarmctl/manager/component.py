@@ -14,7 +14,7 @@ import logging
 import time
 
 from swarmctl.state.raft import RaftStore
-from swarmctl.asyncutil import cancel
+from swarmctl.asyncutil import cancel, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,7 @@ class Reconciler:
 
     async def _run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._dirty.wait(), self.interval)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._dirty, self.interval)
             await asyncio.sleep(self.settle)
             self._dirty.clear()
             self._take_changes()

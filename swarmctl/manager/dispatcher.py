@@ -21,7 +21,7 @@ from swarmctl.errors import Unauthorized, Unavailable
 from swarmctl.manager.writes import commit
 from swarmctl.state.raft import RaftStore
 from swarmctl.state.records import can_move, is_terminal, new_id, state_index
-from swarmctl.asyncutil import cancel
+from swarmctl.asyncutil import cancel, wait_event
 from swarmctl.manager.sessions import AssignmentLog, Deadlines
 
 log = logging.getLogger(__name__)
@@ -284,10 +284,7 @@ class Dispatcher:
             raise Unauthorized(f"node {node_id} is not part of this swarm")
         if since is not None and since == self._token(node_id) and wait > 0:
             waiter = self._waiters.setdefault(node_id, asyncio.Event())
-            try:
-                await asyncio.wait_for(waiter.wait(), wait)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(waiter, wait)
         log_ = self._logs.get(node_id)
         seq = self._parse(node_id, since) if deltas else None
         changed = log_.changed_since(seq) if log_ is not None and seq is not None else None
