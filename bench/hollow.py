@@ -6,7 +6,7 @@ Prints each figure beside its target:
   - the manager's RSS with N nodes heartbeating;
   - optionally (--replicas R): a service of R replicas on the hollow nodes, time until all run.
 
-Runs in its own network namespace (see docs/scale-hollow.md); the manager is on 127.0.0.91:42377. Everything it
+Runs in its own network namespace (see docs/design.md, "Hollow nodes"); the manager is on 127.0.0.91:42377. Everything it
 starts is stopped in the finally block.
 
     python3 bench/hollow.py [--count 200] [--replicas 0] [--heartbeat 5] [--keep]
