@@ -7,6 +7,7 @@ import re
 import socket
 from dataclasses import dataclass, field
 
+from swarmctl.cli import units
 from swarmctl.node.config import ConfigError, parse_host_port, parse_ip
 from swarmctl.security.tokens import TokenError, parse_token
 
@@ -15,8 +16,6 @@ DEFAULT_RESOURCES = "cpus=4,memory=8G"
 _PREFIX = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,40}[A-Za-z0-9])?$")
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)([kmgt]?)i?b?$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _NUMBER = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)$")
 
 
@@ -32,19 +31,11 @@ def parse_count(text: str) -> int:
 
 
 def parse_duration(text: str, what: str = "--start-latency") -> float:
-    """Go-style durations ("200ms", "0.2s", "1m"); a bare number is seconds."""
-    value = str(text).strip()
-    if _NUMBER.match(value):
-        return float(value)
-    pos, total = 0, 0.0
-    for match in _DURATION_PART.finditer(value):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if not value or pos != len(value):
-        raise HollowConfigError(f"invalid {what} {text!r}: expected a duration such as 0.2s, 200ms or 1m")
-    return total
+    """Go-style durations ("200ms", "0.2s", "1m"); a bare number is seconds (cli/units.py's grammar)."""
+    try:
+        return units.parse_duration(str(text), what)
+    except units.UnitError:
+        raise HollowConfigError(f"invalid {what} {text!r}: expected a duration such as 0.2s, 200ms or 1m") from None
 
 
 def parse_fail_rate(text: str) -> float:
