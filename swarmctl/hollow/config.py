@@ -16,7 +16,6 @@ DEFAULT_RESOURCES = "cpus=4,memory=8G"
 _PREFIX = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,40}[A-Za-z0-9])?$")
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)([kmgt]?)i?b?$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
-_NUMBER = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)$")
 
 
 class HollowConfigError(ValueError):
