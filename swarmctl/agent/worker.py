@@ -42,7 +42,7 @@ def container_spec(task: dict, node_id: str) -> ContainerSpec:
 
 
 class Worker:
-    def __init__(self, node_id: str, runtime_factory: Callable[[], Runtime], call: Call, poll_wait: float = 3.0):
+    def __init__(self, node_id: str, runtime_factory: Callable[[], Runtime], call: Call, poll_wait: float = 10.0):
         self.node_id = node_id
         self._runtime_factory = runtime_factory
         self._runtime: Runtime | None = None
@@ -58,6 +58,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._flush = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._last_failure = ""
 
     # ---- life --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -124,10 +125,16 @@ class Worker:
                 continue
             try:
                 await self.reconcile()
+                if self._last_failure:
+                    log.info("container runtime reachable again")
+                    self._last_failure = ""
             except asyncio.CancelledError:
                 raise
             except RuntimeFailure as exc:
-                log.warning("container runtime: %s", exc)
+                # said once per distinct failure: a node without an engine (a drained manager) retries every
+                # second and would otherwise fill its log
+                (log.debug if str(exc) == self._last_failure else log.warning)("container runtime: %s", exc)
+                self._last_failure = str(exc)
                 for task in self.assigned.values():
                     if task["desired_state"] == "running" and state_index(self._state(task)) < state_index("running"):
                         self._report(task, "rejected", err=str(exc), message="container runtime unavailable")
