@@ -49,7 +49,6 @@ from tests.integration.scale import (Hollow, Watch, api, leader_of, node_states,
 
 INDEX_OFFSET = int(os.environ.get("SWARMCTL_BENCH_INDEX", "70"))  # managers on 127.0.0.81-83
 BENCH_PORT = int(os.environ.get("SWARMCTL_BENCH_PORT", "13377"))
-HEARTBEAT = 1.0
 
 CONVERGE_TARGET = 20.0     # s, 100k tasks running
 RSS_TARGET_MB = 1536.0     # peak leader RSS
@@ -127,14 +126,18 @@ def main() -> int:
     ap.add_argument("--services", type=int, default=10)
     ap.add_argument("--replicas", type=int, default=10000)
     ap.add_argument("--quick", action="store_true", help="200 nodes, 10 services of 1,000 replicas")
+    ap.add_argument("--heartbeat", type=float, default=None,
+                    help="dispatcher heartbeat period in s (default: Docker's 5 s; 1 s with --quick)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) afterwards")
     ap.add_argument("--skip-faults", action="store_true", help="stop after figure 5")
     args = ap.parse_args()
     if args.quick:
         args.nodes, args.replicas = 200, 1000
+    if args.heartbeat is None:
+        args.heartbeat = 1.0 if args.quick else 5.0
     total_tasks = args.services * args.replicas
     root = tempfile.mkdtemp(prefix="swarmctl-scale-")
-    cluster = BenchCluster(root, heartbeat=HEARTBEAT)
+    cluster = BenchCluster(root, heartbeat=args.heartbeat)
     hollows: list[Hollow] = []
     watch: Watch | None = None
     summary: list[str] = []
