@@ -30,6 +30,7 @@ MISSED_PERIODS = 3
 BATCH_MAX_ITEMS = 10_000  # status reports per Raft write at most (swarmkit's figure)
 ENTRY_MAX_OPS = 200       # changes per Raft entry at most (swarmkit's MaxChangesPerTransaction)
 BATCH_MAX_DELAY = 0.1     # a report waits at most this long for others to join its write
+HEARTBEAT_COMMIT_WAIT = 1.0  # s a heartbeat waits for the write of its node's change before it answers anyway
 
 
 class StatusBatcher:
@@ -133,6 +134,97 @@ class StatusBatcher:
         return counts, ops
 
 
+class NodeUpdateBatcher:
+    """Gathers the node-record changes that heartbeats bring (down -> ready, a new address, a renewed
+    certificate) into few Raft writes, as swarmkit's dispatcher batches node updates.
+
+    A thousand nodes joining, or coming back after an election, would otherwise make a thousand writes,
+    each heartbeat waiting for its own commit; under load those waits ran past the agents' timeout, whose
+    retries then missed the Down deadline (bench/scale.py at 1,000 nodes). A change is planned against the
+    store when its write is made: what is already true writes nothing, and the later change of a field wins."""
+
+    def __init__(self, store: RaftStore):
+        self.store = store
+        self._pending: dict[str, dict[tuple, object]] = {}
+        self._waiting: dict[str, list[asyncio.Future]] = {}
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.writes = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="node-update-batcher")
+
+    async def stop(self) -> None:
+        await cancel(self._task)
+        self._task = None
+        self._fail(list(self._waiting), Unavailable("the dispatcher stopped"))
+        self._pending.clear()
+
+    def submit(self, node_id: str, sets: list[tuple[list, object]]) -> asyncio.Future:
+        """Queue the changes; the future is done once they are committed (or failed)."""
+        fields = self._pending.setdefault(node_id, {})
+        for path, value in sets:
+            fields[tuple(path)] = value
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(node_id, []).append(future)
+        self._kick.set()
+        return future
+
+    def _fail(self, node_ids, exc: BaseException) -> None:
+        for node_id in node_ids:
+            for future in self._waiting.pop(node_id, []):
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: a heartbeat that stopped waiting must not log it
+
+    def plan(self, pending: dict[str, dict[tuple, object]]) -> list[dict]:
+        ops = []
+        for node_id, fields in pending.items():
+            node = self.store.get("node", node_id)
+            if node is None:
+                continue
+            sets = []
+            for path, value in fields.items():
+                current = node
+                for key in path:
+                    current = current.get(key) if isinstance(current, dict) else None
+                if current != value:
+                    sets.append((list(path), value))
+            if sets:
+                ops.append({"op": "patch", "kind": "node", "id": node_id, "missing_ok": True, "set": sets})
+        return ops
+
+    async def _run(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            await asyncio.sleep(0.02)  # let the heartbeats of a burst join this write
+            pending, self._pending = self._pending, {}
+            node_ids = list(pending)
+            waiting = {n: self._waiting.pop(n, []) for n in node_ids}
+            try:
+                ops = self.plan(pending)
+                chunks = [ops[i:i + ENTRY_MAX_OPS] for i in range(0, len(ops), ENTRY_MAX_OPS)]
+                await asyncio.gather(*(commit(self.store, chunk) for chunk in chunks))
+                self.writes += len(chunks)
+            except asyncio.CancelledError:
+                for node_id, futures in waiting.items():  # stop() fails them
+                    self._waiting.setdefault(node_id, []).extend(futures)
+                raise
+            except Exception as exc:  # no quorum, lost leadership: the next heartbeat brings the change again
+                log.debug("writing %d node update(s) failed: %s", len(node_ids), exc)
+                for futures in waiting.values():
+                    for future in futures:
+                        if not future.done():
+                            future.set_exception(exc)
+                            future.exception()  # retrieved: a heartbeat that stopped waiting must not log it
+                continue
+            for futures in waiting.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_result(None)
+
+
 class Dispatcher:
     def __init__(self, store: RaftStore, default_period: float):
         self.store = store
@@ -149,6 +241,7 @@ class Dispatcher:
         self._managers: list[str] | None = None  # cached manager addresses, dropped on a manager's change
         self._manager_ids: set[str] = set()
         self.batcher = StatusBatcher(store)
+        self.node_updates = NodeUpdateBatcher(store)
 
     # ---- life --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -168,6 +261,7 @@ class Dispatcher:
         self._cancel_watch = self.store.watch(on_events)
         self._task = asyncio.create_task(self._watch_down(), name="dispatcher")
         self.batcher.start()
+        self.node_updates.start()
 
     def _on_events(self, events) -> None:
         if any(e[0] == "reset" for e in events):
@@ -213,6 +307,7 @@ class Dispatcher:
             waiter.set()
         self._waiters.clear()
         await self.batcher.stop()
+        await self.node_updates.stop()
         await cancel(self._task)
         self._task = None
 
@@ -221,7 +316,9 @@ class Dispatcher:
         return MISSED_PERIODS * (node["description"].get("heartbeat_period") or self.default_period)
 
     async def heartbeat(self, node_id: str, info: dict) -> dict:
-        """Record a heartbeat; returns the node record (after any status change was committed)."""
+        """Record a heartbeat; returns the node record. A status change goes to the NodeUpdateBatcher, and the
+        answer waits for its write at most HEARTBEAT_COMMIT_WAIT: the heartbeat itself is kept in memory, so
+        a slow Raft write never makes a live node miss its deadline."""
         node = self.store.get("node", node_id)
         if node is None and time.monotonic() - self._since < 3 * self.default_period:
             # a new leader may not have applied the latest joins yet: never revoke in that window
@@ -246,7 +343,17 @@ class Dispatcher:
         if info.get("addr") and node["status"].get("addr") != info["addr"]:
             sets.append((["status", "addr"], info["addr"]))
         if sets:
-            await commit(self.store, [{"op": "patch", "kind": "node", "id": node_id, "set": sets}])
+            if self.node_updates._task is None:  # not started (a unit test driving the dispatcher directly)
+                await commit(self.store, [{"op": "patch", "kind": "node", "id": node_id, "set": sets}])
+            else:
+                written = self.node_updates.submit(node_id, sets)
+                try:
+                    await asyncio.wait_for(asyncio.shield(written), HEARTBEAT_COMMIT_WAIT)
+                except asyncio.TimeoutError:
+                    pass  # written later; the deadline above already counts this heartbeat
+                except (Unavailable, Exception) as exc:
+                    log.debug("node %s: its update was not written (%s); the next heartbeat brings it again",
+                              node_id, exc)
             node = self.store.get("node", node_id) or node
         return node
 
