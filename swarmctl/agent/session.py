@@ -39,7 +39,9 @@ class Session:
         self._task = None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            began = loop.time()
             try:
                 answer = await self._beat()
             except Removed as exc:
@@ -52,7 +54,9 @@ class Session:
                     await self._on_answer(answer)
                 except Exception:
                     log.exception("handling the heartbeat answer failed")
-            await asyncio.sleep(self.period)
+            # one beat per period from the start of the last one: a slow answer does not push the next beat
+            # back (a beat that took its whole timeout, then a full period of sleep, made 2 periods of silence)
+            await asyncio.sleep(max(0.2, self.period - (loop.time() - began)))
 
     def follow_leader(self, leader: str | None) -> None:
         """Talk to the leader the manager named, so no follower proxies every node's traffic (the
@@ -71,8 +75,17 @@ class Session:
     async def call(self, method: str, path: str, body=None, timeout: float = 10.0) -> dict:
         """Call the session's manager, failing over to the next known one; 401 means removed."""
         last = "no managers known"
-        for attempt in range(len(self.managers)):
-            addr = self.managers[(self._current + attempt) % len(self.managers)]
+        tried: list[str] = []
+        redirect = None
+        for attempt in range(len(self.managers) + 1):
+            if redirect is not None:  # a follower named the leader: straight there
+                addr, redirect = redirect, None
+            else:
+                untried = [m for m in self.managers[self._current:] + self.managers[:self._current] if m not in tried]
+                if not untried:
+                    break
+                addr = untried[0]
+            tried.append(addr)
             try:
                 answer = await self._peer().call(addr, method, path, body, timeout=timeout)
             except PeerUnreachable as exc:
@@ -82,10 +95,17 @@ class Session:
                 if exc.status == 401:
                     raise Removed(exc.message) from None
                 last = f"manager {addr} refused: {exc.message}"
+                leader = getattr(exc, "leader", None)
+                if exc.status == 421 and leader and leader != addr:
+                    if leader not in self.managers:
+                        self.managers.append(leader)
+                    redirect = leader
+                    continue
                 if exc.status < 500:
                     raise
                 continue
-            self._current = (self._current + attempt) % len(self.managers)
+            if addr in self.managers:
+                self._current = self.managers.index(addr)
             managers = answer.get("managers") if isinstance(answer, dict) else None
             if managers and sorted(managers) != sorted(self.managers):
                 current = self.managers[self._current]

@@ -70,7 +70,9 @@ class PeerClient:
         status, data = await self.request(addr, method, path, body, headers, timeout)
         if status >= 300:
             message = data.get("message") if isinstance(data, dict) else str(data)
-            raise APIError(message or f"HTTP {status}", status)
+            error = APIError(message or f"HTTP {status}", status)
+            error.leader = data.get("leader") if isinstance(data, dict) else None  # with a 421 from a follower
+            raise error
         return data
 
     async def close(self) -> None:

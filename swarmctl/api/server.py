@@ -86,6 +86,7 @@ class Route:
 
 
 ROUTES: list[Route] = []
+SESSION_PREFIX = "/v1/session/"  # a node session's routes: a follower redirects them to the leader (421 + "leader")
 
 
 def route(method: str, path: str, access: str, *, leader: bool = False, body: type[BaseModel] | None = None,
@@ -373,6 +374,12 @@ class APIServer:
                         raise
             elif forwarded:
                 raise Misdirected("not the leader")
+            elif spec.path.startswith(SESSION_PREFIX) and self.node.leader_manager_addr() is not None:
+                # a node's session is not proxied: the follower names the leader and the agent goes there
+                # itself (agent/session.py). Proxying a thousand long-polls made the follower the bottleneck:
+                # a TLS handshake to the leader per timed-out request, and a wake-up per request every 50 ms
+                leader_addr = self.node.leader_manager_addr()
+                return _json({"message": f"not the leader: the leader is {leader_addr}", "leader": leader_addr}, 421)
             else:
                 answer = await self._forward(ctx, spec.timeout)
                 if answer is not None:

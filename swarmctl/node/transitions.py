@@ -233,11 +233,15 @@ async def renew_certificate(node, managers: list[str]) -> None:
     """A certificate for this node's current role from the leader, with a fresh key."""
     key = generate_key()
     last: Exception | None = None
-    for addr in managers:
+    todo = list(managers)
+    for addr in todo:
         try:
             answer = await node.peer.call(addr, "POST", "/v1/session/certificate", {"csr": make_csr(key).decode()})
         except (PeerUnreachable, APIError) as exc:
             last = exc
+            leader = getattr(exc, "leader", None)  # a follower's 421 names the leader
+            if leader and leader not in todo:
+                todo.append(leader)
             continue
         node.data.save_certs(node.data.read(node.data.ca_file), answer["certificate"].encode(), key)
         return
