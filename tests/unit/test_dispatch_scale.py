@@ -296,3 +296,112 @@ def test_a_large_batch_is_split_into_raft_entries_of_200():
         finally:
             await batcher.stop()
     asyncio.run(main())
+
+
+class ScriptedPeer:
+    """Test double for the PeerClient's network side only: each address answers as scripted, so the
+    session's choice of manager can be checked without three daemons (tests/integration run those)."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.calls = []
+
+    async def call(self, addr, method, path, body=None, timeout=10.0):
+        self.calls.append(addr)
+        answer = self.answers[addr]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_session_goes_straight_to_the_leader_a_follower_names():
+    from swarmctl.errors import APIError
+    misdirected = APIError("not the leader: the leader is 10.0.0.3:4243", 421)
+    misdirected.leader = "10.0.0.3:4243"
+    peer = ScriptedPeer({"10.0.0.1:4243": misdirected, "10.0.0.2:4243": APIError("boom", 503),
+                         "10.0.0.3:4243": {"ok": True}})
+    s = Session(lambda: peer, ["10.0.0.1:4243", "10.0.0.2:4243", "10.0.0.3:4243"], 1.0, dict, None, None)
+    assert asyncio.run(s.call("POST", "/v1/session/heartbeat", {})) == {"ok": True}
+    assert peer.calls == ["10.0.0.1:4243", "10.0.0.3:4243"]  # the follower named the leader: no detour via .2
+    assert s.managers[s._current] == "10.0.0.3:4243"  # and the next call starts there
+    peer.calls.clear()
+    asyncio.run(s.call("POST", "/v1/session/heartbeat", {}))
+    assert peer.calls == ["10.0.0.3:4243"]
+
+
+def test_session_redirects_are_bounded():
+    from swarmctl.agent.session import ManagersUnavailable
+    from swarmctl.errors import APIError
+
+    def misdirected(to):
+        error = APIError(f"not the leader: the leader is {to}", 421)
+        error.leader = to
+        return error
+    # two followers that name each other (a stale leader view on both): the call gives up, it does not loop
+    peer = ScriptedPeer({"a:1": misdirected("b:1"), "b:1": misdirected("a:1")})
+    s = Session(lambda: peer, ["a:1", "b:1"], 1.0, dict, None, None)
+    try:
+        asyncio.run(s.call("POST", "/v1/session/heartbeat", {}))
+    except (ManagersUnavailable, APIError):
+        pass
+    else:
+        raise AssertionError("a redirect loop must fail")
+    assert len(peer.calls) <= 3
+
+
+def test_heartbeat_node_updates_share_raft_writes():
+    from swarmctl.manager.dispatcher import NodeUpdateBatcher
+
+    async def main():
+        store = MachineStore()
+        for i in range(450):
+            node = new_node(f"n{i}", "worker", f"w{i}", "10.0.0.1")
+            node["status"]["state"] = "down"
+            put(store, node, kind="node")
+        batcher = NodeUpdateBatcher(store)
+        batcher.start()
+        try:
+            writes = store.writes
+            # 450 nodes come back at once (a join storm, or nodes after an election)
+            await asyncio.gather(*(batcher.submit(f"n{i}", [(["status", "state"], "ready")]) for i in range(450)))
+            assert all(store.get("node", f"n{i}")["status"]["state"] == "ready" for i in range(450))
+            assert store.writes - writes <= 3  # entries of at most 200 changes, not one write per heartbeat
+            # what is already true writes nothing; the later value of a field wins
+            writes = store.writes
+            await batcher.submit("n1", [(["status", "state"], "ready")])
+            assert store.writes == writes
+            first = batcher.submit("n2", [(["status", "addr"], "10.0.0.7")])
+            second = batcher.submit("n2", [(["status", "addr"], "10.0.0.8")])
+            await asyncio.gather(first, second)
+            assert store.get("node", "n2")["status"]["addr"] == "10.0.0.8"
+            assert batcher.plan({"gone": {("status", "state"): "ready"}}) == []  # a removed node: nothing
+        finally:
+            await batcher.stop()
+    asyncio.run(main())
+
+
+def test_a_heartbeat_answers_even_when_its_write_is_slow(monkeypatch):
+    monkeypatch.setattr(dispatcher_module, "HEARTBEAT_COMMIT_WAIT", 0.2)
+
+    async def main():
+        store = MachineStore()
+        node = new_node("n1", "worker", "w1", "10.0.0.1")
+        node["status"]["state"] = "down"
+        put(store, node, kind="node")
+        real_write = store.write
+
+        async def slow_write(ops, request_id=None, timeout=3.0):
+            await asyncio.sleep(1.0)  # a loaded Raft log
+            return await real_write(ops, request_id, timeout)
+        store.write = slow_write
+        d = Dispatcher(store, 1.0)
+        d.start()
+        try:
+            began = time.monotonic()
+            await d.heartbeat("n1", {"heartbeat_period": 1.0})
+            assert time.monotonic() - began < 0.6  # answered after the wait, not after the write
+            await asyncio.sleep(1.2)
+            assert store.get("node", "n1")["status"]["state"] == "ready"  # and written after all
+        finally:
+            await d.stop()
+    asyncio.run(main())
