@@ -164,12 +164,12 @@ def main() -> int:
             hollows.append(h)
             left -= count
             index += 1
+        watch = Watch(managers, hollows).start()  # from the join storm on: a node Down while alive is a flap
         wait_for(lambda: ready_count(managers[0]) >= args.nodes, timeout=120 + args.nodes / 5, interval=1,
                  what=f"{args.nodes} hollow nodes Ready")
         ready = time.perf_counter() - start
         result(f"nodes Ready: {args.nodes} in {ready:.1f}s; hollow process RSS "
                f"{statistics.mean(h.rss_mb() for h in hollows):.0f} MB per {args.per_process} nodes")
-        watch = Watch(managers, hollows).start()
 
         # 2 -----------------------------------------------------------------------------------------
         log(f"\n[2] {args.services} services of {args.replicas} replicas at once ({total_tasks} tasks)")
@@ -288,9 +288,12 @@ def main() -> int:
             worst = max(watch.worst_lag.values(), default=0.0)
             summary.append(f"false Downs: {len(watch.false_down)} (target 0) {verdict(not watch.false_down)}"
                            + (f" e.g. {sorted(watch.false_down)[:5]}" if watch.false_down else ""))
-            summary.append(f"worst event-loop lag on a manager: {worst * 1000:.0f} ms (target <= "
-                           f"{STALL_TARGET * 1000:.0f} ms from planning) {verdict(worst <= STALL_TARGET)}; stalls "
-                           f"over 0.5 s: {sum(watch.stalls.values())}")
+            wall, cpu, where = watch.worst_held()
+            summary.append(f"longest planning step on a manager's loop: {wall * 1000:.0f} ms wall, {cpu * 1000:.0f} ms "
+                           f"CPU ({where}) (target <= {STALL_TARGET * 1000:.0f} ms) {verdict(wall <= STALL_TARGET)}")
+            summary.append(f"worst event-loop lag on a manager, any cause (TLS handshakes, CPU shared with the hollow "
+                           f"processes): {worst * 1000:.0f} ms; stalls over 0.5 s: {sum(watch.stalls.values())} "
+                           f"(target 0) {verdict(not sum(watch.stalls.values()))}")
         for h in hollows:
             h.stop()
         cluster.stop_all()

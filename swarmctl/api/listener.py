@@ -30,6 +30,11 @@ from swarmctl.api import limits
 
 log = logging.getLogger(__name__)
 
+# Connections the kernel queues before the loop accepts them (capped by net.core.somaxconn, 4096 by default).
+# At 1,000 nodes joining at once the 1,024 of before overflowed: SYNs were dropped, and the clients' SYN
+# retries (1, 3, 7 s) delayed first heartbeats past the Down deadline (bench/scale.py).
+LISTEN_BACKLOG = 4096
+
 
 class _Gate(asyncio.Protocol):
     """One connection: counted from its accept, then the aiohttp handler's stand-in as protocol."""
@@ -160,7 +165,7 @@ class TLSListener:
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Gate(self), sock=sock, backlog=1024, ssl=self.ssl_context,
+        self._server = await loop.create_server(lambda: _Gate(self), sock=sock, backlog=LISTEN_BACKLOG, ssl=self.ssl_context,
                                                 ssl_handshake_timeout=limits.HANDSHAKE_TIMEOUT)
 
     def gate_of(self, request) -> _Gate | None:

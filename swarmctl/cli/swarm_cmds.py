@@ -182,4 +182,8 @@ def info(client, args) -> int:
     if lag:
         print(f" Event Loop Lag: last {lag['last'] * 1000:.0f}ms, worst recent {lag['max_recent'] * 1000:.0f}ms, "
               f"worst {lag['max'] * 1000:.0f}ms, stalls over {lag['stall_threshold']:g}s: {lag['stalls']}")
+    held = data.get("loop_held")
+    if held and held.get("components"):
+        name, worst = max(held["components"].items(), key=lambda kv: kv[1]["wall"])
+        print(f" Longest Planning Step: {worst['wall'] * 1000:.0f}ms ({name}, {worst['cpu'] * 1000:.0f}ms CPU)")
     return 0

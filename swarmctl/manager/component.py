@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 
+from swarmctl.node import looplag
 from swarmctl.state.raft import RaftStore
 from swarmctl.asyncutil import cancel, wait_event
 
@@ -89,7 +90,7 @@ class Reconciler:
             self._dirty.clear()
             self._take_changes()
             try:
-                await self.reconcile()
+                await looplag.timed(self.reconcile(), type(self).__name__)  # each step's hold of the loop
             except Exception as exc:  # lost leadership, no quorum, a bug: log and try again later
                 log.warning("%s pass failed: %s", type(self).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
                 self._pending_full = True  # what this pass saw is not lost: the next one looks at everything

@@ -19,6 +19,7 @@ import time
 
 from swarmctl.errors import Unauthorized, Unavailable
 from swarmctl.manager.writes import commit
+from swarmctl.node import looplag
 from swarmctl.state.raft import RaftStore
 from swarmctl.state.records import can_move, is_terminal, new_id, state_index
 from swarmctl.asyncutil import cancel, wait_event
@@ -52,7 +53,7 @@ class StatusBatcher:
         self.writes = 0  # Raft writes made (for tests and benches)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="status-batcher")
+        self._task = asyncio.create_task(looplag.run_timed(self._run(), "StatusBatcher"), name="status-batcher")
 
     async def stop(self) -> None:
         await cancel(self._task)
@@ -152,7 +153,8 @@ class NodeUpdateBatcher:
         self.writes = 0
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="node-update-batcher")
+        self._task = asyncio.create_task(looplag.run_timed(self._run(), "NodeUpdateBatcher"),
+                                         name="node-update-batcher")
 
     async def stop(self) -> None:
         await cancel(self._task)
@@ -259,7 +261,7 @@ class Dispatcher:
         def on_events(_index, events):
             loop.call_soon_threadsafe(self._on_events, events)
         self._cancel_watch = self.store.watch(on_events)
-        self._task = asyncio.create_task(self._watch_down(), name="dispatcher")
+        self._task = asyncio.create_task(looplag.run_timed(self._watch_down(), "DownDetection"), name="dispatcher")
         self.batcher.start()
         self.node_updates.start()
 

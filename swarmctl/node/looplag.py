@@ -89,3 +89,72 @@ async def release(probe: LoopLagProbe) -> None:
                 del _shared[key]
                 await probe.stop()
             return
+
+
+# ---- what held the loop: the steps of the leader's planning passes ---------------------------------------
+class HeldSteps:
+    """The longest single step (the code between two awaits) that each named component ran on the event loop.
+
+    The probe above sees every hold, whatever caused it, and also the time the process waited for a CPU or the
+    GIL. This one answers the narrower question of issue 8 (does planning hold the loop?): a reconciler's pass
+    runs through `timed()`, which times each resumption of its coroutine, in wall time and in the loop thread's
+    CPU time (the CPU figure leaves out time the thread was descheduled or waited for the GIL)."""
+
+    def __init__(self):
+        self.worst: dict[str, tuple[float, float]] = {}  # name -> (wall, cpu) of its longest step
+        self.steps = 0
+
+    def record(self, name: str, wall: float, cpu: float) -> None:
+        self.steps += 1
+        old = self.worst.get(name)
+        if old is None or wall > old[0]:
+            self.worst[name] = (wall, cpu)
+
+    def view(self) -> dict:
+        """{name: {"wall": s, "cpu": s}} of each component's longest step, and the overall worst."""
+        out = {name: {"wall": round(w, 4), "cpu": round(c, 4)} for name, (w, c) in sorted(self.worst.items())}
+        worst = max(self.worst.values(), default=(0.0, 0.0))
+        return {"components": out, "max": round(worst[0], 4), "max_cpu": round(max((c for _, c in self.worst.values()),
+                                                                                  default=0.0), 4),
+                "steps": self.steps}
+
+
+held = HeldSteps()  # one per process: a manager daemon runs one set of reconcilers
+
+
+class _TimedSteps:
+    """Awaitable that drives a coroutine step by step, timing each step (the asyncio Task still schedules it)."""
+
+    __slots__ = ("coro", "name", "stats")
+
+    def __init__(self, coro, name: str, stats: HeldSteps):
+        self.coro, self.name, self.stats = coro, name, stats
+
+    def __await__(self):
+        send, throw = self.coro.send, self.coro.throw
+        value, error = None, None
+        while True:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            try:
+                yielded = throw(error) if error is not None else send(value)
+            except StopIteration as stop:
+                self.stats.record(self.name, time.perf_counter() - wall, time.thread_time() - cpu)
+                return stop.value
+            except BaseException:
+                self.stats.record(self.name, time.perf_counter() - wall, time.thread_time() - cpu)
+                raise
+            self.stats.record(self.name, time.perf_counter() - wall, time.thread_time() - cpu)
+            try:
+                value, error = (yield yielded), None
+            except BaseException as exc:  # cancellation or an exception thrown into the waiting coroutine
+                value, error = None, exc
+
+
+def timed(coro, name: str, stats: HeldSteps | None = None):
+    """Await `coro` with each of its steps on the loop timed under `name`."""
+    return _TimedSteps(coro, name, held if stats is None else stats)
+
+
+async def run_timed(coro, name: str):
+    """A coroutine for asyncio.create_task that runs `coro` with its steps timed under `name`."""
+    return await timed(coro, name)

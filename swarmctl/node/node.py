@@ -262,6 +262,8 @@ class Node:
             "is_manager": self.manager is not None,
             "loop_lag": self.loop_lag.view() if self.loop_lag else None,
         }
+        if self.manager is not None:  # the longest step each leader component ran on the loop (issue 8)
+            info["loop_held"] = looplag.held.view()
         if self.session is not None and self.session.managers:
             # where this node's session goes, and how many full assignment lists it received (issue 8)
             info["session"] = {"manager": self.session.managers[self.session._current % len(self.session.managers)],

@@ -112,6 +112,7 @@ class Watch:
         self.false_down: dict[str, float] = {}  # hostname -> when first seen Down while its process lived
         self.worst_lag: dict[str, float] = {}   # manager name -> worst recent lag seen (s)
         self.stalls: dict[str, int] = {}
+        self.held: dict[str, dict] = {}         # manager name -> its latest "loop_held" (longest planning steps)
         self._baseline: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scale-watch", daemon=True)
@@ -130,6 +131,15 @@ class Watch:
         self._stop.set()
         self._thread.join(30)
 
+    def worst_held(self) -> tuple[float, float, str]:
+        """(wall s, CPU s, "manager/component") of the longest planning step any manager ran on its loop."""
+        worst = (0.0, 0.0, "-")
+        for name, held in self.held.items():
+            for component, step in (held.get("components") or {}).items():
+                if step["wall"] > worst[0]:
+                    worst = (step["wall"], step["cpu"], f"{name}/{component}")
+        return worst
+
     def _live(self, hostname: str) -> bool:
         return any(h.owns(hostname) and h.running for h in self.hollows) and hostname not in self.expected_down
 
@@ -140,7 +150,10 @@ class Watch:
                 if not m.running:
                     continue
                 try:
-                    lag = api(m, 5).get("/v1/info").get("loop_lag") or {}
+                    info = api(m, 5).get("/v1/info")
+                    lag = info.get("loop_lag") or {}
+                    if info.get("loop_held"):
+                        self.held[m.name] = info["loop_held"]
                     self.worst_lag[m.name] = max(self.worst_lag.get(m.name, 0.0), lag.get("max_recent", 0.0))
                     self.stalls[m.name] = lag.get("stalls", 0) - self._baseline.get(m.name, 0)
                 except Exception:

@@ -82,3 +82,6 @@ def test_200_hollow_nodes_run_10000_tasks_without_false_down_or_stall(scale_clus
     assert worst <= STALL and not any(watch.stalls.values()), \
         f"a manager's event loop stalled: worst lag {worst:.2f}s, stalls {watch.stalls}"
     assert watch.worst_lag, "the loop-lag probe was never read"
+    wall, _cpu, where = watch.worst_held()
+    assert watch.held, "no manager reported its planning steps (GET /v1/info loop_held)"
+    assert wall <= STALL, f"a planning step held {where}'s event loop for {wall:.2f}s"
