@@ -10,10 +10,13 @@ import sys
 from swarmctl.hollow.config import HollowConfig, HollowConfigError
 from swarmctl.hollow.node import HollowError
 from swarmctl.hollow.process import HollowProcess
+from swarmctl.node import gcpolicy
 
 
 async def serve(config: HollowConfig, ready=None) -> int:
     process = HollowProcess(config)
+    gcpolicy.install()  # a hundred nodes' sessions and tasks: the daemon's collector policy (node/gcpolicy.py)
+    collector = asyncio.create_task(gcpolicy.run(), name="gc-policy")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -38,6 +41,7 @@ async def serve(config: HollowConfig, ready=None) -> int:
         return 0
     finally:
         stopped.cancel()
+        collector.cancel()
         await process.stop()
 
 

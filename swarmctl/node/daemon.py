@@ -38,7 +38,7 @@ async def _serve(config: DaemonConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     logging.getLogger(__name__).info("swarmctl daemon ready on %s", config.socket)
-    gcpolicy.freeze()  # the state loaded at start (a snapshot of 100k tasks) is out of the collector's way at once
+    gcpolicy.install()  # the state loaded at start (a snapshot of 100k tasks) is out of the collector's way at once
     collector = asyncio.create_task(gcpolicy.run(), name="gc-policy")
     await stop.wait()
     collector.cancel()

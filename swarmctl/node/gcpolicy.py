@@ -5,6 +5,14 @@ is replaced. CPython's full (generation 2) collection walks all of them: 0.2-0.9
 other thread held (measured by bench/orchestrator.py), which is a stall no planning split can avoid. The
 records are replaced, never mutated, and hold no reference cycles, so they need no cycle detection at all.
 
+Freezing alone is not enough while a burst allocates: 100,000 new tasks are millions of objects that stay
+unfrozen until the next freeze, and CPython starts a full collection on its own whenever the survivors since the
+last one exceed a quarter of the long-lived objects. Each of those walked everything not yet frozen, several
+times per burst, with the GIL held: 24% of a manager's GIL time and loop stalls of 1-2 s at 1,000 nodes, long
+enough to cost the leader its lease (bench/scale.py). `install()` therefore turns the automatic full collection
+off (the young generations still collect on their own, and they are small by construction); full collections
+happen only at the thaw below.
+
 So every FREEZE_EVERY seconds the daemon collects the young generations (cheap) and then `gc.freeze()`s what
 survived: those objects move to the permanent generation, which collections never walk. Objects freed later by
 reference counting (a replaced record) are freed as usual; only cyclic garbage that was alive at a freeze stays
@@ -38,6 +46,16 @@ async def run(freeze_every: float = FREEZE_EVERY, thaw_every: float = THAW_EVERY
                      time.perf_counter() - start)
             last_thaw = time.monotonic()
         freeze()
+
+
+NO_AUTOMATIC_FULL = 2 ** 31 - 1  # generation-1 collections before a full one: never, in practice
+
+
+def install() -> None:
+    """Keep the young generations' thresholds and switch off the automatic full collection; then freeze."""
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, NO_AUTOMATIC_FULL)
+    freeze()
 
 
 def freeze() -> int:

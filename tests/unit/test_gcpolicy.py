@@ -39,3 +39,28 @@ def test_the_policy_task_freezes_and_thaws(monkeypatch):
         assert thawed
     finally:
         gc.unfreeze()
+
+
+def test_no_automatic_full_collection_walks_a_burst():
+    """A burst of new long-lived objects (100k tasks) must not start full collections on its own: each walked
+    every unfrozen object with the GIL held (issue 8: 1-2 s loop stalls at 1,000 nodes)."""
+    old = gc.get_threshold()
+    full = []
+
+    def on_gc(phase, info):
+        if phase == "start" and info["generation"] == 2:
+            full.append(1)
+    try:
+        gcpolicy.install()
+        assert gc.get_threshold()[:2] == old[:2] and gc.get_threshold()[2] == gcpolicy.NO_AUTOMATIC_FULL
+        gc.callbacks.append(on_gc)
+        burst = [{"id": str(i), "spec": {"image": "busybox", "args": ["sleep", "1d"]}, "status": {"state": "new"}}
+                 for i in range(200_000)]
+        assert not full, f"{len(full)} automatic full collection(s) during the burst"
+        assert gcpolicy.freeze() >= len(burst)
+        del burst
+    finally:
+        if on_gc in gc.callbacks:
+            gc.callbacks.remove(on_gc)
+        gc.set_threshold(*old)
+        gc.unfreeze()
