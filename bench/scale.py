@@ -31,6 +31,7 @@ import concurrent.futures
 import glob
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -128,9 +129,15 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="200 nodes, 10 services of 1,000 replicas")
     ap.add_argument("--heartbeat", type=float, default=None,
                     help="dispatcher heartbeat period in s (default: Docker's 5 s; 1 s with --quick)")
+    ap.add_argument("--hollow-nice", type=int, default=10,
+                    help="niceness of the hollow processes (default 10): in a real cluster the nodes run on their own "
+                         "machines, not on the managers' CPUs; 0 shares the CPUs evenly")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) afterwards")
     ap.add_argument("--skip-faults", action="store_true", help="stop after figure 5")
     args = ap.parse_args()
+    # a SIGTERM (or a SIGINT to a background job, which starts with SIGINT ignored) still runs the cleanup below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.quick:
         args.nodes, args.replicas = 200, 1000
     if args.heartbeat is None:
@@ -154,12 +161,12 @@ def main() -> int:
         joins = [m.addr for m in managers]
 
         # 1 -----------------------------------------------------------------------------------------
-        log(f"\n[1] {args.nodes} hollow nodes in {-(-args.nodes // args.per_process)} processes")
+        log(f"\n[1] {args.nodes} hollow nodes in {-(-args.nodes // args.per_process)} processes (nice {args.hollow_nice})")
         start = time.perf_counter()
         left, index = args.nodes, 1
         while left > 0:
             count = min(args.per_process, left)
-            h = Hollow(root, index, count, joins[(index - 1) % len(joins)], token)
+            h = Hollow(root, index, count, joins[(index - 1) % len(joins)], token, nice=args.hollow_nice)
             h.start()
             hollows.append(h)
             left -= count

@@ -31,6 +31,7 @@ MISSED_PERIODS = 3
 BATCH_MAX_ITEMS = 10_000  # status reports per Raft write at most (swarmkit's figure)
 ENTRY_MAX_OPS = 200       # changes per Raft entry at most (swarmkit's MaxChangesPerTransaction)
 BATCH_MAX_DELAY = 0.1     # a report waits at most this long for others to join its write
+ASSIGNMENT_MIN_INTERVAL = 0.25  # s between two answers to one node's long-poll: a burst's changes go out together
 HEARTBEAT_COMMIT_WAIT = 1.0  # s a heartbeat waits for the write of its node's change before it answers anyway
 
 
@@ -244,6 +245,7 @@ class Dispatcher:
         self._manager_ids: set[str] = set()
         self.batcher = StatusBatcher(store)
         self.node_updates = NodeUpdateBatcher(store)
+        self._answered: dict[str, float] = {}  # node id -> when its last assignments answer was made
 
     # ---- life --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -292,6 +294,7 @@ class Dispatcher:
                 elif action == "delete":
                     self._deadlines.discard(record_id)
                     self._logs.pop(record_id, None)
+                    self._answered.pop(record_id, None)
 
     def manager_addrs(self) -> list[str]:
         """The managers' addresses, computed again only after a manager's record changed."""
@@ -394,6 +397,14 @@ class Dispatcher:
         if since is not None and since == self._token(node_id) and wait > 0:
             waiter = self._waiters.setdefault(node_id, asyncio.Event())
             await wait_event(waiter, wait)
+            # The first change after a quiet spell goes out at once; while changes keep coming (100k tasks are
+            # assigned in 500 Raft entries, each touching hundreds of nodes) a node gets at most one answer per
+            # ASSIGNMENT_MIN_INTERVAL, with everything that changed meanwhile: swarmkit batches the same way.
+            # Without it, every entry woke every node it touched, and the answers and re-polls swamped the leader.
+            hold = self._answered.get(node_id, 0.0) + ASSIGNMENT_MIN_INTERVAL - time.monotonic()
+            if hold > 0:
+                await asyncio.sleep(hold)
+        self._answered[node_id] = time.monotonic()
         log_ = self._logs.get(node_id)
         seq = self._parse(node_id, since) if deltas else None
         changed = log_.changed_since(seq) if log_ is not None and seq is not None else None

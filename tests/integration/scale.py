@@ -29,8 +29,10 @@ class Hollow:
     """One `swarmctl hollow` process of `count` nodes named PREFIX-N."""
 
     def __init__(self, root: str, index: int, count: int, join: str, token: str, *, start_latency: str = "0.05s",
-                 fail_rate: float = 0.0, resources: str = "cpus=4,memory=8G", extra: list[str] | None = None):
+                 fail_rate: float = 0.0, resources: str = "cpus=4,memory=8G", extra: list[str] | None = None,
+                 nice: int = 0):
         self.index = index
+        self.nice = nice  # hollow nodes stand in for other machines: a niceness keeps them off the managers' CPU
         self.count = count
         self.prefix = f"hollow{index}"
         self.data_dir = os.path.join(root, self.prefix)
@@ -43,7 +45,9 @@ class Hollow:
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        nice = self.nice
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=(lambda: os.nice(nice)) if nice else None)
         log.close()
 
     @property

@@ -405,3 +405,43 @@ def test_a_heartbeat_answers_even_when_its_write_is_slow(monkeypatch):
         finally:
             await d.stop()
     asyncio.run(main())
+
+
+def test_a_burst_of_assignment_changes_goes_out_in_few_answers():
+    async def main():
+        store = MachineStore()
+        put(store, dict(new_node("n1", "worker", "w1", "10.0.0.1"), heartbeat_period=1), kind="node")
+        d = Dispatcher(store, 1.0)
+        d.start()
+        try:
+            version = (await d.assignments("n1", None, 0, deltas=True))["version"]
+            await asyncio.sleep(dispatcher_module.ASSIGNMENT_MIN_INTERVAL)
+            # after a quiet spell, the first change goes out at once
+            poll = asyncio.create_task(d.assignments("n1", version, 5, deltas=True))
+            await settle()
+            began = time.monotonic()
+            put(store, task("t0"))
+            first = await asyncio.wait_for(poll, 1)
+            assert time.monotonic() - began < 0.1 and [t["id"] for t in first["changed"]] == ["t0"]
+            # then a burst of 20 changes, one every 20 ms: a few answers, each holding several changes
+            answers, version = [], first["version"]
+
+            async def poller():
+                nonlocal version
+                while sum(len(a["changed"]) for _, a in answers) < 20:
+                    answer = await d.assignments("n1", version, 2, deltas=True)
+                    version = answer["version"]
+                    if answer["changed"]:
+                        answers.append((time.monotonic(), answer))
+            polling = asyncio.create_task(poller())
+            for i in range(1, 21):
+                put(store, task(f"t{i}"))
+                await asyncio.sleep(0.02)
+            await asyncio.wait_for(polling, 5)
+            assert sum(len(a["changed"]) for _, a in answers) == 20
+            assert len(answers) <= 4, [len(a["changed"]) for _, a in answers]
+            gaps = [b[0] - a[0] for a, b in zip(answers, answers[1:])]
+            assert all(g >= dispatcher_module.ASSIGNMENT_MIN_INTERVAL - 0.02 for g in gaps), gaps
+        finally:
+            await d.stop()
+    asyncio.run(main())
