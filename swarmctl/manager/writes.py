@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from swarmctl.errors import Conflict, InsufficientStorage, Misdirected, NoLeaderError, OutOfSequence
 from swarmctl.state.raft import NoLeader, NotLeader, RaftStore, StorageUnavailable
 
@@ -37,3 +39,26 @@ async def barrier(store: RaftStore, timeout: float = 3.0) -> int:
         if getattr(store, "storage_error", None):
             raise InsufficientStorage(store.storage_error) from None
         raise NoLeaderError() from None
+
+
+COMMIT_WINDOW = 20  # chunks in flight at once: the store's entry in flight plus the next one (2 x 2,000 ops)
+
+
+async def commit_chunks(store: RaftStore, ops: list[dict], size: int = 200, window: int = COMMIT_WINDOW) -> None:
+    """Commit a pass's decisions in writes of `size` ops, `window` of them queued at once, so the store fills
+    each Raft entry up to its cap (RaftStore: MAX_ENTRY_OPS) instead of one round trip per 200 ops. Every write
+    is awaited; the first failure is raised once all have ended (the caller plans again)."""
+    gate = asyncio.Semaphore(window)
+    failure: list[BaseException] = []
+
+    async def one(batch):
+        async with gate:
+            if failure:  # leadership lost or a conflict: what is left is planned again
+                return
+            try:
+                await commit(store, batch)
+            except Exception as exc:
+                failure.append(exc)
+    await asyncio.gather(*(one(ops[i:i + size]) for i in range(0, len(ops), size)))
+    if failure:
+        raise failure[0]

@@ -38,6 +38,10 @@ codec.install()  # pysyncobj unpickles journal, snapshots and commands only thro
 # Group commit: how long a write waits for company, and how many Raft entries may be in flight.
 GROUP_WINDOW = 0.0
 MAX_INFLIGHT = 1
+# The writes queued meanwhile go into the next entry up to this many ops (at least one write): about 1.2 MB of
+# task records, within swarmkit's 1.5 MiB per entry. The rest wait for the entry after. Without the cap, writes
+# sent together made one entry of all of them, so components had to send their 200-op chunks one by one.
+MAX_ENTRY_OPS = 2000
 # The longest an entry may stay in flight before its writes are answered "no leader" and its slot is freed.
 INFLIGHT_DEADLINE = 5.0
 _LEADER = 2  # pysyncobj's _RAFT_STATE.LEADER
@@ -315,7 +319,13 @@ class RaftStore:
             loop.call_later(GROUP_WINDOW, self._flush, loop)
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch, self._pending = self._pending, []
+        take, ops = 0, 0
+        for (_request_id, _ts, write_ops), _future in self._pending:
+            if take and ops + len(write_ops) > MAX_ENTRY_OPS:
+                break
+            take += 1
+            ops += len(write_ops)
+        batch, self._pending = self._pending[:take], self._pending[take:]
         self._flush_scheduled = False
         if not batch:
             return

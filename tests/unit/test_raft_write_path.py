@@ -92,3 +92,28 @@ def test_barriers_are_not_remembered_as_requests(tmp_path):
         finally:
             store.destroy()
     asyncio.run(run())
+
+
+def test_writes_sent_together_fill_entries_up_to_the_cap(tmp_path, monkeypatch):
+    """commit_chunks queues a pass's 200-op writes together; the store merges them into entries of at most
+    MAX_ENTRY_OPS ops (never one entry of everything), and every write commits."""
+    from swarmctl.manager.writes import commit_chunks
+
+    async def run():
+        store = await _leader(tmp_path)
+        try:
+            real_apply = store._consumer.apply
+            entries = []
+
+            def counting_apply(writes, callback):
+                entries.append(sum(len(ops) for _rid, _ts, ops in writes))
+                return real_apply(writes, callback=callback)
+            monkeypatch.setattr(store._consumer, "apply", counting_apply)
+            ops = [{"op": "put", "kind": "node", "id": f"n{i}", "record": {"spec": {}}} for i in range(10_000)]
+            await commit_chunks(store, ops)
+            assert sum(entries) == 10_000 and all(store.get("node", f"n{i}") for i in (0, 4999, 9999))
+            assert max(entries) <= raft.MAX_ENTRY_OPS
+            assert len(entries) <= 10  # entries filled to the cap, not one per 200-op write (50)
+        finally:
+            store.destroy()
+    asyncio.run(run())

@@ -25,13 +25,13 @@ import logging
 import random
 import time
 
-from swarmctl.manager.component import Reconciler, chunks
+from swarmctl.manager.component import Reconciler
 from swarmctl.manager.scheduler import constraints, nodeinfo
 from swarmctl.manager.scheduler.filters import Pipeline
 from swarmctl.manager.scheduler.index import SchedulerIndex
 from swarmctl.manager.scheduler.nodeinfo import NodeInfo
 from swarmctl.manager.scheduler.strategies import KEYS
-from swarmctl.manager.writes import commit
+from swarmctl.manager.writes import commit_chunks
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,5 @@ class Scheduler(Reconciler):
 
 
 async def commit_batches(store, ops: list[dict]) -> None:
-    """Commit ops in writes of up to 200, one after the other: RaftStore merges the writes queued while an
-    entry is in flight into the next entry, so writes sent together would make one entry of all of them."""
-    for batch in chunks(ops):
-        await commit(store, batch)
+    """Commit ops in writes of up to 200, a window of them at once (RaftStore caps each entry)."""
+    await commit_chunks(store, ops)
