@@ -55,6 +55,39 @@ def _set_path(record: dict, path, value) -> None:
     node[parts[-1]] = value
 
 
+def _set_path_copying(record: dict, path, value, copied: set[int]) -> None:
+    """_set_path on a shallow copy of a stored record: each dict on the path is copied once (its id goes into
+    `copied`), the rest is shared with the old record. Records are replaced, never mutated, so sharing is safe;
+    it replaces a deepcopy of the whole record, 90% of the cost of applying a write (160 us per task)."""
+    parts = _parts(path)
+    node = record
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+        elif id(child) not in copied:
+            child = dict(child)
+        copied.add(id(child))
+        node[part] = child
+        node = child
+    node[parts[-1]] = value if isinstance(value, (str, int, float, bool, type(None))) else copy.deepcopy(value)
+
+
+def _unset_path_copying(record: dict, path, copied: set[int]) -> None:
+    parts = _parts(path)
+    node = record
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            return  # nothing there to unset
+        if id(child) not in copied:
+            child = dict(child)
+            copied.add(id(child))
+            node[part] = child
+        node = child
+    node.pop(parts[-1], None)
+
+
 def _unset_path(record: dict, path) -> None:
     parts = _parts(path)
     node = record
@@ -151,26 +184,29 @@ class StateMachine:
                 pass
 
     # ---- writes ------------------------------------------------------------------------------
-    def apply_batch(self, writes: Iterable[tuple[str | None, float, list[dict]]]) -> list[dict]:
-        """Apply several independent writes (request_id, timestamp, ops); one result per write."""
+    def apply_batch(self, writes: Iterable[tuple[str | None, float, list[dict]]], fresh: bool = False) -> list[dict]:
+        """Apply several independent writes (request_id, timestamp, ops); one result per write.
+
+        `fresh`: the ops were decoded for this call and nothing else holds them (RaftStore: pysyncobj decodes
+        each command from its log when it applies it), so created records are taken over instead of copied."""
         results = []
         all_events: list[Event] = []
         with self.lock:
             for request_id, ts, ops in writes:
-                result, events = self._apply_write(request_id, ts, ops)
+                result, events = self._apply_write(request_id, ts, ops, fresh)
                 results.append(result)
                 all_events.extend(events)
             if all_events:
                 self._notify(all_events)
         return results
 
-    def _apply_write(self, request_id, ts, ops) -> tuple[dict, list[Event]]:
+    def _apply_write(self, request_id, ts, ops, fresh: bool = False) -> tuple[dict, list[Event]]:
         if request_id is not None and request_id in self.applied:
             return self.applied[request_id], []
         index = self.index + 1
         reply = None
         try:
-            staged, events, reply = self._stage(ops, ts, index)
+            staged, events, reply = self._stage(ops, ts, index, fresh)
         except WriteError as exc:
             result = {"ok": False, "error": str(exc), "index": self.index}
             if exc.code:
@@ -205,7 +241,7 @@ class StateMachine:
                     and _get_path(other, unique) == value:
                 raise WriteError(f"{kind} with {unique} {value!r} already exists")
 
-    def _stage(self, ops: list[dict], ts: float, index: int):
+    def _stage(self, ops: list[dict], ts: float, index: int, fresh: bool = False):
         """Check every op against the state as changed by the ops before it; apply none on error.
         Returns the staged records, their events, and the write's reply (a `reply` op's value)."""
         staged: dict[tuple[str, str], dict | None] = {}
@@ -234,7 +270,7 @@ class StateMachine:
                     raise WriteError(f"{kind} {record_id} already exists")
                 if op.get("unique"):
                     self._check_unique(staged, kind, record_id, op["record"], op["unique"])
-                new = copy.deepcopy(op["record"])
+                new = dict(op["record"]) if fresh else copy.deepcopy(op["record"])
                 new["id"] = record_id
                 new["created_at"] = old["created_at"] if old else ts
                 new["updated_at"] = ts
@@ -249,12 +285,13 @@ class StateMachine:
                     if op.get("missing_ok"):
                         continue
                     raise WriteError(f"{kind} {record_id} not found")
-                new = copy.deepcopy(old)
+                new = dict(old)
+                copied = {id(new)}
                 changes = op.get("set") or {}
                 for path, value in (changes.items() if isinstance(changes, dict) else changes):
-                    _set_path(new, path, value)
+                    _set_path_copying(new, path, value, copied)
                 for path in op.get("unset") or ():
-                    _unset_path(new, path)
+                    _unset_path_copying(new, path, copied)
                 if op.get("unique"):
                     self._check_unique(staged, kind, record_id, new, op["unique"])
                 new["updated_at"] = ts

@@ -91,7 +91,7 @@ class _Replicated(SyncObjConsumer):
 
     @replicated
     def apply(self, writes):
-        return self.machine.apply_batch(writes)
+        return self.machine.apply_batch(writes, fresh=True)  # decoded from the log for this call
 
     # Snapshots go through snapshot.SnapshotStore (conf serializer/deserializer), never through these.
 

@@ -127,3 +127,37 @@ def test_indexed_find_matches_a_full_scan():
     m = restored
     check()
     assert m.find("task", "node_id", ["unhashable"]) == []
+
+
+def test_a_patch_shares_what_it_does_not_change_and_never_mutates_the_old_record():
+    import copy as _copy
+    from swarmctl.state.machine import StateMachine
+    m = StateMachine()
+    record = {"spec": {"image": "busybox", "env": {"A": "1"}}, "status": {"state": "new", "err": "x"}, "labels": {}}
+    m.apply_batch([(None, 1.0, [{"op": "create", "kind": "task", "id": "t1", "record": record}])])
+    old = m.get("task", "t1")
+    frozen = _copy.deepcopy(old)
+    value = {"deep": ["list"]}
+    m.apply_batch([(None, 2.0, [{"op": "patch", "kind": "task", "id": "t1",
+                                  "set": [(["status", "state"], "running"), (["labels", "k"], value),
+                                          (["new", "branch", "leaf"], 1)],
+                                  "unset": [["status", "err"], ["missing", "path"]]}])])
+    new = m.get("task", "t1")
+    assert old == frozen  # readers holding the old record see it unchanged
+    assert new["status"] == {"state": "running"} and new["labels"] == {"k": {"deep": ["list"]}}
+    assert new["new"] == {"branch": {"leaf": 1}}
+    assert new["spec"] is old["spec"]  # untouched subtrees are shared, not copied
+    value["deep"].append("mutated by the caller")
+    assert new["labels"]["k"] == {"deep": ["list"]}  # a container value is copied in
+
+
+def test_fresh_ops_are_taken_over_and_others_copied():
+    from swarmctl.state.machine import StateMachine
+    m = StateMachine()
+    mine = {"spec": {"image": "a"}}
+    m.apply_batch([(None, 1.0, [{"op": "create", "kind": "task", "id": "t1", "record": mine}])])
+    mine["spec"]["image"] = "changed after the write"
+    assert m.get("task", "t1")["spec"]["image"] == "a"  # not fresh: the caller's object is copied
+    decoded = {"spec": {"image": "b"}}
+    m.apply_batch([(None, 1.0, [{"op": "create", "kind": "task", "id": "t2", "record": decoded}])], fresh=True)
+    assert m.get("task", "t2")["spec"] is decoded["spec"]  # fresh (decoded from the Raft log): no copy
