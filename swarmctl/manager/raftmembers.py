@@ -40,11 +40,10 @@ class RaftMembers(Reconciler):
     def _mismatches(self) -> set[tuple[str, str]]:
         members = set(self.store.members())
         wanted: dict[str, dict] = {}
-        for node in self.store.list("node"):
-            if node["spec"]["role"] == "manager":
-                addr = (node["description"].get("addrs") or {}).get("raft")
-                if addr:
-                    wanted[addr] = node
+        for node in self.store.find("node", "spec.role", "manager"):  # indexed: woken by every node change
+            addr = (node["description"].get("addrs") or {}).get("raft")
+            if addr:
+                wanted[addr] = node
         found = set()
         for addr, node in wanted.items():
             period = node["description"].get("heartbeat_period") or self.default_period

@@ -22,7 +22,7 @@ Event = tuple  # (action, kind, id, record) with action in create|update|delete
 
 # Secondary indexes, (kind, dotted path): find() on these costs the number of matches, not the number of
 # records, which is what keeps a node's assignments and a service's tasks cheap with 100k tasks.
-INDEXED = (("task", "node_id"), ("task", "service_id"))
+INDEXED = (("task", "node_id"), ("task", "service_id"), ("node", "spec.role"))  # managers without a scan of 1,000 nodes
 
 
 # The error of a failed `if_version` precondition: Docker's text for an update made from a stale read.

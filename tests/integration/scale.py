@@ -162,10 +162,13 @@ class Watch:
                     self.stalls[m.name] = lag.get("stalls", 0) - self._baseline.get(m.name, 0)
                 except Exception:
                     self.errors += 1
-            leader = next((m for m in self.managers if m.running and _is_leader(m)), None)
-            if leader is not None:
+            # node states from a follower (replicated, a moment behind at most): a list of 1,000 nodes every
+            # second is the watcher's own load, which the leader should not carry
+            running = [m for m in self.managers if m.running]
+            source = next((m for m in running if not _is_leader(m)), running[0] if running else None)
+            if source is not None:
                 try:
-                    for host, (_id, state, _avail) in node_states(leader).items():
+                    for host, (_id, state, _avail) in node_states(source).items():
                         if state == "down" and self._live(host):
                             self.false_down.setdefault(host, time.time())
                 except Exception:
