@@ -172,7 +172,8 @@ def main() -> int:
             left -= count
             index += 1
         watch = Watch(managers, hollows).start()  # from the join storm on: a node Down while alive is a flap
-        wait_for(lambda: ready_count(managers[1]) >= args.nodes,  # a follower: polls are not the leader's load timeout=120 + args.nodes / 5, interval=1,
+        # polled on a follower: the bench's own polls are not the leader's load
+        wait_for(lambda: ready_count(managers[1]) >= args.nodes, timeout=120 + args.nodes / 5, interval=1,
                  what=f"{args.nodes} hollow nodes Ready")
         ready = time.perf_counter() - start
         result(f"nodes Ready: {args.nodes} in {ready:.1f}s; hollow process RSS "
