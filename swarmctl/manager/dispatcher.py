@@ -31,6 +31,9 @@ MISSED_PERIODS = 3
 BATCH_MAX_ITEMS = 10_000  # status reports per Raft write at most (swarmkit's figure)
 ENTRY_MAX_OPS = 200       # changes per Raft entry at most (swarmkit's MaxChangesPerTransaction)
 BATCH_MAX_DELAY = 0.1     # a report waits at most this long for others to join its write
+# A node that has just joined has this long for its first heartbeat (its agent is still starting, and in a join
+# storm its TLS handshakes queue up); after that, MISSED_PERIODS periods as usual. It shows as Unknown meanwhile.
+JOIN_GRACE = 60.0
 ASSIGNMENT_MIN_INTERVAL = 0.25  # s between two answers to one node's long-poll: a burst's changes go out together
 HEARTBEAT_COMMIT_WAIT = 1.0  # s a heartbeat waits for the write of its node's change before it answers anyway
 
@@ -290,7 +293,7 @@ class Dispatcher:
                 if record_id in self._manager_ids or (record is not None and record["spec"]["role"] == "manager"):
                     self._managers = None
                 if action == "create":
-                    self._deadlines.set(record_id, time.monotonic() + self._grace(record))
+                    self._deadlines.set(record_id, time.monotonic() + max(self._grace(record), JOIN_GRACE))
                 elif action == "delete":
                     self._deadlines.discard(record_id)
                     self._logs.pop(record_id, None)

@@ -445,3 +445,31 @@ def test_a_burst_of_assignment_changes_goes_out_in_few_answers():
         finally:
             await d.stop()
     asyncio.run(main())
+
+
+def test_a_node_just_joined_has_the_join_grace_for_its_first_heartbeat(monkeypatch):
+    monkeypatch.setattr(dispatcher_module, "MISSED_PERIODS", 2)
+    monkeypatch.setattr(dispatcher_module, "JOIN_GRACE", 0.8)
+
+    async def main():
+        store = MachineStore()
+        d = Dispatcher(store, 0.1)
+        d.start()
+        try:
+            for name in ("late", "silent", "beating"):  # they join after the leader started
+                node = new_node(name, "worker", name, "10.0.0.1")
+                node["description"]["heartbeat_period"] = 0.1
+                put(store, node, kind="node")
+            await asyncio.sleep(0)
+            deadline = time.monotonic() + 0.5  # past 2 periods (0.2 s), within the join grace
+            while time.monotonic() < deadline:
+                await d.heartbeat("beating", {"heartbeat_period": 0.1})
+                await asyncio.sleep(0.05)
+            assert store.get("node", "late")["status"]["state"] != "down"
+            await d.heartbeat("late", {"heartbeat_period": 0.1})  # its first heartbeat, late but in the grace
+            await asyncio.sleep(0.6)  # 'late' now has the usual 2 periods again; 'silent' passes the grace
+            assert store.get("node", "silent")["status"]["state"] == "down"
+            assert store.get("node", "late")["status"]["state"] == "down"
+        finally:
+            await d.stop()
+    asyncio.run(main())
