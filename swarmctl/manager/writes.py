@@ -41,7 +41,7 @@ async def barrier(store: RaftStore, timeout: float = 3.0) -> int:
         raise NoLeaderError() from None
 
 
-COMMIT_WINDOW = 20  # chunks in flight at once: the store's entry in flight plus the next one (2 x 2,000 ops)
+COMMIT_WINDOW = 5  # 200-op chunks queued at once: the store's entry in flight plus the next (2 x 500 ops)
 
 
 async def commit_chunks(store: RaftStore, ops: list[dict], size: int = 200, window: int = COMMIT_WINDOW) -> None:

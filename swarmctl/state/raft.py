@@ -38,10 +38,11 @@ codec.install()  # pysyncobj unpickles journal, snapshots and commands only thro
 # Group commit: how long a write waits for company, and how many Raft entries may be in flight.
 GROUP_WINDOW = 0.0
 MAX_INFLIGHT = 1
-# The writes queued meanwhile go into the next entry up to this many ops (at least one write): about 1.2 MB of
-# task records, within swarmkit's 1.5 MiB per entry. The rest wait for the entry after. Without the cap, writes
+# The writes queued meanwhile go into the next entry up to this many ops (at least one write): about 0.3 MB of
+# task records (swarmkit: 1.5 MiB), and about 20 ms of applying on the tick thread, which also sends Raft's
+# heartbeats: entries of 2,000 ops held it long enough to cost leaderships at 1,000 nodes. The rest wait for the entry after. Without the cap, writes
 # sent together made one entry of all of them, so components had to send their 200-op chunks one by one.
-MAX_ENTRY_OPS = 2000
+MAX_ENTRY_OPS = 500
 # The longest an entry may stay in flight before its writes are answered "no leader" and its slot is freed.
 INFLIGHT_DEADLINE = 5.0
 _LEADER = 2  # pysyncobj's _RAFT_STATE.LEADER
@@ -105,8 +106,8 @@ def raft_conf(data_dir: str, **overrides) -> SyncObjConf:
         dynamicMembershipChange=True,
         journalFile=os.path.join(data_dir, JOURNAL_NAME),
         fullDumpFile=os.path.join(data_dir, SNAPSHOT_NAME),
-        raftMinTimeout=0.25,
-        raftMaxTimeout=0.6,
+        raftMinTimeout=0.5,   # 0.25 / 0.6 flapped under the load of 1,000 nodes: a loaded leader's tick thread
+        raftMaxTimeout=1.0,   # waits for the GIL that long; failover still well within 2 s (bench/scale.py)
         appendEntriesPeriod=0.05,
         leaderFallbackTimeout=2.0,
         appendEntriesUseBatch=False,
