@@ -53,7 +53,7 @@ def test_no_automatic_full_collection_walks_a_burst():
             full.append(1)
     try:
         gcpolicy.install()
-        assert gc.get_threshold()[:2] == old[:2] and gc.get_threshold()[2] == gcpolicy.NO_AUTOMATIC_FULL
+        assert gc.get_threshold() == (gcpolicy.YOUNG_THRESHOLD, gcpolicy.MIDDLE_THRESHOLD, gcpolicy.NO_AUTOMATIC_FULL)
         gc.callbacks.append(on_gc)
         burst = [{"id": str(i), "spec": {"image": "busybox", "args": ["sleep", "1d"]}, "status": {"state": "new"}}
                  for i in range(200_000)]
