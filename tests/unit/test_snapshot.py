@@ -216,13 +216,14 @@ def test_follower_behind_the_compacted_log_catches_up_by_snapshot_transfer(tmp_p
             stores[behind] = start(behind)
             loads = []
             real = stores[behind].snapshots.on_loaded
-            # a load as slow as 100k tasks make it (0.7 s, longer than the election timeout), then the hook
-            stores[behind].snapshots.on_loaded = lambda: (time.sleep(0.7), real(), loads.append(
+            conf = stores[behind]._sync.conf
+            # a load as slow as 100k tasks make it (longer than the election timeout), then the hook
+            stores[behind].snapshots.on_loaded = lambda: (time.sleep(conf.raftMaxTimeout + 0.1), real(), loads.append(
                 stores[behind]._sync._SyncObj__raftElectionDeadline - pysyncobj_monotonic()))
             await _until(lambda: len(stores[behind].list("task")) == 200, timeout=20)
             assert stores[behind].machine.data == leader.machine.data
             # the follower's election timeout counts from the end of the load, not from before it
-            assert loads and all(0.2 <= left <= 0.6 for left in loads), loads
+            assert loads and all(conf.raftMinTimeout - 0.05 <= left <= conf.raftMaxTimeout for left in loads), loads
         finally:
             for s in stores:
                 s.destroy()
