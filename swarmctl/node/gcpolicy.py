@@ -55,7 +55,9 @@ NO_AUTOMATIC_FULL = 2 ** 31 - 1  # generation-1 collections before a full one: n
 # and each one traversed every young container, such as a fresh list of 100k tasks, again: 17% of a loaded
 # leader's GIL time, and 44% of a planning-shaped microbenchmark (45% less run time at 50,000).
 YOUNG_THRESHOLD = 50_000
-MIDDLE_THRESHOLD = 20
+# Young collections before a middle one: the middle generation holds their survivors, up to 2 x 50,000 objects
+# (a 10-20 ms walk); a larger figure let it grow to a million objects in a burst of new tasks.
+MIDDLE_THRESHOLD = 2
 
 
 def install() -> None:

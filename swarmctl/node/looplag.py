@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 
 STALL = 0.5
 
@@ -26,6 +27,7 @@ class LoopLagProbe:
         self._minute_max = 0.0
         self._previous_minute_max = 0.0
         self._task: asyncio.Task | None = None
+        self._seconds: deque[list] = deque(maxlen=16)  # [second, worst lag in it], the last few seconds
 
     def start(self) -> None:
         if self._task is None:
@@ -48,6 +50,11 @@ class LoopLagProbe:
             self._minute_max = 0.0
             self._minute = minute
         lag = max(0.0, lag)
+        second = int(now)
+        if self._seconds and self._seconds[-1][0] == second:
+            self._seconds[-1][1] = max(self._seconds[-1][1], lag)
+        else:
+            self._seconds.append([second, lag])
         self.last = lag
         self.samples += 1
         self.max = max(self.max, lag)
@@ -61,9 +68,16 @@ class LoopLagProbe:
             await asyncio.sleep(self.interval)
             self.record(time.monotonic() - before - self.interval)
 
+    def max_since(self, seconds: float, now: float | None = None) -> float:
+        """The worst lag of the last `seconds` (up to 15), to the second."""
+        now = time.monotonic() if now is None else now
+        return max((worst for second, worst in self._seconds if second >= int(now - seconds)), default=0.0)
+
     def view(self) -> dict:
-        """Seconds: the last sample, the worst of the last one to two minutes, the worst since start."""
-        return {"last": round(self.last, 4), "max_recent": round(max(self._minute_max, self._previous_minute_max), 4),
+        """Seconds: the last sample, the worst of the last 5 s, of the last one to two minutes, and since start.
+        A watcher that polls every second or so reads max_5s to cover exactly the time it watched."""
+        return {"last": round(self.last, 4), "max_5s": round(self.max_since(5), 4),
+                "max_recent": round(max(self._minute_max, self._previous_minute_max), 4),
                 "max": round(self.max, 4), "stalls": self.stalls, "stall_threshold": STALL, "samples": self.samples}
 
 

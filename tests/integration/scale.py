@@ -158,7 +158,10 @@ class Watch:
                     lag = info.get("loop_lag") or {}
                     if info.get("loop_held"):
                         self.held[m.name] = info["loop_held"]
-                    self.worst_lag[m.name] = max(self.worst_lag.get(m.name, 0.0), lag.get("max_recent", 0.0))
+                    # the last 5 s, polled every second: the watched window only (max_recent reaches back up to
+                    # two minutes, into the joins before the watch began)
+                    self.worst_lag[m.name] = max(self.worst_lag.get(m.name, 0.0),
+                                                 lag.get("max_5s", lag.get("max_recent", 0.0)))
                     self.stalls[m.name] = lag.get("stalls", 0) - self._baseline.get(m.name, 0)
                 except Exception:
                     self.errors += 1

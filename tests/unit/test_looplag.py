@@ -41,3 +41,14 @@ def test_the_recent_maximum_forgets_old_minutes():
     probe.record(0.2, now=245.0)  # two minutes on: the stall is no longer recent
     view = probe.view()
     assert view["max"] == 0.7 and view["max_recent"] == 0.2 and view["stalls"] == 1
+
+
+def test_the_last_seconds_window_forgets_older_lags():
+    from swarmctl.node.looplag import LoopLagProbe
+    probe = LoopLagProbe()
+    probe.record(0.9, now=100.2)   # a lag before the watcher began
+    probe.record(0.05, now=108.0)
+    probe.record(0.2, now=109.5)
+    assert probe.max_since(5, now=110.0) == 0.2
+    assert probe.max_since(15, now=110.0) == 0.9
+    assert probe.max_since(5, now=200.0) == 0.0
