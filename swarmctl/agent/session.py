@@ -67,10 +67,7 @@ class Session:
 
     async def _beat(self) -> dict | None:
         try:
-            # up to two periods: a loaded leader still counts a heartbeat it answers late, while one dropped at
-            # the timeout costs a new TLS handshake on the retry, the load that made 1,000 nodes miss deadlines
-            return await self.call("POST", "/v1/session/heartbeat", self._describe(),
-                                   timeout=max(2.0, 2 * self.period))
+            return await self.call("POST", "/v1/session/heartbeat", self._describe(), timeout=max(2.0, self.period))
         except (ManagersUnavailable, APIError) as exc:
             log.info("heartbeat failed: %s", exc)
             return None
