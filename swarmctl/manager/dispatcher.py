@@ -359,7 +359,7 @@ class Dispatcher:
                     await asyncio.wait_for(asyncio.shield(written), HEARTBEAT_COMMIT_WAIT)
                 except asyncio.TimeoutError:
                     pass  # written later; the deadline above already counts this heartbeat
-                except (Unavailable, Exception) as exc:
+                except Exception as exc:
                     log.debug("node %s: its update was not written (%s); the next heartbeat brings it again",
                               node_id, exc)
             node = self.store.get("node", node_id) or node

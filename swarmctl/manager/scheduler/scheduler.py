@@ -244,12 +244,7 @@ class Scheduler(Reconciler):
         if not ops:
             return
         try:
-            await commit_batches(self.store, ops)
+            await commit_chunks(self.store, ops)  # 200-op writes, a window at once (RaftStore caps entries)
         except BaseException:
             self.index.invalidate()  # what was not committed must be planned again
             raise
-
-
-async def commit_batches(store, ops: list[dict]) -> None:
-    """Commit ops in writes of up to 200, a window of them at once (RaftStore caps each entry)."""
-    await commit_chunks(store, ops)
