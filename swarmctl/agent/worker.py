@@ -48,6 +48,7 @@ class Worker:
         self._runtime: Runtime | None = None
         self._call = call
         self._poll_wait = poll_wait
+        self._report_window = 0.02
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="runtime")
         self.assigned: dict[str, dict] = {}
         self._have_assignments = False
@@ -110,6 +111,9 @@ class Worker:
                 await asyncio.sleep(0.5)
                 continue
             since = answer["version"]
+            window = answer.get("report_window")
+            if isinstance(window, (int, float)) and 0 <= window <= 5:
+                self._report_window = float(window)
             # a full list, or (from a leader that knows our last sequence) the changes since it
             self.assigned = apply_delta(self.assigned, answer)
             self.full_lists += 1 if answer.get("full", True) else 0
@@ -267,7 +271,8 @@ class Worker:
     async def _report_loop(self) -> None:
         while True:
             await self._flush.wait()
-            await asyncio.sleep(0.02)  # gather a burst of state changes into one report
+            await asyncio.sleep(self._report_window)  # gather a burst of state changes into one report (the
+            # dispatcher says how long: longer in a large cluster, Dispatcher.report_window)
             self._flush.clear()
             batch, self._outbox = self._outbox, {}
             if not batch:

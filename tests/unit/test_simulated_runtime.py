@@ -307,3 +307,34 @@ def test_worker_with_a_partial_fail_rate_reports_both():
     assert states["running"] > 0 and states["failed"] > 0 and states["running"] + states["failed"] == 30
     assert rt.failures == states["failed"]
 
+
+
+def test_worker_gathers_reports_for_the_window_the_manager_names():
+    rt = SimulatedRuntime(start_latency=0.15)  # longer than the default window of 20 ms, shorter than 0.4 s
+
+    class PacingManager(FakeManager):
+        async def call(self, method, path, body=None, timeout=10):
+            answer = await super().call(method, path, body, timeout)
+            if path == "/v1/session/assignments":
+                answer["report_window"] = 0.4
+            return answer
+    manager = PacingManager([_task(f"t{i}") for i in range(5)])
+    calls = []
+    original = manager.call
+
+    async def counting(method, path, body=None, timeout=10):
+        if path == "/v1/session/status":
+            calls.append(time.monotonic())
+        return await original(method, path, body, timeout)
+
+    async def scenario():
+        worker = Worker("n1", lambda: rt, counting, poll_wait=0.05)
+        worker.start()
+        try:
+            assert await _until(lambda: set(manager.states().values()) == {"running"})
+            assert worker._report_window == 0.4
+        finally:
+            await worker.stop()
+    asyncio.run(scenario())
+    # preparing, starting and running of all 5 tasks went out in one report, not three
+    assert len(calls) == 1, calls
