@@ -42,6 +42,15 @@ ANSWERS_PER_SECOND = 600
 ASSIGNMENT_MAX_INTERVAL = 2.0
 REPORT_WINDOW = 0.02  # s an agent gathers state changes into one report, in a small cluster
 HEARTBEAT_COMMIT_WAIT = 1.0  # s a heartbeat waits for the write of its node's change before it answers anyway
+# After an election every node must find the new leader and open new TLS connections to it; a thousand nodes doing
+# so at once took the new leader over 15 s on the bench machine, and the fixed grace of MISSED_PERIODS periods marked
+# 785 live nodes Down. So the grace grows by this much per node (1,000 nodes: 30 s more).
+RECONNECT_GRACE_PER_NODE = 0.03
+# The dispatcher's clock does not count the time the leader's own loop was stalled beyond this tolerance: heartbeats
+# that were waiting in its sockets meanwhile are not the nodes' fault (a saturated leader once marked 645 live nodes
+# Down at once). A leader that cannot listen does not judge.
+DOWN_CHECK_INTERVAL = 0.1
+STALL_TOLERANCE = 0.1
 
 
 class StatusBatcher:
@@ -255,6 +264,11 @@ class Dispatcher:
         self.batcher = StatusBatcher(store)
         self.node_updates = NodeUpdateBatcher(store)
         self._answered: dict[str, float] = {}  # node id -> when its last assignments answer was made
+        self._stalled = 0.0  # s of the leader's own loop stalls, which the deadlines' clock does not count
+
+    def now(self) -> float:
+        """The clock of the deadlines: monotonic time less the leader's own loop stalls (see STALL_TOLERANCE)."""
+        return time.monotonic() - self._stalled
 
     # ---- life --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -265,8 +279,11 @@ class Dispatcher:
         self._logs.clear()
         self._managers = None
         self._deadlines.clear()
-        for node in self.store.list("node"):  # a fresh grace for every node after an election
-            self._deadlines.set(node["id"], self._since + self._grace(node))
+        self._stalled = 0.0
+        nodes = self.store.list("node")
+        reconnect = RECONNECT_GRACE_PER_NODE * len(nodes)
+        for node in nodes:  # a fresh grace for every node after an election, longer with more nodes
+            self._deadlines.set(node["id"], self.now() + self._grace(node) + reconnect)
         loop = asyncio.get_running_loop()
 
         def on_events(_index, events):
@@ -299,7 +316,7 @@ class Dispatcher:
                 if record_id in self._manager_ids or (record is not None and record["spec"]["role"] == "manager"):
                     self._managers = None
                 if action == "create":
-                    self._deadlines.set(record_id, time.monotonic() + max(self._grace(record), JOIN_GRACE))
+                    self._deadlines.set(record_id, self.now() + max(self._grace(record), JOIN_GRACE))
                 elif action == "delete":
                     self._deadlines.discard(record_id)
                     self._logs.pop(record_id, None)
@@ -340,11 +357,10 @@ class Dispatcher:
         if node is None:
             raise Unauthorized(f"node {node_id} is not part of this swarm (it was removed); "
                                "its certificate is no longer accepted")
-        now = time.monotonic()
-        self._last_seen[node_id] = now
+        self._last_seen[node_id] = time.monotonic()
         self._raft_running[node_id] = bool(info.get("raft_running"))
         period = info.get("heartbeat_period")
-        self._deadlines.set(node_id, now + MISSED_PERIODS * (period or node["description"].get("heartbeat_period")
+        self._deadlines.set(node_id, self.now() + MISSED_PERIODS * (period or node["description"].get("heartbeat_period")
                                                              or self.default_period))
         sets = []
         if node["status"]["state"] != "ready":
@@ -370,6 +386,13 @@ class Dispatcher:
                               node_id, exc)
             node = self.store.get("node", node_id) or node
         return node
+
+    def seen(self, node: dict) -> None:
+        """Any request of a node's session (a long-poll, a status report) shows it is alive: its deadline moves
+        as a heartbeat's would. Only a heartbeat brings a Down node back (that is a write). Swarmkit counts only
+        heartbeats; on a loaded leader a node's heartbeat can wait behind its own long-poll answers."""
+        if node["status"]["state"] != "down" and self._deadlines.get(node["id"]) is not None:
+            self._deadlines.set(node["id"], self.now() + self._grace(node))
 
     def raft_running(self, node_id: str, within: float) -> bool:
         """Whether the node heartbeated in the last `within` seconds and said its Raft replica runs."""
@@ -411,8 +434,10 @@ class Dispatcher:
         With `deltas`, an agent whose `since` is of this leader's epoch and not too old gets only the
         changes: {"full": false, "changed": [tasks added or updated], "removed": [ids]}; else the full
         list {"full": true, "tasks": [...]}. Either way "version" is what to send as `since` next."""
-        if self.store.get("node", node_id) is None:
+        node = self.store.get("node", node_id)
+        if node is None:
             raise Unauthorized(f"node {node_id} is not part of this swarm")
+        self.seen(node)
         if since is not None and since == self._token(node_id) and wait > 0:
             waiter = self._waiters.setdefault(node_id, asyncio.Event())
             await wait_event(waiter, wait)
@@ -446,6 +471,9 @@ class Dispatcher:
     async def update_status(self, node_id: str, updates: list[dict]) -> int:
         """Apply a node's batch of task state changes; only forward moves of its own tasks count.
         Reports of all nodes are gathered into few Raft writes (StatusBatcher)."""
+        node = self.store.get("node", node_id)
+        if node is not None:
+            self.seen(node)
         if not updates:
             return 0
         if self.batcher._task is None:  # not started (a unit test driving the dispatcher directly)
@@ -457,9 +485,16 @@ class Dispatcher:
 
     # ---- down detection ----------------------------------------------------------------------
     async def _watch_down(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(0.1)
-            now = time.monotonic()
+            began = loop.time()
+            await asyncio.sleep(DOWN_CHECK_INTERVAL)
+            overshoot = loop.time() - began - DOWN_CHECK_INTERVAL
+            if overshoot > STALL_TOLERANCE:
+                self._stalled += overshoot
+            if not self.store.is_leader():
+                continue  # leadership lost: the components are being stopped, and a new leader judges afresh
+            now = self.now()
             ops = []
             for node_id in self._deadlines.pop_expired(now):
                 node = self.store.get("node", node_id)

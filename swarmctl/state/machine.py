@@ -105,6 +105,9 @@ class StateMachine:
         with self.lock:
             return list(self.data[kind].values())
 
+    def count(self, kind: str) -> int:
+        return len(self.data[kind])
+
     def find(self, kind: str, path: str, value) -> list[dict]:
         """Records of a kind whose field at a dotted path equals value."""
         index = self._indexes.get((kind, path)) if isinstance(path, str) else None

@@ -106,8 +106,8 @@ def raft_conf(data_dir: str, **overrides) -> SyncObjConf:
         dynamicMembershipChange=True,
         journalFile=os.path.join(data_dir, JOURNAL_NAME),
         fullDumpFile=os.path.join(data_dir, SNAPSHOT_NAME),
-        raftMinTimeout=0.25,  # 0.5 / 1.0 held leadership better at 1,000 nodes (one bench run), but made the
-        raftMaxTimeout=0.6,   # test suite's elections slower; kept short until measured on CI (issue 8 notes)
+        raftMinTimeout=0.25,  # for a small cluster; RaftStore lengthens them in a large one (ELECTION_TIMEOUTS)
+        raftMaxTimeout=0.6,
         appendEntriesPeriod=0.05,
         leaderFallbackTimeout=2.0,
         appendEntriesUseBatch=False,
@@ -125,6 +125,21 @@ def raft_conf(data_dir: str, **overrides) -> SyncObjConf:
     )
     settings.update(overrides)
     return SyncObjConf(**settings)
+
+
+# Election timeouts (min, max) by the number of nodes in the cluster. A leader of 1,000 nodes serves thousands of
+# session requests a second, and its Raft thread shares the GIL with them: at 0.25-0.6 s it lost leadership to
+# loop stalls of 0.6 s, and every election made 1,000 nodes reconnect. Swarm's own is 10 s (10 ticks of 1 s).
+ELECTION_TIMEOUTS = ((0, 0.25, 0.6), (200, 0.6, 1.5))
+TIMEOUT_CHECK_PERIOD = 1.0
+
+
+def election_timeouts(nodes: int) -> tuple[float, float]:
+    chosen = ELECTION_TIMEOUTS[0][1:]
+    for least, low, high in ELECTION_TIMEOUTS:
+        if nodes >= least:
+            chosen = (low, high)
+    return chosen
 
 
 class RaftStore:
@@ -179,6 +194,19 @@ class RaftStore:
         # Registered before the tick thread's first tick (it sleeps 0.1 s after binding), and an election
         # takes at least raftMinTimeout: no entry of this node's is counted before this callback runs.
         self._sync.addOnTickCallback(self.journal.on_tick)
+        self._timeouts_checked = 0.0
+        if "raftMinTimeout" not in conf_overrides:  # a caller's own timeouts are kept
+            self._sync.addOnTickCallback(self._scale_timeouts)
+
+    def _scale_timeouts(self) -> None:
+        """On the Raft thread, once a second: election timeouts for the cluster's size (ELECTION_TIMEOUTS).
+        pysyncobj reads them from its conf at every new deadline."""
+        now = time.monotonic()
+        if now - self._timeouts_checked < TIMEOUT_CHECK_PERIOD:
+            return
+        self._timeouts_checked = now
+        conf = self._sync.conf
+        conf.raftMinTimeout, conf.raftMaxTimeout = election_timeouts(self.machine.count("node"))
 
     # ---- reads (this replica) ---------------------------------------------------------------
     # The narrow interface every component uses: read, watch, write. Nothing outside swarmctl/state

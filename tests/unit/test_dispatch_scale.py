@@ -22,6 +22,10 @@ class MachineStore:
     def __init__(self):
         self.machine = StateMachine()
         self.writes = 0
+        self.leader = True
+
+    def is_leader(self):
+        return self.leader
 
     def get(self, kind, record_id):
         return self.machine.get(kind, record_id)
@@ -501,3 +505,101 @@ def test_the_answer_names_the_report_window():
         answer = await d.assignments("n1", None, 0, deltas=True)
         assert answer["report_window"] == dispatcher_module.REPORT_WINDOW
     asyncio.run(main())
+
+
+# ---- Down detection on a loaded leader ------------------------------------------------------------
+def _nodes(store, names, period=0.1):
+    for name in names:
+        node = new_node(name, "worker", name, "10.0.0.1")
+        node["description"]["heartbeat_period"] = period
+        put(store, node, kind="node")
+
+
+def test_a_session_request_counts_as_a_heartbeat(monkeypatch):
+    monkeypatch.setattr(dispatcher_module, "MISSED_PERIODS", 2)
+    monkeypatch.setattr(dispatcher_module, "RECONNECT_GRACE_PER_NODE", 0.0)
+
+    async def main():
+        store = MachineStore()
+        _nodes(store, ["polling", "reporting", "silent"])
+        d = Dispatcher(store, 0.1)
+        d.start()
+        try:
+            deadline = time.monotonic() + 0.8  # 4 times the grace of 2 periods
+            while time.monotonic() < deadline:  # no heartbeats at all: a long-poll, a status report
+                await d.assignments("polling", None, 0)
+                await d.update_status("reporting", [])
+                await asyncio.sleep(0.05)
+            assert store.get("node", "silent")["status"]["state"] == "down"
+            assert store.get("node", "polling")["status"]["state"] != "down"
+            assert store.get("node", "reporting")["status"]["state"] != "down"
+        finally:
+            await d.stop()
+    asyncio.run(main())
+
+
+def test_the_leaders_own_stall_does_not_count_against_nodes(monkeypatch):
+    monkeypatch.setattr(dispatcher_module, "MISSED_PERIODS", 2)
+    monkeypatch.setattr(dispatcher_module, "RECONNECT_GRACE_PER_NODE", 0.0)
+
+    async def main():
+        store = MachineStore()
+        _nodes(store, ["n1"])
+        d = Dispatcher(store, 0.1)
+        d.start()
+        try:
+            await d.heartbeat("n1", {"heartbeat_period": 0.1})
+            time.sleep(1.0)  # the leader's loop is stalled 5 times the node's grace (0.2 s)
+            await asyncio.sleep(0.05)
+            assert store.get("node", "n1")["status"]["state"] != "down"  # its heartbeat may be waiting for us
+            assert d.now() < time.monotonic() - 0.8
+            await asyncio.sleep(0.4)  # the grace, counted on a loop that runs
+            assert store.get("node", "n1")["status"]["state"] == "down"
+        finally:
+            await d.stop()
+    asyncio.run(main())
+
+
+def test_a_new_leaders_grace_grows_with_the_number_of_nodes(monkeypatch):
+    monkeypatch.setattr(dispatcher_module, "MISSED_PERIODS", 2)
+    monkeypatch.setattr(dispatcher_module, "RECONNECT_GRACE_PER_NODE", 0.1)
+
+    async def main():
+        store = MachineStore()
+        _nodes(store, [f"n{i}" for i in range(5)])  # grace: 2 periods (0.2 s) + 5 x 0.1 s to reconnect
+        d = Dispatcher(store, 0.1)
+        d.start()
+        try:
+            await asyncio.sleep(0.45)
+            assert all(n["status"]["state"] != "down" for n in store.list("node"))
+            await asyncio.sleep(0.5)
+            assert all(n["status"]["state"] == "down" for n in store.list("node"))
+        finally:
+            await d.stop()
+    asyncio.run(main())
+
+
+def test_a_dispatcher_that_lost_leadership_marks_nothing_down(monkeypatch):
+    monkeypatch.setattr(dispatcher_module, "MISSED_PERIODS", 2)
+    monkeypatch.setattr(dispatcher_module, "RECONNECT_GRACE_PER_NODE", 0.0)
+
+    async def main():
+        store = MachineStore()
+        _nodes(store, ["n1"])
+        d = Dispatcher(store, 0.1)
+        d.start()
+        try:
+            store.leader = False
+            await asyncio.sleep(0.5)
+            assert store.get("node", "n1")["status"]["state"] != "down"
+            assert store.writes == 0
+        finally:
+            await d.stop()
+    asyncio.run(main())
+
+
+def test_election_timeouts_grow_with_the_cluster():
+    from swarmctl.state.raft import election_timeouts
+    assert election_timeouts(0) == election_timeouts(5) == (0.25, 0.6)
+    low, high = election_timeouts(1000)
+    assert low >= 0.5 and high > low and election_timeouts(200) == (low, high)
