@@ -174,6 +174,7 @@ class RaftStore:
         self._inflight: dict[int, list] = {}  # entries submitted to Raft, by batch number, until settled
         self._batch_seq = 0
         snapshot_path = os.path.join(data_dir, SNAPSHOT_NAME)
+        self._timeouts_checked = 0.0
         self.snapshots = SnapshotStore(self.machine, snapshot_path, on_loaded=self._after_snapshot_load)
         conf = raft_conf(data_dir, **self.snapshots.conf(), **conf_overrides)
         self.journal = open_journal(conf.journalFile, snapshot_path)  # SyncObj picks it up by path
@@ -194,19 +195,36 @@ class RaftStore:
         # Registered before the tick thread's first tick (it sleeps 0.1 s after binding), and an election
         # takes at least raftMinTimeout: no entry of this node's is counted before this callback runs.
         self._sync.addOnTickCallback(self.journal.on_tick)
-        self._timeouts_checked = 0.0
-        if "raftMinTimeout" not in conf_overrides:  # a caller's own timeouts are kept
+        self._scaled_timeouts = "raftMinTimeout" not in conf_overrides  # a caller's own timeouts are kept
+        if self._scaled_timeouts:
             self._sync.addOnTickCallback(self._scale_timeouts)
 
-    def _scale_timeouts(self) -> None:
-        """On the Raft thread, once a second: election timeouts for the cluster's size (ELECTION_TIMEOUTS).
-        pysyncobj reads them from its conf at every new deadline."""
+    def _scale_timeouts(self, force: bool = False) -> bool:
+        """Once a second on the Raft thread: election timeouts for the cluster's size (ELECTION_TIMEOUTS).
+        pysyncobj reads them from its conf at every new deadline. Returns whether they changed."""
+        sync = getattr(self, "_sync", None)
         now = time.monotonic()
-        if now - self._timeouts_checked < TIMEOUT_CHECK_PERIOD:
-            return
+        if sync is None or (not force and now - self._timeouts_checked < TIMEOUT_CHECK_PERIOD):
+            return False
         self._timeouts_checked = now
-        conf = self._sync.conf
-        conf.raftMinTimeout, conf.raftMaxTimeout = election_timeouts(self.machine.count("node"))
+        conf = sync.conf
+        wanted = election_timeouts(self.machine.count("node"))
+        if (conf.raftMinTimeout, conf.raftMaxTimeout) == wanted:
+            return False
+        conf.raftMinTimeout, conf.raftMaxTimeout = wanted
+        return True
+
+    def election_timeouts(self) -> tuple[float, float]:
+        return self._sync.conf.raftMinTimeout, self._sync.conf.raftMaxTimeout
+
+    def _restart_election_timeout(self) -> None:
+        """A new election deadline from now, drawn from the current timeouts. (pysyncobj is pinned; this is
+        its private field.)"""
+        sync = getattr(self, "_sync", None)
+        if sync is not None and hasattr(sync, "_SyncObj__raftElectionDeadline"):
+            conf = sync.conf
+            sync._SyncObj__raftElectionDeadline = (pysyncobj_monotonic() + conf.raftMinTimeout +
+                                                   (conf.raftMaxTimeout - conf.raftMinTimeout) * random.random())
 
     # ---- reads (this replica) ---------------------------------------------------------------
     # The narrow interface every component uses: read, watch, write. Nothing outside swarmctl/state
@@ -289,11 +307,12 @@ class RaftStore:
         loads it. A load longer than the election timeout (about 2 s at 100k tasks) would then start an
         election against a healthy leader the moment it ends. Count the timeout from the end of the load,
         as if the leader's message had arrived then. (pysyncobj is pinned; this is its private field.)"""
-        sync = getattr(self, "_sync", None)
-        if sync is not None and hasattr(sync, "_SyncObj__raftElectionDeadline"):
-            conf = sync.conf
-            sync._SyncObj__raftElectionDeadline = (pysyncobj_monotonic() + conf.raftMinTimeout +
-                                                   (conf.raftMaxTimeout - conf.raftMinTimeout) * random.random())
+        if getattr(self, "_scaled_timeouts", False):
+            # A restarted replica loads its snapshot on its first tick: the deadline drawn after the load uses
+            # the timeouts of the cluster it holds (with the short ones, a follower restarted at 1,000 nodes called
+            # an election 4 s after its start and unseated a leader busy with reconnecting nodes).
+            self._scale_timeouts(force=True)
+        self._restart_election_timeout()
 
     @property
     def storage_error(self) -> str | None:

@@ -248,3 +248,34 @@ def test_replica_starts_from_a_legacy_pysyncobj_dir_with_its_state(tmp_path):
             store.destroy()
             await asyncio.sleep(0.3)
     asyncio.run(run())
+
+
+def test_a_replica_restarted_with_a_large_cluster_has_the_long_election_timeouts_at_once(tmp_path):
+    """A follower restarted at 1,000 nodes with the short timeouts called an election a few seconds after its
+    start and unseated a busy leader: the timeouts follow the restored state from the first deadline on."""
+    from swarmctl.state.raft import election_timeouts
+    addr = f"127.0.0.1:{_free_port()}"
+    pki = PKI(f"{tmp_path}-pki")
+
+    async def run(nodes, restored_nodes=0):
+        store = tls_store(addr, [addr], tmp_path, pki, logCompactionMinEntries=10)
+        try:
+            await _until(lambda: len(store.list("node")) == restored_nodes)
+            await asyncio.sleep(0.2)  # within the once-a-second check of the tick thread
+            restored = store.election_timeouts()
+            await _until(store.is_leader)
+            ops = [{"op": "put", "kind": "node", "id": f"n{i}", "record": {"id": f"n{i}"}} for i in range(nodes)]
+            for i in range(0, len(ops), 100):
+                await store.write(ops[i:i + 100])
+            store.compact()  # the nodes go into the snapshot
+            await store.write([{"op": "put", "kind": "task", "id": "t", "record": {}}])
+            await _until(lambda: store.snapshots.last)
+            await _until(lambda: store.election_timeouts() == election_timeouts(len(store.list("node"))))
+            return restored
+        finally:
+            store.destroy()
+            await asyncio.sleep(0.3)
+
+    assert asyncio.run(run(250)) == election_timeouts(0)  # a new replica: the short ones
+    assert asyncio.run(run(0, 250)) == election_timeouts(250)  # restarted from the snapshot of 250 nodes: long at once
+    assert election_timeouts(250) != election_timeouts(0)
