@@ -281,9 +281,9 @@ class Dispatcher:
         self._deadlines.clear()
         self._stalled = 0.0
         nodes = self.store.list("node")
-        reconnect = RECONNECT_GRACE_PER_NODE * len(nodes)
+        begin = self.now() + RECONNECT_GRACE_PER_NODE * len(nodes)
         for node in nodes:  # a fresh grace for every node after an election, longer with more nodes
-            self._deadlines.set(node["id"], self.now() + self._grace(node) + reconnect)
+            self._deadlines.set(node["id"], begin + self._grace(node))
         loop = asyncio.get_running_loop()
 
         def on_events(_index, events):

@@ -199,32 +199,18 @@ class RaftStore:
         if self._scaled_timeouts:
             self._sync.addOnTickCallback(self._scale_timeouts)
 
-    def _scale_timeouts(self, force: bool = False) -> bool:
+    def _scale_timeouts(self, force: bool = False) -> None:
         """Once a second on the Raft thread: election timeouts for the cluster's size (ELECTION_TIMEOUTS).
-        pysyncobj reads them from its conf at every new deadline. Returns whether they changed."""
+        pysyncobj reads them from its conf at every new deadline."""
         sync = getattr(self, "_sync", None)
         now = time.monotonic()
         if sync is None or (not force and now - self._timeouts_checked < TIMEOUT_CHECK_PERIOD):
-            return False
+            return
         self._timeouts_checked = now
-        conf = sync.conf
-        wanted = election_timeouts(self.machine.count("node"))
-        if (conf.raftMinTimeout, conf.raftMaxTimeout) == wanted:
-            return False
-        conf.raftMinTimeout, conf.raftMaxTimeout = wanted
-        return True
+        sync.conf.raftMinTimeout, sync.conf.raftMaxTimeout = election_timeouts(self.machine.count("node"))
 
     def election_timeouts(self) -> tuple[float, float]:
         return self._sync.conf.raftMinTimeout, self._sync.conf.raftMaxTimeout
-
-    def _restart_election_timeout(self) -> None:
-        """A new election deadline from now, drawn from the current timeouts. (pysyncobj is pinned; this is
-        its private field.)"""
-        sync = getattr(self, "_sync", None)
-        if sync is not None and hasattr(sync, "_SyncObj__raftElectionDeadline"):
-            conf = sync.conf
-            sync._SyncObj__raftElectionDeadline = (pysyncobj_monotonic() + conf.raftMinTimeout +
-                                                   (conf.raftMaxTimeout - conf.raftMinTimeout) * random.random())
 
     # ---- reads (this replica) ---------------------------------------------------------------
     # The narrow interface every component uses: read, watch, write. Nothing outside swarmctl/state
@@ -312,7 +298,11 @@ class RaftStore:
             # the timeouts of the cluster it holds (with the short ones, a follower restarted at 1,000 nodes called
             # an election 4 s after its start and unseated a leader busy with reconnecting nodes).
             self._scale_timeouts(force=True)
-        self._restart_election_timeout()
+        sync = getattr(self, "_sync", None)
+        if sync is not None and hasattr(sync, "_SyncObj__raftElectionDeadline"):
+            conf = sync.conf
+            sync._SyncObj__raftElectionDeadline = (pysyncobj_monotonic() + conf.raftMinTimeout +
+                                                   (conf.raftMaxTimeout - conf.raftMinTimeout) * random.random())
 
     @property
     def storage_error(self) -> str | None:

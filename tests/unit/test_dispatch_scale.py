@@ -508,94 +508,68 @@ def test_the_answer_names_the_report_window():
 
 
 # ---- Down detection on a loaded leader ------------------------------------------------------------
-def _nodes(store, names, period=0.1):
-    for name in names:
-        node = new_node(name, "worker", name, "10.0.0.1")
-        node["description"]["heartbeat_period"] = period
-        put(store, node, kind="node")
+def _down_detection(monkeypatch, names, body, reconnect=0.0):
+    """Run body(store, dispatcher) against a started dispatcher whose nodes `names` have a 0.1 s period and
+    a grace of 2 periods (plus `reconnect` per node after the start)."""
+    monkeypatch.setattr(dispatcher_module, "MISSED_PERIODS", 2)
+    monkeypatch.setattr(dispatcher_module, "RECONNECT_GRACE_PER_NODE", reconnect)
+
+    async def main():
+        store = MachineStore()
+        for name in names:
+            node = new_node(name, "worker", name, "10.0.0.1")
+            node["description"]["heartbeat_period"] = 0.1
+            put(store, node, kind="node")
+        d = Dispatcher(store, 0.1)
+        d.start()
+        try:
+            await body(store, d)
+        finally:
+            await d.stop()
+    asyncio.run(main())
 
 
 def test_a_session_request_counts_as_a_heartbeat(monkeypatch):
-    monkeypatch.setattr(dispatcher_module, "MISSED_PERIODS", 2)
-    monkeypatch.setattr(dispatcher_module, "RECONNECT_GRACE_PER_NODE", 0.0)
-
-    async def main():
-        store = MachineStore()
-        _nodes(store, ["polling", "reporting", "silent"])
-        d = Dispatcher(store, 0.1)
-        d.start()
-        try:
-            deadline = time.monotonic() + 0.8  # 4 times the grace of 2 periods
-            while time.monotonic() < deadline:  # no heartbeats at all: a long-poll, a status report
-                await d.assignments("polling", None, 0)
-                await d.update_status("reporting", [])
-                await asyncio.sleep(0.05)
-            assert store.get("node", "silent")["status"]["state"] == "down"
-            assert store.get("node", "polling")["status"]["state"] != "down"
-            assert store.get("node", "reporting")["status"]["state"] != "down"
-        finally:
-            await d.stop()
-    asyncio.run(main())
+    async def body(store, d):
+        deadline = time.monotonic() + 0.8  # 4 times the grace of 2 periods
+        while time.monotonic() < deadline:  # no heartbeats at all: a long-poll, a status report
+            await d.assignments("polling", None, 0)
+            await d.update_status("reporting", [])
+            await asyncio.sleep(0.05)
+        assert store.get("node", "silent")["status"]["state"] == "down"
+        assert store.get("node", "polling")["status"]["state"] != "down"
+        assert store.get("node", "reporting")["status"]["state"] != "down"
+    _down_detection(monkeypatch, ["polling", "reporting", "silent"], body)
 
 
 def test_the_leaders_own_stall_does_not_count_against_nodes(monkeypatch):
-    monkeypatch.setattr(dispatcher_module, "MISSED_PERIODS", 2)
-    monkeypatch.setattr(dispatcher_module, "RECONNECT_GRACE_PER_NODE", 0.0)
-
-    async def main():
-        store = MachineStore()
-        _nodes(store, ["n1"])
-        d = Dispatcher(store, 0.1)
-        d.start()
-        try:
-            await d.heartbeat("n1", {"heartbeat_period": 0.1})
-            time.sleep(1.0)  # the leader's loop is stalled 5 times the node's grace (0.2 s)
-            await asyncio.sleep(0.05)
-            assert store.get("node", "n1")["status"]["state"] != "down"  # its heartbeat may be waiting for us
-            assert d.now() < time.monotonic() - 0.8
-            await asyncio.sleep(0.4)  # the grace, counted on a loop that runs
-            assert store.get("node", "n1")["status"]["state"] == "down"
-        finally:
-            await d.stop()
-    asyncio.run(main())
+    async def body(store, d):
+        await d.heartbeat("n1", {"heartbeat_period": 0.1})
+        time.sleep(1.0)  # the leader's loop is stalled 5 times the node's grace (0.2 s)
+        await asyncio.sleep(0.05)
+        assert store.get("node", "n1")["status"]["state"] != "down"  # its heartbeat may be waiting for us
+        assert d.now() < time.monotonic() - 0.8
+        await asyncio.sleep(0.4)  # the grace, counted on a loop that runs
+        assert store.get("node", "n1")["status"]["state"] == "down"
+    _down_detection(monkeypatch, ["n1"], body)
 
 
 def test_a_new_leaders_grace_grows_with_the_number_of_nodes(monkeypatch):
-    monkeypatch.setattr(dispatcher_module, "MISSED_PERIODS", 2)
-    monkeypatch.setattr(dispatcher_module, "RECONNECT_GRACE_PER_NODE", 0.1)
-
-    async def main():
-        store = MachineStore()
-        _nodes(store, [f"n{i}" for i in range(5)])  # grace: 2 periods (0.2 s) + 5 x 0.1 s to reconnect
-        d = Dispatcher(store, 0.1)
-        d.start()
-        try:
-            await asyncio.sleep(0.45)
-            assert all(n["status"]["state"] != "down" for n in store.list("node"))
-            await asyncio.sleep(0.5)
-            assert all(n["status"]["state"] == "down" for n in store.list("node"))
-        finally:
-            await d.stop()
-    asyncio.run(main())
+    async def body(store, d):  # grace: 2 periods (0.2 s) + 5 x 0.1 s to reconnect
+        await asyncio.sleep(0.45)
+        assert all(n["status"]["state"] != "down" for n in store.list("node"))
+        await asyncio.sleep(0.5)
+        assert all(n["status"]["state"] == "down" for n in store.list("node"))
+    _down_detection(monkeypatch, [f"n{i}" for i in range(5)], body, reconnect=0.1)
 
 
 def test_a_dispatcher_that_lost_leadership_marks_nothing_down(monkeypatch):
-    monkeypatch.setattr(dispatcher_module, "MISSED_PERIODS", 2)
-    monkeypatch.setattr(dispatcher_module, "RECONNECT_GRACE_PER_NODE", 0.0)
-
-    async def main():
-        store = MachineStore()
-        _nodes(store, ["n1"])
-        d = Dispatcher(store, 0.1)
-        d.start()
-        try:
-            store.leader = False
-            await asyncio.sleep(0.5)
-            assert store.get("node", "n1")["status"]["state"] != "down"
-            assert store.writes == 0
-        finally:
-            await d.stop()
-    asyncio.run(main())
+    async def body(store, d):
+        store.leader = False
+        await asyncio.sleep(0.5)
+        assert store.get("node", "n1")["status"]["state"] != "down"
+        assert store.writes == 0
+    _down_detection(monkeypatch, ["n1"], body)
 
 
 def test_election_timeouts_grow_with_the_cluster():
