@@ -208,6 +208,12 @@ async def update_swarm(ctx):
             sets.append((["spec", "node_cert_expiry"], body.node_cert_expiry))
         if body.task_history_limit is not None and body.task_history_limit != cluster["spec"].get("task_history_limit"):
             sets.append((["spec", "task_history_limit"], body.task_history_limit))
+        if body.task_port_range is not None:
+            low, high = body.task_port_range
+            if low > high:
+                raise BadRequest(f"invalid task port range {low}-{high}: the first port must not be above the last")
+            if list(body.task_port_range) != cluster["spec"].get("task_port_range"):
+                sets.append((["spec", "task_port_range"], [low, high]))
         if not sets:
             return None, {}
         return [{"op": "patch", "kind": "cluster", "id": cluster["id"], "if_version": cluster["version"],

@@ -109,6 +109,11 @@ class AssignmentsRequest(Body):
     deltas: Optional[bool] = None  # the agent applies deltas ({"full": false, "changed", "removed"})
 
 
+class EndpointsRequest(Body):
+    since: Optional[Annotated[str, StringConstraints(max_length=L.MAX_ID)]] = None
+    wait: float = Field(default=0.0, ge=0, le=10)
+
+
 class TaskStatusUpdate(Body):
     task_id: Id
     state: Literal["accepted", "preparing", "ready", "starting", "running", "complete", "shutdown", "failed",
@@ -156,6 +161,22 @@ class TaskSpec(Body):
     restart_policy: Optional[RestartPolicy] = None
     placement: Optional[Placement] = None
     stop_grace_period: Optional[Duration] = None
+    hostname: Optional[Hostname] = None
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class PortConfig(Body):
+    protocol: Literal["tcp", "udp"] = "tcp"
+    target_port: Port
+    published_port: Optional[Port] = None  # left out: the leader picks one of 30000-32767
+    publish_mode: Literal["ingress", "host"] = "ingress"
+
+
+class EndpointSpec(Body):
+    mode: Literal["vip", "dnsrr"] = "vip"
+    ports: Annotated[list[PortConfig], Field(max_length=64)] = []
 
 
 def _replicas(value: int) -> int:
@@ -184,12 +205,14 @@ class ServiceCreateRequest(Body):
     replicas: Optional[Replicas] = None
     labels: Labels = {}
     task: TaskSpec
+    endpoint: Optional[EndpointSpec] = None
 
 
 class ServiceUpdateRequest(Body):
     replicas: Optional[Replicas] = None
     labels: Optional[Labels] = None
     task: Optional[TaskSpec] = None
+    endpoint: Optional[EndpointSpec] = None
     force: bool = False
 
 
@@ -203,6 +226,8 @@ class SwarmUpdateRequest(Body):
     node_cert_expiry: Optional[float] = Field(default=None, ge=60, le=20 * 365 * 24 * 3600)
     # ended tasks kept per slot (per node for global services); Docker's TaskHistoryRetentionLimit
     task_history_limit: Optional[int] = Field(default=None, ge=0, le=L.MAX_TASK_HISTORY)
+    # [low, high]: the host ports the leader gives tasks for their published targets
+    task_port_range: Optional[Annotated[list[Port], Field(min_length=2, max_length=2)]] = None
 
 
 # ---- query strings ----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from swarmctl.cli.client import CLIError, DaemonError, filter_query, update_with
 from swarmctl.cli.output import print_json, print_table
 from swarmctl.cli.units import (UnitError, human_age, parse_bytes, parse_cpus, parse_duration, parse_int, parse_key,
                                 parse_kv)
+from swarmctl.mesh import ports as mesh_ports
 
 MODES = ("replicated", "global")
 STRATEGIES = ("spread", "binpack", "random")
@@ -63,6 +64,11 @@ def add_parsers(sub) -> None:
                    help="set a service label (repeatable)")
     p.add_argument("--constraint", action="append", default=[], metavar="EXPR",
                    help="placement constraint, e.g. node.role==worker or node.labels.zone!=a (repeatable)")
+    p.add_argument("-p", "--publish", action="append", default=[], metavar="PORT",
+                   help="publish a port: published=8080,target=80[,protocol=udp][,mode=host] or 8080:80[/udp]; "
+                        "an omitted published port is taken from 30000-32767 (repeatable)")
+    p.add_argument("--endpoint-mode", choices=mesh_ports.ENDPOINT_MODES,
+                   help="vip: the service name resolves to one virtual IP (default); dnsrr: to the tasks' addresses")
     _add_task_options(p)
     p.add_argument("--format", choices=["json"],
                    help="print the created service as JSON (like inspect) instead of its id; no progress output")
@@ -123,6 +129,11 @@ def add_parsers(sub) -> None:
                    help="add a placement constraint (repeatable)")
     p.add_argument("--constraint-rm", action="append", default=[], metavar="EXPR",
                    help="remove a placement constraint (repeatable)")
+    p.add_argument("--publish-add", action="append", default=[], metavar="PORT",
+                   help="publish a port (same syntax as create's --publish; repeatable)")
+    p.add_argument("--publish-rm", action="append", default=[], metavar="PORT",
+                   help="stop publishing a port: its published port, e.g. 8080 or 8080/udp (repeatable)")
+    p.add_argument("--endpoint-mode", choices=mesh_ports.ENDPOINT_MODES, help="vip or dnsrr")
     _add_task_options(p)
     p.add_argument("--force", action="store_true", help="replace the tasks even if nothing changed")
     p.add_argument("service", metavar="SERVICE")
@@ -157,6 +168,8 @@ def _add_task_options(p) -> None:
     p.add_argument("--replicas-max-per-node", metavar="N", help="at most N tasks on one node (0: unlimited)")
     p.add_argument("--stop-grace-period", metavar="DURATION", help="time to stop before killing (e.g. 10s)")
     p.add_argument("--network", choices=NETWORK_MODES, help="network mode of the containers (server default: host)")
+    p.add_argument("--hostname", metavar="NAME",
+                   help="container hostname; may use placeholders such as {{.Task.Slot}} or {{.Node.Hostname}}")
     p.add_argument("--entrypoint", metavar="\"CMD ARG...\"",
                    help="override the image's entrypoint (one shell-quoted string)")
     p.add_argument("-d", "--detach", action="store_true", help="do not wait for the service to converge")
@@ -175,6 +188,8 @@ def add_swarm_update_parser(swarm) -> None:
                         "at least 1m. Nodes renew theirs when 50-80%% of it has passed")
     p.add_argument("--task-history-limit", metavar="N",
                    help="ended tasks kept per slot (per node for global services); default 5, 0 keeps none")
+    p.add_argument("--task-port-range", metavar="LOW-HIGH",
+                   help="host ports given to tasks for their published targets (default 20000-29999)")
     p.add_argument("--autolock", type=_true_false, metavar="true|false",
                    help="change manager autolocking (true: a restarted manager needs the unlock key)")
     p.set_defaults(func=swarm_update)
@@ -190,6 +205,29 @@ def task_history_limit(text: str) -> int:
     if not 0 <= value <= MAX_TASK_HISTORY:
         raise UnitError(f"invalid task history limit {text!r}: it must be between 0 and {MAX_TASK_HISTORY}")
     return value
+
+
+def task_port_range(text: str) -> list[int]:
+    """`--task-port-range 20000-29999`."""
+    low, sep, high = text.strip().partition("-")
+    if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+        raise UnitError(f"invalid task port range {text!r}: expected LOW-HIGH, e.g. 20000-29999")
+    low_n, high_n = int(low), int(high)
+    if not 1 <= low_n <= high_n <= 65535:
+        raise UnitError(f"invalid task port range {text!r}: ports in 1-65535, the first not above the last")
+    return [low_n, high_n]
+
+
+def publish_list(items: list[str], flag: str = "--publish") -> list[dict]:
+    """Parsed `--publish` values; a bad one fails with Docker's wording."""
+    ports = []
+    for item in items:
+        try:
+            ports.append(mesh_ports.parse_publish(item))
+        except mesh_ports.PortError as exc:
+            short = "-p, --publish" if flag == "--publish" else flag
+            raise UnitError(f'invalid argument "{item}" for "{short}" flag: {exc}') from None
+    return ports
 
 
 def _true_false(text: str) -> bool:
@@ -211,6 +249,8 @@ def swarm_update(client, args) -> int:
         body["node_cert_expiry"] = expiry
     if args.task_history_limit is not None:
         body["task_history_limit"] = task_history_limit(args.task_history_limit)
+    if args.task_port_range is not None:
+        body["task_port_range"] = task_port_range(args.task_port_range)
     unlock_key = None
     if args.autolock is not None:
         from swarmctl.cli.swarm_cmds import print_unlock_command, set_autolock  # swarm_cmds imports this module
@@ -281,6 +321,8 @@ def task_options(args) -> dict:
         task["network_mode"] = args.network
     if args.entrypoint is not None:
         task["command"] = _split_words(args.entrypoint, "--entrypoint")
+    if args.hostname is not None:
+        task["hostname"] = args.hostname
     return task
 
 
@@ -307,7 +349,36 @@ def build_create_body(args, name: str | None = None) -> dict:
         if args.mode == "global":
             raise UnitError("--replicas can only be used with replicated mode")
         body["replicas"] = parse_int(args.replicas, "--replicas")
+    if args.publish or args.endpoint_mode:
+        body["endpoint"] = {"mode": args.endpoint_mode or "vip",
+                            "ports": [_strip(p) for p in publish_list(args.publish)]}
     return body
+
+
+def _strip(port: dict) -> dict:
+    """A port for a request body: an omitted published port is left out (the leader picks one)."""
+    return {k: v for k, v in port.items() if v is not None}
+
+
+def updated_endpoint(args, old: dict | None) -> dict | None:
+    """The endpoint after --publish-rm, then --publish-add (Docker's order), and --endpoint-mode; None when no
+    such flag was given. A port added again with the same published port and protocol replaces the old one."""
+    if not (args.publish_add or args.publish_rm or args.endpoint_mode):
+        return None
+    old = old or {}
+    added = publish_list(args.publish_add, "--publish-add")
+    ports = [dict(p) for p in old.get("ports") or []]
+    for text in args.publish_rm:
+        try:
+            ports = [p for p in ports if not mesh_ports.publish_rm_matches(p, text)]
+        except mesh_ports.PortError as exc:
+            raise UnitError(f'invalid argument "{text}" for "--publish-rm" flag: {exc}') from None
+    for port in added:
+        if port["published_port"] is not None:
+            ports = [p for p in ports if (p.get("published_port"), p["protocol"])
+                     != (port["published_port"], port["protocol"])]
+        ports.append(port)
+    return {"mode": args.endpoint_mode or old.get("mode") or "vip", "ports": [_strip(p) for p in ports]}
 
 
 def build_update_body(args, service: dict) -> dict:
@@ -351,6 +422,9 @@ def build_update_body(args, service: dict) -> dict:
         task.setdefault("placement", {})["constraints"] = constraints
     if task:
         body["task"] = task
+    endpoint = updated_endpoint(args, spec.get("endpoint"))
+    if endpoint is not None:
+        body["endpoint"] = endpoint
     body["force"] = bool(args.force)
     return body
 
@@ -391,6 +465,8 @@ def update_paths(args) -> list[tuple]:
         paths.append(("spec", "task", "placement", "constraints"))
     if args.force:
         paths.append(("spec", "task", "force_update"))
+    if args.publish_add or args.publish_rm or args.endpoint_mode:
+        paths.append(("spec", "endpoint"))
     return paths
 
 
@@ -442,11 +518,11 @@ def ls_rows(services: list[dict]) -> list[list[str]]:
         if per_node:
             replicas += f" (max {per_node} per node)"
         rows.append([s["id"][:12], spec["name"], spec.get("mode") or "", replicas,
-                     (spec.get("task") or {}).get("image") or ""])
+                     (spec.get("task") or {}).get("image") or "", mesh_ports.format_ports(spec.get("endpoint"))])
     return rows
 
 
-LS_HEADERS = ["ID", "NAME", "MODE", "REPLICAS", "IMAGE"]
+LS_HEADERS = ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]
 PS_HEADERS = ["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"]
 
 

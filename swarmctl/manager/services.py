@@ -14,6 +14,8 @@ from swarmctl.api import limits
 from swarmctl.errors import BadRequest, Conflict, NotFound, OutOfSequence
 from swarmctl.manager.idempotent import derived_id, run_once
 from swarmctl.manager.scheduler import constraints
+from swarmctl.mesh import ports as mesh_ports
+from swarmctl.agent import templates
 from swarmctl.state.raft import RaftStore
 from swarmctl.state.records import (MODES, RESTART_CONDITIONS, STRATEGIES, default_task_spec, is_terminal, new_id,
                                     task_name)
@@ -101,6 +103,22 @@ def validate_spec(spec: dict) -> dict:
     for key in (task.get("env") or {}):
         if not key or "=" in key:
             raise BadRequest(f"invalid environment variable name {key!r}")
+    for key, value in (task.get("env") or {}).items():
+        try:
+            templates.check(value)
+        except templates.TemplateError as exc:
+            raise BadRequest(f"invalid value of environment variable {key}: {exc}") from None
+    if task.get("hostname") is not None:
+        if not isinstance(task["hostname"], str):
+            raise BadRequest("hostname must be a string")
+        try:
+            templates.check(task["hostname"])
+        except templates.TemplateError as exc:
+            raise BadRequest(f"invalid hostname: {exc}") from None
+    try:
+        spec["endpoint"] = mesh_ports.check_endpoint(spec.get("endpoint"))
+    except mesh_ports.PortError as exc:
+        raise BadRequest(str(exc)) from None
     size = len(json.dumps(task))
     if size > limits.MAX_TASK_SPEC_BYTES:
         raise BadRequest(f"the task spec is {size} bytes as JSON, more than the limit of {limits.MAX_TASK_SPEC_BYTES} "
@@ -112,7 +130,7 @@ def build_spec(body: dict) -> dict:
     task = _merge(default_task_spec(), body.get("task") or {})
     spec = {"name": body.get("name"), "labels": dict(body.get("labels") or {}),
             "mode": body.get("mode") or "replicated", "replicas": body.get("replicas"), "task": task,
-            "replicas_set": body.get("replicas") is not None}
+            "replicas_set": body.get("replicas") is not None, "endpoint": body.get("endpoint")}
     if spec["replicas"] is None and spec["mode"] == "replicated":
         spec["replicas"] = 1
     return validate_spec(spec)
@@ -125,9 +143,13 @@ async def create(store: RaftStore, body: dict, request_id: str | None = None) ->
     service_id = derived_id(request_id, "service") if request_id else new_id()
 
     def plan():
-        if any(s["spec"]["name"] == name for s in store.list("service")):
+        services = store.list("service")
+        if any(s["spec"]["name"] == name for s in services):
             raise Conflict(f"service {name} already exists")
-        record = {"id": service_id, "spec": spec, "spec_version": 1, "previous_spec": None}
+        final = copy.deepcopy(spec)
+        final["endpoint"] = allocate_published(services, final["endpoint"], None)
+        record = {"id": service_id, "spec": final, "spec_version": 1, "previous_spec": None,
+                  "vip_index": free_vip_index(services)}
         return [{"op": "create", "kind": "service", "id": service_id, "record": record, "unique": "spec.name"}], \
             {"service_id": service_id}
 
@@ -148,12 +170,14 @@ def _plan_update(service: dict, changes: dict, force: bool) -> tuple[dict, list[
     """The new spec of a service after a partial spec (same shape as create's body), and what changed."""
     old = service["spec"]
     body = {"name": old["name"], "labels": old["labels"], "mode": old["mode"], "replicas": old["replicas"],
-            "task": old["task"]}
+            "task": old["task"], "endpoint": old.get("endpoint")}
     if "mode" in changes and changes["mode"] != old["mode"]:
         raise BadRequest("the mode of a service cannot be changed")
     if "name" in changes and changes["name"] != old["name"]:
         raise BadRequest("a service cannot be renamed")
-    body = _merge(body, {k: v for k, v in changes.items() if k != "task"})
+    body = _merge(body, {k: v for k, v in changes.items() if k not in ("task", "endpoint")})
+    if "endpoint" in changes:
+        body["endpoint"] = copy.deepcopy(changes["endpoint"])
     if changes.get("task"):
         body["task"] = _merge(old["task"], changes["task"])
     if old["mode"] == "global" and changes.get("replicas") is not None:
@@ -162,6 +186,8 @@ def _plan_update(service: dict, changes: dict, force: bool) -> tuple[dict, list[
     if force:
         new["task"]["force_update"] = old["task"].get("force_update", 0) + 1
     changed = sorted(k for k in ("labels", "replicas") if new[k] != old[k])
+    if new["endpoint"] != mesh_ports.check_endpoint(old.get("endpoint")):
+        changed.append("endpoint")
     changed += sorted(f"task.{k}" for k in new["task"] if new["task"][k] != old["task"].get(k))
     return new, changed
 
@@ -181,11 +207,16 @@ async def update(store: RaftStore, ref: str, changes: dict, request_id: str | No
         if version is not None and service.get("version") != version:
             raise OutOfSequence()
         new, changed = _plan_update(service, changes, force)
+        if "endpoint" in changed:
+            others = [s for s in store.list("service") if s["id"] != service["id"]]
+            new["endpoint"] = allocate_published(others, new["endpoint"], service["spec"].get("endpoint"))
+            if new["endpoint"] == service["spec"].get("endpoint"):
+                changed.remove("endpoint")
         reply = {"service_id": service["id"], "changes": changed}
         if not changed:
             return None, reply
         sets = [(["spec"], new), (["previous_spec"], service["spec"])]
-        if any(c.startswith("task.") for c in changed):
+        if any(c.startswith("task.") or c == "endpoint" for c in changed):  # tasks get their ports anew
             sets.append((["spec_version"], service["spec_version"] + 1))
         return [{"op": "patch", "kind": "service", "id": service["id"], "if_version": service["version"],
                  "set": sets}], reply
@@ -212,6 +243,62 @@ async def remove(store: RaftStore, ref: str, request_id: str | None = None) -> N
         return ops, {"service_id": service["id"]}
 
     await run_once(store, "service.remove", request_id, plan, lambda _reply: None)
+
+
+def _published(services: list[dict]) -> dict[tuple[int, str], tuple[dict, str]]:
+    """(published port, protocol) -> (service, publish mode) for the ports these services publish."""
+    used = {}
+    for s in services:
+        for port in (s["spec"].get("endpoint") or {}).get("ports") or []:
+            if port.get("published_port"):
+                used[(port["published_port"], port["protocol"])] = (s, port["publish_mode"])
+    return used
+
+
+def allocate_published(services: list[dict], endpoint: dict, old: dict | None) -> dict:
+    """The endpoint with every omitted published port filled in (kept from the old spec for the same target, else
+    the lowest free one of 30000-32767, as swarmkit's port allocator), after refusing ports that other services
+    publish, with Docker's text. Host-mode ports may be shared between services (the scheduler keeps them on
+    different nodes), but not with an ingress port: the routing mesh listens on every node."""
+    used = _published(services)
+    endpoint = copy.deepcopy(endpoint)
+    previous = {(p["target_port"], p["protocol"], p["publish_mode"]): p.get("published_port")
+                for p in (old or {}).get("ports") or []}
+    taken = {key for port in endpoint["ports"] if port.get("published_port")
+             for key in [(port["published_port"], port["protocol"])]}
+    for port in endpoint["ports"]:
+        key = (port.get("published_port"), port["protocol"])
+        if port.get("published_port") and key in used:
+            other, mode = used[key]
+            if mode == "ingress" or port["publish_mode"] == "ingress":
+                how = "an ingress port" if mode == "ingress" else "a host-published port"
+                raise BadRequest(f"port '{port['published_port']}' is already in use by service "
+                                 f"'{other['spec']['name']}' ({other['id']}) as {how}")
+    for port in endpoint["ports"]:
+        if port.get("published_port"):
+            continue
+        keep = previous.get((port["target_port"], port["protocol"], port["publish_mode"]))
+        if keep and (keep, port["protocol"]) not in used and (keep, port["protocol"]) not in taken:
+            port["published_port"] = keep
+        else:
+            low, high = mesh_ports.DYNAMIC_PUBLISHED
+            for number in range(low, high + 1):
+                if (number, port["protocol"]) not in used and (number, port["protocol"]) not in taken:
+                    port["published_port"] = number
+                    break
+            else:
+                raise BadRequest(f"no free port in the dynamic range {low}-{high} to publish")
+        taken.add((port["published_port"], port["protocol"]))
+    return endpoint
+
+
+def free_vip_index(services: list[dict]) -> int:
+    """The lowest index no service has: each node derives the service's virtual IP from it (mesh/agent.py)."""
+    used = {s.get("vip_index") for s in services}
+    index = 1
+    while index in used:
+        index += 1
+    return index
 
 
 def service_view(store: RaftStore, service: dict) -> dict:

@@ -220,9 +220,9 @@ def test_ls_rows():
     capped = _service("capped", replicas=2, placement={"max_replicas_per_node": 1})
     capped["replicas_status"] = {"running": 2, "desired": 2}
     rows = sc.ls_rows([agent, capped, web])
-    assert rows == [[agent["id"][:12], "agent", "global", "4/4", "busybox"],
-                    [capped["id"][:12], "capped", "replicated", "2/2 (max 1 per node)", "busybox"],
-                    [web["id"][:12], "web", "replicated", "2/3", "busybox"]]
+    assert rows == [[agent["id"][:12], "agent", "global", "4/4", "busybox", ""],
+                    [capped["id"][:12], "capped", "replicated", "2/2 (max 1 per node)", "busybox", ""],
+                    [web["id"][:12], "web", "replicated", "2/3", "busybox", ""]]
 
 
 def _task(tid, slot, state, desired="running", ts=1000.0, created=None, err="", message="", node="n1",
@@ -489,7 +489,7 @@ def test_ls_and_ps(stub, capsys, monkeypatch):
     stub.routes[("GET", "/v1/services/web/tasks")] = [[_task("aaa", 1, "running", ts=1000.0)]]
     assert main(["service", "ls"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["ID", "NAME", "MODE", "REPLICAS", "IMAGE"]
+    assert out[0].split() == ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]
     assert out[1].split() == [svc["id"][:12], "web", "replicated", "1/2", "busybox"]
     assert main(["service", "ls", "-q"]) == 0
     assert capsys.readouterr().out == svc["id"] + "\n"

@@ -30,6 +30,7 @@ from swarmctl.manager.orchestrator.common import HISTORY_PER_SLOT, REAP_PER_PASS
 from swarmctl.manager.orchestrator.global_ import plan_global
 from swarmctl.manager.orchestrator.reaper import reap_orphans
 from swarmctl.manager.orchestrator.replicated import plan_replicated
+from swarmctl.manager.orchestrator.taskports import TaskPortAllocator
 from swarmctl.manager.writes import commit_chunks
 from swarmctl.state.records import is_terminal
 
@@ -129,6 +130,7 @@ class Orchestrator(Reconciler):
         self._nodes_seen: dict[str, str] = {}
         self._waiting: set[str] = set()
         self.last_pass: dict = {}  # what the last pass did, for tests and benches
+        self.ports = TaskPortAllocator()
 
     def relevant(self, event) -> bool:
         """Task updates the scheduler and agents make while a task is on its way to running change no
@@ -177,6 +179,8 @@ class Orchestrator(Reconciler):
             tasks = [t for sid in affected for t in self.store.find("task", "service_id", sid)]
         started = time.perf_counter()
         p = plan_pass(services, tasks, node_list, task_history_limit=limit, pause=pause)
+        self.ports.assign(p.ops, {s["id"]: s for s in services}, lambda: self.store.list("task"),
+                          clusters[0] if clusters else None)
         if p.ops:  # summarised here, off the event loop: a pass may hold 100k ops
             p.summary = ", ".join(f"{n} x {r}" for r, n in Counter(map(_reason, p.ops)).items())
         self.last_pass = {"full": affected is None, "services": len(services), "tasks": len(tasks),

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from swarmctl.manager.scheduler import constraints
-from swarmctl.manager.scheduler.nodeinfo import NodeInfo
+from swarmctl.manager.scheduler.nodeinfo import NodeInfo, host_keys
 
 
 def _nodes(n: int) -> str:
@@ -70,12 +70,25 @@ class MaxReplicasFilter:
         return f"max replicas per node limit exceeded on {_nodes(n)}"
 
 
+class HostPortFilter:
+    """swarmkit's HostPortFilter: a host-mode published port can be bound by one task per node."""
+
+    def enabled(self, task: dict) -> bool:
+        return bool(host_keys(task))
+
+    def check(self, task: dict, node: NodeInfo) -> bool:
+        return node.host_port_free(host_keys(task))
+
+    def explain(self, n: int) -> str:
+        return f"host-mode port already in use on {_nodes(n)}"
+
+
 class Pipeline:
     """Runs the filters in order; remembers how many nodes each one turned away."""
 
     def __init__(self):
         self.filters = [ReadyFilter(), ResourceFilter("memory"), ResourceFilter("cpus"), ConstraintFilter(),
-                        MaxReplicasFilter()]
+                        MaxReplicasFilter(), HostPortFilter()]
 
     def eligible(self, task: dict, nodes: list[NodeInfo]) -> tuple[list[NodeInfo], str]:
         """Nodes that pass every filter, and the reason when there are none."""

@@ -15,7 +15,7 @@ import collections
 import threading
 import time
 
-from swarmctl.manager.scheduler.nodeinfo import NodeInfo, holds_resources
+from swarmctl.manager.scheduler.nodeinfo import NodeInfo, holds_resources, host_keys
 
 
 class Usage:
@@ -29,19 +29,21 @@ class Usage:
         self.tasks = 0
         self.service_tasks: dict[str, int] = {}
 
-    def place(self, service_id: str, cpus: float, memory: float) -> None:
+    def place(self, service_id: str, cpus: float, memory: float, host_keys: tuple = ()) -> None:
         self.cpus += cpus
         self.memory += memory
         self.tasks += 1
-        self.service_tasks[service_id] = self.service_tasks.get(service_id, 0) + 1
+        for key in (service_id, *host_keys):
+            self.service_tasks[key] = self.service_tasks.get(key, 0) + 1
 
-    def unplace(self, service_id: str, cpus: float, memory: float) -> None:
+    def unplace(self, service_id: str, cpus: float, memory: float, host_keys: tuple = ()) -> None:
         self.tasks -= 1
-        left = self.service_tasks.get(service_id, 0) - 1
-        if left > 0:
-            self.service_tasks[service_id] = left
-        else:
-            self.service_tasks.pop(service_id, None)
+        for key in (service_id, *host_keys):
+            left = self.service_tasks.get(key, 0) - 1
+            if left > 0:
+                self.service_tasks[key] = left
+            else:
+                self.service_tasks.pop(key, None)
         if self.tasks <= 0:  # an emptied node reserves exactly nothing, whatever the float sums left
             self.tasks, self.cpus, self.memory = 0, 0.0, 0.0
         else:
@@ -54,11 +56,12 @@ class Usage:
 
 
 def _contribution(task: dict):
-    """(node_id, service_id, cpus, memory) for a task that holds resources on its node, else None."""
+    """(node_id, service_id, cpus, memory, host-port keys) for a task that holds resources on its node, else None."""
     if not holds_resources(task):
         return None
     reservations = task["spec"]["resources"]["reservations"]
-    return task["node_id"], task["service_id"], reservations.get("cpus") or 0, reservations.get("memory") or 0
+    return (task["node_id"], task["service_id"], reservations.get("cpus") or 0, reservations.get("memory") or 0,
+            host_keys(task))
 
 
 def _node_view(node: dict) -> tuple:

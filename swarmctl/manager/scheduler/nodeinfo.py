@@ -62,20 +62,35 @@ class NodeInfo:
 
     def add(self, task: dict) -> None:
         reservations = task["spec"]["resources"]["reservations"]
-        self.place(task["service_id"], reservations.get("cpus") or 0, reservations.get("memory") or 0)
+        self.place(task["service_id"], reservations.get("cpus") or 0, reservations.get("memory") or 0,
+                   host_keys(task))
 
-    def place(self, service_id: str, cpus: float, memory: float) -> None:
-        """Count one more task of a service that reserves cpus and memory."""
+    def place(self, service_id: str, cpus: float, memory: float, keys: tuple = ()) -> None:
+        """Count one more task of a service that reserves cpus and memory (and binds these host ports)."""
         if cpus or memory:
             self.reserved["cpus"] += cpus
             self.reserved["memory"] += memory
             self._rounded = None
         self.tasks += 1
         self.service_tasks[service_id] = self.service_tasks.get(service_id, 0) + 1
+        for key in keys:
+            self.service_tasks[key] = self.service_tasks.get(key, 0) + 1
+
+    def host_port_free(self, keys: tuple) -> bool:
+        return not any(self.service_tasks.get(key) for key in keys)
 
     def copy(self) -> "NodeInfo":
         """An independent copy a planner may count placements on."""
         return NodeInfo(self.record, dict(self.reserved), self.tasks, dict(self.service_tasks))
+
+
+def host_keys(task: dict) -> tuple:
+    """The host-mode ports a task binds on its node, as keys counted beside the service ids in
+    NodeInfo.service_tasks ("host:80/tcp"): two tasks binding one port cannot share a node."""
+    ports = task.get("ports")
+    if not ports:
+        return ()
+    return tuple(f"host:{p['port']}/{p['protocol']}" for p in ports if p["mode"] == "host")
 
 
 def holds_resources(task: dict) -> bool:

@@ -29,7 +29,7 @@ from swarmctl.manager.component import Reconciler
 from swarmctl.manager.scheduler import constraints, nodeinfo
 from swarmctl.manager.scheduler.filters import Pipeline
 from swarmctl.manager.scheduler.index import SchedulerIndex
-from swarmctl.manager.scheduler.nodeinfo import NodeInfo
+from swarmctl.manager.scheduler.nodeinfo import NodeInfo, host_keys
 from swarmctl.manager.scheduler.strategies import KEYS
 from swarmctl.manager.writes import commit_chunks
 
@@ -165,18 +165,21 @@ class _Pass:
         memory = reservations.get("memory") or 0
         max_replicas = placement.get("max_replicas_per_node") or 0
         strategy = placement.get("strategy") or self.default
+        keys = host_keys(first)
 
         def fits(n: NodeInfo) -> bool:  # the filters that change as tasks are placed
             if memory and n.total_memory - n.reserved["memory"] + 1e-9 < memory:
                 return False
             if cpus and n.total_cpus - n.reserved["cpus"] + 1e-9 < cpus:
                 return False
+            if keys and not n.host_port_free(keys):
+                return False
             return not max_replicas or n.service_tasks.get(sid, 0) < max_replicas
 
         eligible = [n for n in self.candidates(tuple(placement.get("constraints") or ())) if fits(n)]
         ops, now, stamp, assigned_at = self.ops, self.now, self.stamp, self.assigned_at
         if strategy == "random":
-            placed = self._random(tasks, start, end, eligible, fits, sid, cpus, memory)
+            placed = self._random(tasks, start, end, eligible, fits, sid, cpus, memory, keys)
         else:
             if strategy not in KEYS:
                 raise ValueError(f"unknown strategy {strategy!r}")
@@ -189,7 +192,7 @@ class _Pass:
             placed = start
             while placed < end and heap:
                 node = heapq.heappop(heap)[1]
-                node.place(sid, cpus, memory)
+                node.place(sid, cpus, memory, keys)
                 ops.append(_assign(tasks[placed], node.record["id"], stamp, assigned_at))
                 placed += 1
                 if fits(node):
@@ -200,14 +203,14 @@ class _Pass:
                 if task["status"]["message"] != reason:
                     ops.append(_unschedulable(task, reason, now))
 
-    def _random(self, tasks, start, end, eligible, fits, sid, cpus, memory) -> int:
+    def _random(self, tasks, start, end, eligible, fits, sid, cpus, memory, keys=()) -> int:
         """Random strategy: any eligible node, uniformly; a node that no longer fits leaves the pool."""
         pool = list(eligible)
         placed = start
         while placed < end and pool:
             k = random.randrange(len(pool))
             node = pool[k]
-            node.place(sid, cpus, memory)
+            node.place(sid, cpus, memory, keys)
             self.ops.append(_assign(tasks[placed], node.record["id"], self.stamp, self.assigned_at))
             placed += 1
             if not fits(node):
