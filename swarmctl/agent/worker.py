@@ -14,6 +14,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable, Callable
 
+from swarmctl.agent import templates
 from swarmctl.asyncutil import cancel, wait_event
 from swarmctl.manager.sessions import apply_delta
 from swarmctl.runtime.base import ContainerSpec, ContainerState, ImageNotFound, Runtime, RuntimeFailure
@@ -30,20 +31,57 @@ LABEL_SLOT = "swarmctl.task.slot"
 Call = Callable[..., Awaitable[dict]]
 
 
-def container_spec(task: dict, node_id: str) -> ContainerSpec:
+# A task leaving the load-balancing pool keeps running this long before it is told to stop, so that every
+# node's mesh has dropped it and no new connection reaches a stopping task (moby's defaultGossipConvergeDelay).
+ENDPOINT_DRAIN = 2.0
+
+
+def port_env(task: dict, node_addr: str | None) -> dict[str, str]:
+    """The host ports the leader gave the task: PORT (the first), SWARMCTL_PORT_<TARGET> and SWARMCTL_ADDR_<TARGET>
+    (ip:port); a udp port is SWARMCTL_PORT_<TARGET>_UDP when it differs from the tcp one or has none."""
+    env: dict[str, str] = {}
+    ports = task.get("ports") or []
+    if ports:
+        env["PORT"] = str(ports[0]["port"])
+    tcp_targets = {p["target"] for p in ports if p["protocol"] == "tcp"}
+    for port in ports:
+        suffix = str(port["target"])
+        if port["protocol"] == "udp" and port["target"] in tcp_targets:
+            suffix += "_UDP"
+        env[f"SWARMCTL_PORT_{suffix}"] = str(port["port"])
+        if node_addr:
+            env[f"SWARMCTL_ADDR_{suffix}"] = f"{node_addr}:{port['port']}"
+    if node_addr:
+        env["SWARMCTL_IP"] = node_addr
+    return env
+
+
+def container_spec(task: dict, node_id: str, node_addr: str | None = None, node_hostname: str = "",
+                   dns: list[str] | None = None) -> ContainerSpec:
     spec = task["spec"]
     limits = spec["resources"]["limits"]
     labels = {LABEL_NODE: node_id, LABEL_SERVICE: task["service_id"], LABEL_SERVICE_NAME: task["service_name"],
               LABEL_TASK: task["id"], LABEL_SLOT: str(task["slot"] if task["slot"] is not None else "")}
+    values = templates.context(task, node_id, node_hostname)
+    env = {key: templates.expand(value, values) for key, value in (spec.get("env") or {}).items()}
+    env.update(port_env(task, node_addr))
+    hostname = templates.expand(spec["hostname"], values) if spec.get("hostname") else None
     return ContainerSpec(name=f"{task_name(task)}.{task['id']}", image=spec["image"], command=spec.get("command"),
-                         args=spec.get("args"), env=dict(spec.get("env") or {}), labels=labels,
+                         args=spec.get("args"), env=env, labels=labels,
                          cpu_limit=limits.get("cpus") or None, memory_limit=int(limits.get("memory") or 0) or None,
-                         network_mode=spec.get("network_mode") or "host")
+                         network_mode=spec.get("network_mode") or "host", hostname=hostname,
+                         dns=list(dns) if dns else None)
 
 
 class Worker:
-    def __init__(self, node_id: str, runtime_factory: Callable[[], Runtime], call: Call, poll_wait: float = 10.0):
+    def __init__(self, node_id: str, runtime_factory: Callable[[], Runtime], call: Call, poll_wait: float = 10.0,
+                 node_addr: str | None = None, node_hostname: str = "", dns: list[str] | None = None,
+                 endpoint_drain: float = ENDPOINT_DRAIN):
         self.node_id = node_id
+        self.node_addr = node_addr
+        self.node_hostname = node_hostname
+        self.dns = dns
+        self.endpoint_drain = endpoint_drain
         self._runtime_factory = runtime_factory
         self._runtime: Runtime | None = None
         self._call = call
@@ -220,7 +258,8 @@ class Worker:
         self._report(task, "preparing", message="preparing")
         try:
             if container_id is None:
-                container_id = await self._run(self.runtime.create, container_spec(task, self.node_id))
+                container_id = await self._run(self.runtime.create, container_spec(
+                    task, self.node_id, self.node_addr, self.node_hostname, self.dns))
             self._report(task, "starting", container_id=container_id, message="starting")
             await self._run(self.runtime.start, container_id)
         except ImageNotFound as exc:
@@ -237,6 +276,9 @@ class Worker:
     async def _shutdown(self, task: dict, container: ContainerState | None) -> None:
         if container is not None:
             grace = float(task["spec"].get("stop_grace_period") or 0)
+            if container.running and any(p["mode"] == "ingress" for p in task.get("ports") or ()):
+                # out of the pool since its desired state changed: let every mesh drop it before SIGTERM
+                await asyncio.sleep(self.endpoint_drain)
             try:
                 if container.running and grace > 0:
                     await self._run(self.runtime.stop, container.id, grace)

@@ -1,9 +1,9 @@
 """Routes of the management port used by other nodes: CA, join, Raft membership, sessions."""
 
-from swarmctl.api.schemas import (AssignmentsRequest, CertificateRequest, Empty, HeartbeatRequest, ImageQuery,
-                                  RaftJoinRequest, RemoteJoinRequest, TailQuery, TaskStatusRequest)
+from swarmctl.api.schemas import (AssignmentsRequest, CertificateRequest, Empty, EndpointsRequest, HeartbeatRequest,
+                                  ImageQuery, RaftJoinRequest, RemoteJoinRequest, TailQuery, TaskStatusRequest)
 from swarmctl.api.server import route
-from swarmctl.errors import NotFound, Unavailable
+from swarmctl.errors import NotFound, Unauthorized, Unavailable
 from swarmctl.runtime.base import RuntimeFailure
 
 
@@ -59,6 +59,15 @@ async def assignments(ctx):
     """The caller's tasks; long-polls for a change."""
     return await ctx.manager.dispatcher.assignments(ctx.caller, ctx.body.since, ctx.body.wait,
                                                    deltas=bool(ctx.body.deltas))
+
+
+@route("POST", "/v1/session/endpoints", "node", leader=True, body=EndpointsRequest)
+async def endpoints(ctx):
+    """Every service's endpoints (running tasks, their addresses and ports), or the changes since `since`;
+    long-polls for a change. The routing mesh and DNS of every node follow it."""
+    if ctx.store.get("node", ctx.caller) is None:
+        raise Unauthorized(f"node {ctx.caller} is not part of this swarm")
+    return await ctx.manager.endpoints.watch(ctx.caller, ctx.body.since, ctx.body.wait)
 
 
 @route("POST", "/v1/session/status", "node", leader=True, body=TaskStatusRequest)

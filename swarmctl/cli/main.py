@@ -21,6 +21,8 @@ def _daemon_parser(sub) -> None:
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="node engine label")
     p.add_argument("--docker-host", help="Docker engine URL (default: the local engine)")
     p.add_argument("--heartbeat-period", type=float, default=5.0, metavar="SECONDS")
+    p.add_argument("--dns-addr", metavar="IP:PORT|none",
+                   help="where this node answers DNS for service names (default: ADVERTISE:53; none: off)")
     p.add_argument("--resources", metavar="cpus=N,memory=BYTES",
                    help="what this node offers to tasks (default: the machine's cpus and memory)")
     p.add_argument("--log-level", default=os.environ.get("SWARMCTL_LOG_LEVEL", "info"),
@@ -37,7 +39,7 @@ def _run_daemon(_client, args) -> int:
         raise CLIError(str(exc)) from None
     config = DaemonConfig(data_dir=args.data_dir, advertise_addr=args.advertise_addr, listen_addr=args.listen_addr,
                           socket=args.socket, labels=labels, docker_host=args.docker_host,
-                          heartbeat_period=args.heartbeat_period)
+                          heartbeat_period=args.heartbeat_period, dns_addr=args.dns_addr)
     if args.hostname:
         config.hostname = args.hostname
     if args.resources:

@@ -179,8 +179,8 @@ class HollowNode:
         self._read_cert()
         self.agent = AgentPart(self.node_id, lambda: self.peer, self.identity.get("managers") or [],
                                self.heartbeat_period, self._describe, self._on_answer, self._on_removed,
-                               lambda: self.runtime, self._read_cert, self._renew)
-        self.agent.start()
+                               lambda: self.runtime, self._read_cert, self._renew, mesh=False)
+        await self.agent.start()  # no mesh: a hollow node runs no data plane (its runtime is a stand-in)
 
     async def first_heartbeat(self, timeout: float) -> bool:
         if self.agent is None:

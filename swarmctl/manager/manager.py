@@ -12,6 +12,7 @@ import logging
 
 from swarmctl.asyncutil import cancel
 from swarmctl.manager.dispatcher import Dispatcher
+from swarmctl.manager.endpoints import EndpointTable
 from swarmctl.manager.keys import ClusterKeys, SealMigration
 from swarmctl.manager.membership import Membership
 from swarmctl.manager.orchestrator import Orchestrator
@@ -28,6 +29,7 @@ class Manager:
         self.membership = Membership(store, keys)
         self.seal_migration = SealMigration(store, keys, on_sealed=store.compact)
         self.dispatcher = Dispatcher(store, heartbeat_period)
+        self.endpoints = EndpointTable(store, self.dispatcher.answer_interval)
         self.orchestrator = Orchestrator(store)
         self.scheduler = Scheduler(store)
         self.raft_members = RaftMembers(store, self.membership, self.dispatcher, heartbeat_period)
@@ -53,6 +55,7 @@ class Manager:
                 log.info("became leader: starting leader components")
                 self._leading = True
                 self.dispatcher.start()
+                self.endpoints.start()
                 self.orchestrator.start()
                 self.scheduler.start()
                 self.raft_members.start()
@@ -69,4 +72,5 @@ class Manager:
             await self.seal_migration.stop()
             await self.scheduler.stop()
             await self.orchestrator.stop()
+            await self.endpoints.stop()
             await self.dispatcher.stop()

@@ -105,6 +105,16 @@ class DaemonConfig:
     docker_host: str | None = None
     heartbeat_period: float = 5.0
     resources: dict = field(default_factory=machine_resources)
+    dns_addr: str | None = None  # IP:PORT of the service-discovery DNS; None: the advertise address, port 53; "none": off
+
+    def dns_for(self, advertise: str) -> tuple[str, int] | None:
+        """Where this node serves DNS."""
+        if self.dns_addr == "none":
+            return None
+        if not self.dns_addr:
+            return advertise, 53
+        host, port = parse_host_port(self.dns_addr, "--dns-addr", default_port=53)
+        return parse_ip(host, "--dns-addr"), port
 
     def validate(self) -> None:
         if self.advertise_addr:
@@ -112,6 +122,8 @@ class DaemonConfig:
         if self.listen_addr:
             host, port = parse_host_port(self.listen_addr, "--listen-addr")
             self.listen_addr = f"{parse_ip(host, '--listen-addr')}:{port}"
+        if self.dns_addr and self.dns_addr != "none":
+            self.dns_for("")  # raises ConfigError on a bad value
         if not self.heartbeat_period > 0:
             raise ConfigError("--heartbeat-period must be a positive number of seconds")
         if not self.hostname:

@@ -195,8 +195,9 @@ class Node:
             managers = [self.addrs.manager] + [m for m in managers if m != self.addrs.manager]
         self.agent = AgentPart(self.node_id, lambda: self.peer, managers, self.config.heartbeat_period,
                                self._describe, self._on_heartbeat_answer, self._on_removed, self._make_runtime,
-                               self._read_cert, self._renew_own_certificate)
-        self.agent.start()
+                               self._read_cert, self._renew_own_certificate, node_addr=self.addrs.advertise,
+                               hostname=self.config.hostname, dns_addr=self.config.dns_for(self.addrs.advertise))
+        await self.agent.start()
 
     async def deactivate(self) -> None:
         if self._role_change is not None and self._role_change is not asyncio.current_task():

@@ -27,6 +27,8 @@ class ContainerSpec:
     cpu_limit: float | None = None  # CPUs, e.g. 0.5
     memory_limit: int | None = None  # bytes
     network_mode: str = "host"  # "host" or "none"
+    hostname: str | None = None
+    dns: list[str] | None = None  # nameservers written into the container's /etc/resolv.conf
 
 
 @dataclass

@@ -211,6 +211,7 @@ class DockerRuntime(Runtime):
                 network_mode=spec.network_mode,
                 nano_cpus=int(round(spec.cpu_limit * 1e9)) if spec.cpu_limit else None,
                 mem_limit=int(spec.memory_limit) if spec.memory_limit else None,
+                dns=list(spec.dns) if spec.dns else None,
             )
             res = client.create_container(
                 image=spec.image,
@@ -219,6 +220,7 @@ class DockerRuntime(Runtime):
                 command=list(spec.args) if spec.args is not None else None,
                 environment=[f"{k}={v}" for k, v in spec.env.items()],
                 labels=dict(spec.labels),
+                hostname=spec.hostname or None,
                 host_config=host_config,
                 detach=True,
             )
