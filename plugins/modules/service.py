@@ -75,6 +75,10 @@ options:
       - Environment variables, as a dictionary or a list of C(KEY=VALUE) strings. Replaces all variables of the
         service.
       - Values must be strings or numbers; quote values like V(yes) that YAML would read as booleans.
+      - Docker's placeholders such as C({{.Node.Hostname}}), C({{.Node.ID}}), C({{.Service.Name}}) and
+        C({{.Task.Slot}}) are expanded by swarmctl on each node when the task's container starts. Ansible would
+        template them first (and fail), so write such values as C(!unsafe) strings or inside
+        C({% raw %}...{% endraw %}) in a playbook (see the examples).
     type: raw
   labels:
     description:
@@ -85,6 +89,52 @@ options:
       - The network of the containers. swarmctl supports the host network and no network.
     type: str
     choices: [host, none]
+  publish:
+    description:
+      - The published ports of the service. Replaces all published ports of the service; V([]) removes them.
+      - Left out, the service keeps its published ports (a new service has none).
+      - A port is published on every node (O(publish[].mode=ingress), the routing mesh) or only on the nodes
+        that run a task of the service (O(publish[].mode=host)).
+      - Compared with the service's ports in order. A port whose O(publish[].published_port) is left out
+        matches the port the swarm picked for it, so a rerun changes nothing.
+    type: list
+    elements: dict
+    suboptions:
+      published_port:
+        description:
+          - The port published on the nodes, 1-65535.
+          - Left out (or V(0)) with O(publish[].mode=ingress), the swarm picks a free port from 30000-32767 (an
+            update keeps the port the service already has for the same target, protocol and mode).
+          - With O(publish[].mode=host) it must be O(publish[].target_port) (the tasks use the host's network);
+            left out, the target port is published.
+        type: int
+      target_port:
+        description:
+          - The port inside the container, 1-65535.
+        type: int
+        required: true
+      protocol:
+        description:
+          - The protocol of the port.
+        type: str
+        default: tcp
+        choices: [tcp, udp]
+      mode:
+        description:
+          - V(ingress) publishes the port on every node of the swarm through the routing mesh, which forwards
+            connections to the service's tasks.
+          - V(host) publishes it only on the nodes where a task runs, bound to that task.
+        type: str
+        default: ingress
+        choices: [ingress, host]
+  endpoint_mode:
+    description:
+      - How other services reach this one by name. V(vip) gives the service one virtual IP; V(dnsrr) answers
+        with the addresses of its tasks (DNS round robin).
+      - V(dnsrr) cannot be used with ports published in V(ingress) mode.
+      - Left out, the service keeps its endpoint mode (V(vip) for a new service).
+    type: str
+    choices: [vip, dnsrr]
   placement:
     description:
       - Where tasks may run.
@@ -194,6 +244,43 @@ EXAMPLES = r"""
     labels:
       team: frontend
 
+- name: Publish a web server on port 8080 of every node, and a DNS server on the nodes that run it
+  swarmctl.cluster.service:
+    name: web
+    image: busybox:latest
+    command: httpd -f -p 80
+    publish:
+      - published_port: 8080
+        target_port: 80
+      - target_port: 9090  # the swarm picks the published port (30000-32767)
+  register: web
+
+- name: Show the ports the swarm published
+  ansible.builtin.debug:
+    msg: "{{ web.swarm_service.spec.endpoint.ports }}"
+
+- name: A service reached by DNS round robin, its port bound on the nodes that run it
+  swarmctl.cluster.service:
+    name: dns
+    image: busybox:latest
+    command: [sleep, infinity]
+    endpoint_mode: dnsrr
+    publish:
+      - published_port: 53
+        target_port: 53
+        protocol: udp
+        mode: host
+
+- name: Docker's placeholders, expanded by swarmctl on each node (kept from Ansible's templating)
+  swarmctl.cluster.service:
+    name: agent
+    image: busybox:latest
+    mode: global
+    command: [sleep, infinity]
+    env:
+      NODE_NAME: !unsafe "{{.Node.Hostname}}"
+      TASK_NAME: "{% raw %}{{.Service.Name}}.{{.Task.Slot}}{% endraw %}"
+
 - name: Run an agent on every node
   swarmctl.cluster.service:
     name: agent
@@ -221,8 +308,10 @@ swarm_service:
       type: str
       returned: always
     spec:
-      description: C(name), C(mode), C(replicas), C(labels) and C(task) (image, command, args, env, network_mode,
-        resources, restart_policy, placement, stop_grace_period, force_update).
+      description: C(name), C(mode), C(replicas), C(labels), C(task) (image, command, args, env, network_mode,
+        resources, restart_policy, placement, stop_grace_period, force_update) and C(endpoint) (C(mode), and
+        C(ports) with C(protocol), C(target_port), C(published_port) and C(publish_mode); the published ports
+        the swarm picked are filled in, and null in check mode's prediction of a new service).
       type: dict
       returned: always
     spec_version:
@@ -290,7 +379,16 @@ OPTION_NAMES = {
     "task.resources.reservations.memory": "reservations.memory",
     "task.resources.limits.cpus": "limits.cpus",
     "task.resources.limits.memory": "limits.memory",
+    "endpoint.mode": "endpoint_mode", "endpoint.ports": "publish",
 }
+
+# Published ports: the daemon's rules (swarmctl.mesh.ports.check_endpoint), repeated because a module imports
+# only the standard library and module_utils; tests/unit/plugins/test_publish_agreement.py keeps them alike.
+PROTOCOLS = ("tcp", "udp")
+PUBLISH_MODES = ("ingress", "host")
+ENDPOINT_MODES = ("vip", "dnsrr")
+MAX_PORTS = 64  # published ports of one service
+DEFAULT_ENDPOINT = {"mode": "vip", "ports": []}
 
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.\-/]+)\s*(==|!=)\s*(.*?)\s*$")
@@ -373,6 +471,106 @@ def _number(value, what, cast):
         raise ServiceParamError(str(exc))
 
 
+def _port_value(value, what, optional=False):
+    if value in (None, 0) and optional:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+        raise ServiceParamError("invalid %s %r: must be in range 1-65535" % (what, value))
+    return value
+
+
+def check_endpoint(endpoint):
+    """A complete, checked endpoint spec (the defaults filled in), as the daemon checks it; the first problem
+    raises ServiceParamError with the daemon's text."""
+    endpoint = endpoint or {}
+    if not isinstance(endpoint, dict):
+        raise ServiceParamError("endpoint must be an object")
+    mode = endpoint.get("mode") or "vip"
+    if mode not in ENDPOINT_MODES:
+        raise ServiceParamError("invalid endpoint mode %r: use vip or dnsrr" % (mode,))
+    ports = endpoint.get("ports") or []
+    if not isinstance(ports, list):
+        raise ServiceParamError("endpoint ports must be a list")
+    if len(ports) > MAX_PORTS:
+        raise ServiceParamError("at most %d published ports per service" % MAX_PORTS)
+    out, seen = [], set()
+    for port in ports:
+        if not isinstance(port, dict):
+            raise ServiceParamError("each published port must be an object")
+        protocol = port.get("protocol") or "tcp"
+        if protocol not in PROTOCOLS:
+            raise ServiceParamError("invalid protocol value '%s': use tcp or udp" % (protocol,))
+        publish_mode = port.get("publish_mode") or "ingress"
+        if publish_mode not in PUBLISH_MODES:
+            raise ServiceParamError("invalid publish mode value (%s): must be either 'ingress' or 'host'"
+                                    % (publish_mode,))
+        target = _port_value(port.get("target_port"), "target port")
+        published = _port_value(port.get("published_port"), "published port", optional=True)
+        if publish_mode == "host":
+            # containers run with the host's network, so a task can only be reached where it listens
+            if published is None:
+                published = target
+            elif published != target:
+                raise ServiceParamError("host-mode port %s must be the target port %s: tasks use the host's network "
+                                        "and listen on their target port" % (published, target))
+        if mode == "dnsrr" and publish_mode == "ingress":
+            raise ServiceParamError("port published with ingress mode can't be used with dnsrr mode")
+        if published is not None:
+            key = (published, protocol)
+            if key in seen:
+                raise ServiceParamError("duplicate published port %s/%s" % (published, protocol))
+            seen.add(key)
+        out.append({"protocol": protocol, "target_port": target, "published_port": published,
+                    "publish_mode": publish_mode})
+    return {"mode": mode, "ports": out}
+
+
+def publish_ports(publish):
+    """The publish option (docker_swarm_service's shape) -> the daemon's port list."""
+    ports = []
+    for item in publish:
+        if not isinstance(item, dict):
+            raise ServiceParamError("each published port must be an object")
+        ports.append({"protocol": item.get("protocol"), "target_port": item.get("target_port"),
+                      "published_port": item.get("published_port"), "publish_mode": item.get("mode")})
+    return ports
+
+
+def current_endpoint(spec):
+    """A stored spec's endpoint, with the daemon's default for a service stored without one."""
+    endpoint = (spec or {}).get("endpoint") or {}
+    return {"mode": endpoint.get("mode") or DEFAULT_ENDPOINT["mode"], "ports": list(endpoint.get("ports") or [])}
+
+
+def build_endpoint(params, base=None, reuse=None):
+    """The request's endpoint for publish and endpoint_mode, checked; None when neither is given.
+
+    The one left out comes from `base` (the current spec's endpoint; the default one when creating). A port whose
+    published port is left out (ingress mode) takes the published port of the first port of `reuse` (the current
+    endpoint) with the same protocol, target and mode, unless the new ports publish that number themselves: the
+    port the daemon picked, so that a rerun is no change and an update does not move the port."""
+    publish, mode = params.get("publish"), params.get("endpoint_mode")
+    if publish is None and mode is None:
+        return None
+    base = current_endpoint({"endpoint": base})
+    endpoint = check_endpoint({"mode": mode or base["mode"],
+                               "ports": publish_ports(publish) if publish is not None else base["ports"]})
+    taken = set((p["published_port"], p["protocol"]) for p in endpoint["ports"] if p["published_port"] is not None)
+    candidates = [p for p in current_endpoint({"endpoint": reuse})["ports"] if isinstance(p, dict)]
+    for port in endpoint["ports"]:
+        if port["published_port"] is not None:
+            continue
+        for i, old in enumerate(candidates):
+            key = (old.get("published_port"), old.get("protocol"))
+            if (key[0] is not None and key not in taken and old.get("target_port") == port["target_port"]
+                    and old.get("protocol") == port["protocol"] and old.get("publish_mode") == port["publish_mode"]):
+                port["published_port"] = key[0]
+                taken.add(key)
+                del candidates[i]
+                break
+    return endpoint
+
+
 def build_body(params):
     """The create request for the options given; options left out are not in it. Raises ServiceParamError."""
     name = params["name"]
@@ -447,6 +645,9 @@ def build_body(params):
         task["stop_grace_period"] = _number(params["stop_grace_period"], "stop_grace_period",
                                             lambda v: parse_duration(v, "stop_grace_period"))
     body["task"] = task
+    endpoint = build_endpoint(params)
+    if endpoint is not None:
+        body["endpoint"] = endpoint
     return body
 
 
@@ -468,12 +669,16 @@ def new_spec(body):
         replicas = None
     elif replicas is None:
         replicas = 1
-    return {"name": body["name"], "labels": dict(body.get("labels") or {}), "mode": body["mode"],
+    spec = {"name": body["name"], "labels": dict(body.get("labels") or {}), "mode": body["mode"],
             "replicas": replicas, "task": merge(DEFAULT_TASK, body.get("task") or {})}
+    # the daemon picks the published ports left out (30000-32767); the prediction leaves them null
+    spec["endpoint"] = copy.deepcopy(body["endpoint"] if body.get("endpoint") is not None else DEFAULT_ENDPOINT)
+    return spec
 
 
 def updated_spec(old, body, force=False):
-    """The spec the daemon would store after an update request with body's replicas, labels and task."""
+    """The spec the daemon would store after an update request with body's replicas, labels, task and endpoint
+    (which replaces the whole endpoint)."""
     new = copy.deepcopy(old)
     if body.get("replicas") is not None:
         new["replicas"] = body["replicas"]
@@ -481,13 +686,18 @@ def updated_spec(old, body, force=False):
         new["labels"] = dict(body["labels"])
     if body.get("task"):
         new["task"] = merge(old["task"], body["task"])
+    if body.get("endpoint") is not None:
+        new["endpoint"] = copy.deepcopy(body["endpoint"])
     if force:
         new["task"]["force_update"] = (old["task"].get("force_update") or 0) + 1
     return new
 
 
 def changed_options(old, new, prefix=""):
-    """Option names (see OPTION_NAMES) whose values differ between two specs."""
+    """Option names (see OPTION_NAMES) whose values differ between two specs (a spec without an endpoint has
+    the default one)."""
+    if not prefix:
+        old, new = dict(old, endpoint=current_endpoint(old)), dict(new, endpoint=current_endpoint(new))
     out = []
     for key in sorted(set(old) | set(new)):
         path = prefix + key
@@ -508,13 +718,22 @@ def plan(current, params):
         return dict(action="create", body=body, spec=new_spec(body), changes=[])
     old = current["spec"]
     if body["mode"] != old["mode"]:
+        # created again from the options given, keeping the published ports the daemon picked
+        endpoint = build_endpoint(params, reuse=old.get("endpoint"))
+        if endpoint is not None:
+            body["endpoint"] = endpoint
         spec = new_spec(body)
         return dict(action="rebuild", body=body, spec=spec, changes=sorted(changed_options(old, spec)))
+    endpoint = build_endpoint(params, base=old.get("endpoint"), reuse=old.get("endpoint"))
+    if endpoint is None or endpoint == current_endpoint(old):
+        body.pop("endpoint", None)  # unchanged: not sent, so the update leaves the endpoint alone
+    else:
+        body["endpoint"] = endpoint
     spec = updated_spec(old, body, force=bool(params.get("force_update")))
     changes = sorted(changed_options(old, spec))
     if not changes:
         return dict(action="none", body=None, spec=old, changes=[])
-    update = dict((k, body[k]) for k in ("replicas", "labels", "task") if body.get(k) is not None)
+    update = dict((k, body[k]) for k in ("replicas", "labels", "task", "endpoint") if body.get(k) is not None)
     if params.get("force_update"):
         update["force"] = True
     return dict(action="update", body=update, spec=spec, changes=changes)
@@ -522,7 +741,7 @@ def plan(current, params):
 
 def update_paths(body):
     """The fields of the service record an update body changes, for the retry rule (still_meaningful): replicas,
-    labels and env as a whole (the module sets them whole), and every other task setting it names."""
+    labels, env and the endpoint as a whole (the module sets them whole), and every other task setting it names."""
     paths = []
     if "replicas" in body:
         paths.append(("spec", "replicas"))
@@ -536,6 +755,8 @@ def update_paths(body):
             else:
                 paths.append(prefix + (key,))
     leaves(body.get("task") or {}, ("spec", "task"))
+    if "endpoint" in body:
+        paths.append(("spec", "endpoint"))
     if body.get("force"):
         paths.append(("spec", "task", "force_update"))
     return paths
@@ -561,6 +782,13 @@ def main():
         env=dict(type="raw"),
         labels=dict(type="dict"),
         network_mode=dict(type="str", choices=["host", "none"]),
+        publish=dict(type="list", elements="dict", options=dict(
+            published_port=dict(type="int"),
+            target_port=dict(type="int", required=True),
+            protocol=dict(type="str", default="tcp", choices=["tcp", "udp"]),
+            mode=dict(type="str", default="ingress", choices=["ingress", "host"]),
+        )),
+        endpoint_mode=dict(type="str", choices=["vip", "dnsrr"]),
         placement=dict(type="dict", options=dict(
             constraints=dict(type="list", elements="str"),
             replicas_max_per_node=dict(type="int"),

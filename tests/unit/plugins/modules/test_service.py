@@ -12,6 +12,7 @@ from ansible_collections.swarmctl.cluster.plugins.modules import service as svc
 schemas = pytest.importorskip("swarmctl.api.schemas")
 services = pytest.importorskip("swarmctl.manager.services")
 records = pytest.importorskip("swarmctl.state.records")
+errors = pytest.importorskip("swarmctl.errors")
 
 IMAGE = "swarmctl-test/busybox:latest"
 
@@ -20,7 +21,7 @@ def params(**kwargs):
     base = {"name": "web", "state": "present", "image": IMAGE, "mode": "replicated", "replicas": -1,
             "command": None, "args": None, "env": None, "labels": None, "network_mode": None, "placement": None,
             "reservations": None, "limits": None, "restart_config": None, "stop_grace_period": None,
-            "force_update": False}
+            "publish": None, "endpoint_mode": None, "force_update": False}
     base.update(kwargs)
     return base
 
@@ -82,20 +83,15 @@ def test_bad_options(kwargs, message):
         svc.build_body(params(**kwargs))
 
 
-def daemon_update(service, changes):
+def daemon_update(service, changes, others=()):
     """swarmctl.manager.services.update without the store: the spec it would store, and its changes."""
-    old = service["spec"]
-    body = {"name": old["name"], "labels": old["labels"], "mode": old["mode"], "replicas": old["replicas"],
-            "task": old["task"]}
+    changes = dict(changes)
     force = bool(changes.pop("force", False))
-    body = services._merge(body, {k: v for k, v in changes.items() if k != "task"})
-    if changes.get("task"):
-        body["task"] = services._merge(old["task"], changes["task"])
-    new = services.validate_spec(dict(body, replicas_set=False))
-    if force:
-        new["task"]["force_update"] = old["task"].get("force_update", 0) + 1
-    changed = sorted(k for k in ("labels", "replicas") if new[k] != old[k])
-    changed += sorted(f"task.{k}" for k in new["task"] if new["task"][k] != old["task"].get(k))
+    new, changed = services._plan_update(service, changes, force)
+    if "endpoint" in changed:
+        new["endpoint"] = services.allocate_published(list(others), new["endpoint"], service["spec"].get("endpoint"))
+        if new["endpoint"] == service["spec"].get("endpoint"):
+            changed.remove("endpoint")
     return new, changed
 
 
@@ -105,22 +101,31 @@ class FakeServices:
     def __init__(self, daemon):
         self.items = {}
         daemon.routes[("GET", "/v1/services")] = lambda body: (200, [copy.deepcopy(s) for s in self.items.values()])
-        daemon.routes[("POST", "/v1/services")] = self.create
+        daemon.routes[("POST", "/v1/services")] = lambda body: self.answer(self.create, body)
         self.daemon = daemon
+
+    @staticmethod
+    def answer(handler, *args):
+        """The daemon's 4xx answer for its own errors (swarmctl.errors.APIError), as its API server gives it."""
+        try:
+            return handler(*args)
+        except errors.APIError as exc:
+            return exc.status, {"message": str(exc)}
 
     def create(self, body):
         body = schemas.ServiceCreateRequest(**body).model_dump(exclude_none=True)
         spec = services.build_spec(body)
+        spec["endpoint"] = services.allocate_published(list(self.items.values()), spec["endpoint"], None)
         sid = "s%d" % (len(self.daemon.requests))
         self.items[sid] = {"id": sid, "spec": spec, "spec_version": 1, "previous_spec": None,
                            "replicas_status": {"running": 0, "desired": spec["replicas"]}}
-        self.daemon.routes[("POST", f"/v1/services/{sid}/update")] = lambda b: self.update(sid, b)
+        self.daemon.routes[("POST", f"/v1/services/{sid}/update")] = lambda b: self.answer(self.update, sid, b)
         self.daemon.routes[("DELETE", f"/v1/services/{sid}")] = lambda b: (200, self.items.pop(sid) and {})
         return 200, copy.deepcopy(self.items[sid])
 
     def update(self, sid, body):
         body = schemas.ServiceUpdateRequest(**body).model_dump(exclude_none=True)
-        new, changed = daemon_update(self.items[sid], body)
+        new, changed = daemon_update(self.items[sid], body, [s for i, s in self.items.items() if i != sid])
         if changed:
             self.items[sid] = dict(self.items[sid], spec=new, spec_version=self.items[sid]["spec_version"] + 1)
         return 200, {"service": copy.deepcopy(self.items[sid]), "changes": changed}
