@@ -8,8 +8,9 @@
 #                          3. a private sshd on 127.0.0.11-19:22 (scripts/sshd.sh start)
 #                          4. ansible-playbook -i inventory/local playbooks/site.yml: 3 managers (127.0.0.11-13) and
 #                             2 workers (127.0.0.14-15), each its own daemon reached over SSH, and the service
-#                             demo-web (3 replicas of busybox httpd on 127.0.0.1:18081-18083)
-#                          5. prints `swarmctl node ls`, `swarmctl service ps demo-web` and the service's HTTP answers
+#                             demo-web (3 replicas of busybox httpd, published on port 8080 by the routing mesh)
+#                          5. prints `swarmctl node ls`, `swarmctl service ls`, `swarmctl service ps demo-web`, and
+#                             an HTTP answer of port 8080 at every node's address (the workers run no replica)
 #   scripts/demo.sh down   playbooks/teardown.yml (services removed, nodes leave, daemons uninstalled, data
 #                          removed), then stops the sshd and the dockerd this script started (not ones that
 #                          already ran), and checks that no daemon or container of the demo is left.
@@ -22,7 +23,7 @@ STATE=${SWARMCTL_DEMO_STATE:-/tmp/swarmctl-demo-state}
 LOCAL_ROOT=/tmp/swarmctl-local            # inventory/local: swarmctl_home is $LOCAL_ROOT/<host>
 DOCKER_URL=unix:///tmp/swarmctl-dockerd/docker.sock
 SERVICE=demo-web
-PORTS=(18081 18082 18083)
+NODE_IPS=(127.0.0.11 127.0.0.12 127.0.0.13 127.0.0.14 127.0.0.15)
 export ANSIBLE_CONFIG="$ROOT/ansible.cfg"
 export ANSIBLE_FORCE_COLOR=${ANSIBLE_FORCE_COLOR:-0}
 
@@ -91,14 +92,17 @@ up() {
 
   say "swarmctl node ls   (manager1's daemon)"
   swarmctl_m1 node ls
+  say "swarmctl service ls"
+  swarmctl_m1 service ls
   say "swarmctl service ps $SERVICE"
   swarmctl_m1 service ps "$SERVICE"
-  say "HTTP answers of $SERVICE"
-  local port
-  for port in "${PORTS[@]}"; do
-    printf 'http://127.0.0.1:%s/  ->  ' "$port"
-    http_get "http://127.0.0.1:$port/" || true
+  say "HTTP answers of $SERVICE's published port 8080 at every node's address (the routing mesh)"
+  local ip answered=0
+  for ip in "${NODE_IPS[@]}"; do
+    printf 'http://%s:8080/  ->  ' "$ip"
+    if http_get "http://$ip:8080/"; then answered=$((answered + 1)); fi
   done
+  echo "$answered of ${#NODE_IPS[@]} node addresses answered"
   close_ssh_masters
   cat <<EOF
 
