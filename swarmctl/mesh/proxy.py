@@ -74,11 +74,21 @@ def _error_text(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _nodelay(transport) -> None:
+_nodelay_by_default: dict[str, bool] = {}  # "client"/"backend" -> the loop's transports come with TCP_NODELAY
+
+
+def _nodelay(transport, kind: str) -> None:
+    """TCP_NODELAY on. uvloop and asyncio set it on their TCP transports already: once that is seen for
+    a kind of socket, the check (get_extra_info("socket") is not free) is skipped."""
+    if _nodelay_by_default.get(kind):
+        return
     sock = transport.get_extra_info("socket")
     if sock is not None:
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
+                _nodelay_by_default[kind] = True
+            else:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
 
@@ -190,9 +200,11 @@ class _Side(asyncio.Protocol):
         self.transport = None
         self.eof = False
 
+    kind = "backend"
+
     def connection_made(self, transport):
         self.transport = transport
-        _nodelay(transport)
+        _nodelay(transport, self.kind)
         transport.set_write_buffer_limits(high=WRITE_HIGH)
 
     def data_received(self, data):
@@ -214,33 +226,41 @@ class _Side(asyncio.Protocol):
         self.conn.close()
 
     def pause_writing(self):
-        if self.peer.transport is not None:
-            self.peer.transport.pause_reading()
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.pause_reading()
 
     def resume_writing(self):
-        if self.peer.transport is not None and not self.peer.transport.is_closing():
-            self.peer.transport.resume_reading()
+        peer = self.peer
+        if peer is not None and peer.transport is not None and not peer.transport.is_closing():
+            peer.transport.resume_reading()
 
 
 class _Client(_Side):
-    """The accepted side. Until a backend is connected its reading is paused; what arrives anyway (uvloop
-    may deliver a first read) is kept in ``early`` and sent once the backend is there."""
+    """The accepted side. What it sends before a backend is connected is kept in ``early`` and sent once
+    the backend is there; reading is paused only if that grows past WRITE_HIGH (pausing every new
+    connection would cost two more epoll calls, and a request usually fits in one read)."""
 
-    __slots__ = ("early",)
+    __slots__ = ("early", "early_size", "paused")
+    kind = "client"
 
     def __init__(self, conn):
         super().__init__(conn)
         self.early: list[bytes] | None = []
+        self.early_size = 0
+        self.paused = False
 
     def connection_made(self, transport):
         super().connection_made(transport)
-        transport.pause_reading()
         self.conn.start(self)
 
     def data_received(self, data):
         if self.early is not None:
             self.early.append(data)
-            self.transport.pause_reading()
+            self.early_size += len(data)
+            if self.early_size > WRITE_HIGH and not self.paused:
+                self.paused = True
+                self.transport.pause_reading()
             return
         self.conn.touched = True
         self.peer.transport.write(data)
@@ -260,7 +280,8 @@ class _Client(_Side):
         if self.eof:
             if peer.transport.can_write_eof():
                 peer.transport.write_eof()
-        else:
+        elif self.paused:
+            self.paused = False
             self.transport.resume_reading()
 
 
@@ -312,14 +333,13 @@ class _Conn:
             side.peer = self.client  # data the backend sends at once goes to the client
             source = listener.source
             try:
-                await asyncio.wait_for(
-                    loop.create_connection(lambda: side, backend[0], backend[1],
-                                           local_addr=(source, 0) if source else None),
-                    timeout)
+                async with asyncio.timeout(timeout):
+                    await loop.create_connection(lambda: side, backend[0], backend[1],
+                                                 local_addr=(source, 0) if source else None)
             except asyncio.CancelledError:
                 stat.active -= 1
                 raise
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (OSError, TimeoutError) as exc:
                 stat.active -= 1
                 stat.failed += 1
                 stat.ejected_until = loop.time() + EJECT_SECONDS
