@@ -27,7 +27,10 @@ TCP: each connection goes to the backend with the fewest active connections of t
 round-robin. Connecting uses a timeout ladder (0.25 s, 0.5 s, 1 s, ...); a refused or timed-out attempt is
 retried on another backend (never the same one twice, each backend at most once), and a backend that failed
 is skipped for EJECT_SECONDS unless every untried one is ejected. Only when all fail is the client closed.
-Data is pumped both ways with flow control, half-close (write_eof), TCP_NODELAY, and an idle timeout.
+Until the backend's first byte, what the client sent is kept (REPLAY_MAX): a backend that closes or resets
+before answering anything is replaced by another one, and the kept bytes are replayed to it, so a task that
+dies with connections queued or in flight costs no failed request. Data is pumped both ways with flow control,
+half-close (write_eof), TCP_NODELAY, and an idle timeout.
 
 UDP: one "conntrack" session per client address (a connected UDP socket to the chosen backend); replies
 go back to the client from the listening socket; a session idle for UDP_IDLE seconds is closed.
@@ -54,6 +57,10 @@ TCP_IDLE = 15 * 60.0               # a TCP connection with no data either way th
 UDP_IDLE = 90.0                    # a UDP session with no datagram either way this long is closed
 UDP_MAX = 65507                    # the largest UDP payload (IPv4)
 WRITE_HIGH = 1024 * 1024           # a side's write buffer above this pauses reading on the other side
+# What a client sent is kept (up to this much) until its backend answers a first byte: a backend that accepted
+# and then closed without a byte (a task killed with connections in its accept queue or mid-request) is replaced
+# by another one, and the kept bytes are sent again. HAProxy's `retry-on empty-response` does the same.
+REPLAY_MAX = 64 * 1024
 SOCK_BUF = 1024 * 1024             # SO_RCVBUF/SO_SNDBUF asked for UDP sockets
 CONTROL_LIMIT = 64 * 1024 * 1024   # the longest command or reply line
 STOP_WAIT = 3.0                    # ProxyProcess.stop(): seconds the child gets to exit before it is killed
@@ -208,10 +215,15 @@ class _Side(asyncio.Protocol):
         transport.set_write_buffer_limits(high=WRITE_HIGH)
 
     def data_received(self, data):
-        self.conn.touched = True
+        conn = self.conn
+        conn.touched = True
+        if conn.replay is not None and self is conn.backend:
+            conn.replay = None  # the backend answered: from now on it is this backend's connection
         self.peer.transport.write(data)
 
     def eof_received(self):
+        if self.kind == "backend" and self.conn.retry_from(self):
+            return False
         self.eof = True
         self.conn.touched = True
         peer = self.peer
@@ -223,6 +235,8 @@ class _Side(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc):
+        if self.kind == "backend" and self.conn.retry_from(self):
+            return
         self.conn.close()
 
     def pause_writing(self):
@@ -262,7 +276,9 @@ class _Client(_Side):
                 self.paused = True
                 self.transport.pause_reading()
             return
-        self.conn.touched = True
+        conn = self.conn
+        conn.touched = True
+        conn.keep(data)
         self.peer.transport.write(data)
 
     def eof_received(self):
@@ -275,6 +291,11 @@ class _Client(_Side):
         """The backend is connected: send what came early, and start reading."""
         self.peer = peer
         early, self.early = self.early, None
+        if early is None:  # a replay: the kept bytes go to the new backend
+            early = self.conn.replay or []
+        else:
+            for data in early:
+                self.conn.keep(data)
         for data in early:
             peer.transport.write(data)
         if self.eof:
@@ -288,10 +309,14 @@ class _Client(_Side):
 class _Conn:
     """A client connection and, once connected, its backend connection."""
 
-    __slots__ = ("listener", "client", "backend", "backend_addr", "closed", "touched", "idle_since", "task")
+    __slots__ = ("listener", "client", "backend", "backend_addr", "closed", "touched", "idle_since", "task",
+                 "replay", "replay_size", "tried")
 
     def __init__(self, listener: "_TcpListener"):
         self.listener = listener
+        self.replay: list[bytes] | None = []  # what the client sent, until the backend's first byte
+        self.replay_size = 0
+        self.tried: set = set()
         self.client: _Side | None = None
         self.backend: _Side | None = None
         self.backend_addr = None
@@ -312,12 +337,39 @@ class _Conn:
             return
         self.task = listener.loop.create_task(self._connect())
 
-    async def _connect(self) -> None:
+    def keep(self, data: bytes) -> None:
+        """Keep what is sent to the backend until it answers (REPLAY_MAX at most, then no replay)."""
+        if self.replay is not None:
+            self.replay_size += len(data)
+            if self.replay_size > REPLAY_MAX:
+                self.replay = None
+            else:
+                self.replay.append(data)
+
+    def retry_from(self, side) -> bool:
+        """The backend `side` closed: if it never answered and the kept bytes can be replayed, connect to
+        another backend and replay them (True). Else the connection ends as usual (False)."""
+        if self.closed or side is not self.backend or self.replay is None:
+            return False
+        listener = self.listener
+        stat = listener.per_backend.get(self.backend_addr)
+        if stat is not None:
+            stat.active -= 1
+            stat.failed += 1
+            stat.ejected_until = listener.loop.time() + EJECT_SECONDS
+        self.backend, self.backend_addr = None, None
+        side.conn = _Detached
+        if side.transport is not None:
+            side.transport.abort()
+        self.task = listener.loop.create_task(self._connect(retry=True))
+        return True
+
+    async def _connect(self, retry: bool = False) -> None:
         listener = self.listener
         loop = listener.loop
         backends = listener.backends  # the tuple as it is now: a swap does not change this connection's tries
-        tried: set = set()
-        attempt = 0
+        tried = self.tried
+        attempt = 1 if retry else 0
         while not self.closed:
             backend = listener.pick(backends, tried)
             if backend is None:
@@ -380,6 +432,24 @@ class _Conn:
             if side is not None and side.transport is not None:
                 side.transport.abort()
         self.close()
+
+
+class _DetachedConn:
+    """What a replaced backend side points at: its late events change nothing."""
+    replay = None
+    backend = None
+    touched = False
+
+    @staticmethod
+    def retry_from(_side) -> bool:
+        return True
+
+    @staticmethod
+    def close() -> None:
+        pass
+
+
+_Detached = _DetachedConn()
 
 
 class _TcpListener(_Listener):

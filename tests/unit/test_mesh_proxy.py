@@ -361,3 +361,26 @@ def test_the_handle_stops_its_child_and_restarts_a_dead_one():
     first, second, answer, running = asyncio.run(main())
     assert first != second and answer in BACKEND_HOSTS and not running
     assert not _alive(first) and not _alive(second)
+
+
+def test_a_backend_that_closes_before_answering_is_replaced_and_the_request_replayed():
+    """A task killed with connections in its accept queue or mid-request: the kernel accepted the connection,
+    the process never answers. The proxy sends what the client sent to another backend."""
+    async def main():
+        async with mesh() as (proxy, backends):
+            good = await backends.start(40071, hosts=("127.0.0.202", "127.0.0.203"))
+
+            async def dying(reader, writer):  # reads the request, closes without a byte
+                await reader.read(10)
+                writer.transport.abort()
+            bad = await asyncio.start_server(dying, "127.0.0.204", 40071, reuse_address=True)
+            try:
+                await proxy.set_routes([tcp_route(40070, good + [["127.0.0.204", 40071]])])
+                answers = [await request(40070, b"get " + b"x" * 5000 + b"\n") for _ in range(30)]
+                assert "" not in answers, counts(answers)
+                assert set(answers) == {"127.0.0.202", "127.0.0.203"}
+                stats = (await proxy.stats())[f"{LISTEN}:40070/tcp"]
+                assert stats["failed"] == 0 and stats["retried"] >= 1
+            finally:
+                bad.close()
+    asyncio.run(main())
