@@ -424,6 +424,80 @@ async def run(args) -> int:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def convergence(rounds: int) -> int:
+    """Endpoint convergence on 2 real daemons (127.0.0.21-22) and the private engine: the time from a new task's
+    container start (the engine's State.StartedAt) to its first answer through the other node's mesh. Target
+    at most 1 s. Everything started here is stopped."""
+    import json
+    import urllib.request
+    from datetime import datetime
+
+    from tests import docker_engine
+    from tests.integration.harness import Cluster, check
+    url = docker_engine.ensure_engine()
+    root = tempfile.mkdtemp(prefix="swb-mesh-", dir="/tmp")
+    cluster = Cluster(root, heartbeat=0.5, docker_host=url)
+    worst = 0.0
+    try:
+        a, b = cluster.daemon(11), cluster.daemon(12)
+        check(a.cli("swarm", "init", "--advertise-addr", a.ip))
+        token = check(a.cli("swarm", "join-token", "-q", "manager")).out.strip()
+        check(b.cli("swarm", "join", "--token", token, a.addr))
+        script = 'mkdir -p /www && echo "$WHO" > /www/index.html && exec httpd -f -p "$PORT" -h /www'
+        check(a.cli("service", "create", "--name", "conv", "-p", "41090:80", "--stop-grace-period", "0s",
+                    "-e", "WHO={{.Task.ID}}", docker_engine.TEST_IMAGE, "sh", "-c", script, timeout=120))
+        import docker
+        client = docker.DockerClient(base_url=url)
+        times = []
+        for replicas in range(2, 2 + rounds):
+            known = {c.labels.get("swarmctl.task.id") for c in client.containers.list(
+                filters={"label": "swarmctl.service.name=conv"})}
+            check(a.cli("service", "scale", "-d", f"conv={replicas}"))
+            new = None
+            deadline = time.monotonic() + 60
+            while new is None and time.monotonic() < deadline:
+                for c in client.containers.list(filters={"label": "swarmctl.service.name=conv"}):
+                    if c.labels.get("swarmctl.task.id") not in known and c.status == "running":
+                        new = c
+                time.sleep(0.01)
+            if new is None:
+                raise RuntimeError("no new task started")
+            task_id = new.labels["swarmctl.task.id"]
+            started = datetime.fromisoformat(new.attrs["State"]["StartedAt"][:26].rstrip("Z")).timestamp()
+            seen_at = None
+            while seen_at is None and time.monotonic() < deadline:
+                try:  # through node b's mesh, whichever node runs the task
+                    body = urllib.request.urlopen(f"http://{b.ip}:41090/", timeout=2).read().decode().strip()
+                    if body == task_id:
+                        seen_at = time.time()
+                except OSError:
+                    pass
+            if seen_at is None:
+                raise RuntimeError(f"task {task_id} never answered through the mesh")
+            times.append(seen_at - started)
+        client.close()
+        worst = max(times)
+        log(f"\n[endpoint convergence, {rounds} scale-ups, 2 daemons] container start -> first request through "
+            f"the other node's mesh: " + ", ".join(f"{t * 1000:.0f} ms" for t in times)
+            + f"; worst {worst * 1000:.0f} ms (target <= 1000 ms: {'ok' if worst <= 1.0 else 'MISSED'})")
+        return 0
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    finally:
+        cluster.stop_all()
+        try:
+            import docker
+            client = docker.DockerClient(base_url=url)
+            for c in client.containers.list(all=True, filters={"label": "swarmctl.service.name=conv"}):
+                c.remove(force=True)
+            client.close()
+        except Exception as exc:
+            log(f"removing the bench's containers failed: {exc}")
+        docker_engine.release_engine()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 s per figure, one transfer round (about 20 s)")
@@ -432,12 +506,17 @@ def main() -> int:
                         help="auto: busybox httpd containers if the private engine runs; yes: start it if needed")
     parser.add_argument("--no-nft", action="store_true", help="skip the nftables DNAT comparison")
     parser.add_argument("--size-mb", type=int, default=100, help="size of the transfer (MB)")
+    parser.add_argument("--no-convergence", action="store_true",
+                        help="skip the endpoint convergence figure (it needs the private Docker engine)")
     args = parser.parse_args()
 
     def on_term(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, on_term)
-    return asyncio.run(run(args))
+    rc = asyncio.run(run(args))
+    if not args.no_convergence:
+        rc = max(rc, convergence(3 if args.quick else 10))
+    return rc
 
 
 if __name__ == "__main__":
