@@ -459,7 +459,9 @@ def test_service_bad_input(env):
         (dict(base, restart_config={"delay": "soon"}), "invalid restart_config.delay"),
         (dict(base, mode="global", replicas=2), "replicas can only be used with mode=replicated"),
         (dict(base, env={"DEBUG": True}), "quote values"),
-        (dict(base, publish=[{"published_port": 80}]), "Unsupported parameters"),
+        (dict(base, publish=[{"published_port": 80}]), "missing required arguments: target_port"),
+        (dict(base, publish=[{"target_port": 80, "published_port": 70000}]), "must be in range 1-65535"),
+        (dict(base, networks=["overlay"]), "Unsupported parameters"),
         ({"name": "bad"}, "image"),
     ]
     cases.append((dict(base, image="no-such/image:1"), "not found on any node"))  # the daemon's message
