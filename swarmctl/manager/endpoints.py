@@ -139,8 +139,8 @@ class EndpointTable:
                 services.add(record_id)
             elif kind == "task" and record is not None and record.get("service_id"):
                 sid = record["service_id"]
-                if action == "delete" or sid not in self.entries or record.get("status", {}).get("state") in (
-                        "running",) or any(t["id"] == record_id for t in self.entries[sid]["tasks"]):
+                if action == "delete" or sid not in self.entries or record.get("status", {}).get("state") == "running" \
+                        or any(t["id"] == record_id for t in self.entries[sid]["tasks"]):
                     services.add(sid)
             elif kind == "node":
                 nodes_changed.add(record_id)
