@@ -1,7 +1,8 @@
-"""Routing mesh benchmark: the userspace proxy (swarmctl/mesh/proxy.py) against direct connections to a task,
-and against an nftables DNAT (kube-proxy's way), on loopback.
+"""Routing mesh benchmark: the mesh's data planes against direct connections to a task, on loopback: the
+kernel one (swarmctl/mesh/nft.py, nftables DNAT, the default where the daemon is root), the userspace proxy
+(swarmctl/mesh/proxy.py, the fallback), and HAProxy for comparison.
 
-    python bench/mesh.py [--quick] [--seconds S] [--containers auto|yes|no] [--no-nft] [--size-mb 100]
+    python bench/mesh.py [--quick] [--seconds S] [--containers auto|yes|no] [--no-nft] [--no-haproxy] [--size-mb 100]
 
 Backends: 3 HTTP servers. With a Docker engine (the private one, tests/docker_engine.py: used if it runs;
 with --containers yes it is started if needed, and then stopped again) they are busybox httpd tasks
@@ -10,16 +11,20 @@ always for the keep-alive figures (busybox httpd closes every connection), they 
 server in a subprocess on 127.0.0.204-206:41081; the output names which one each figure used.
 
     direct   one task, http://127.0.0.204:PORT/
-    mesh     the proxy child (ProxyProcess) listening on 127.0.0.202:41080, forwarding to the 3 tasks
-    nft      table `ip swarmctl_bench`, nat output chain: ip daddr 127.0.0.203 tcp dport 41080 DNAT to the
-             3 tasks by `numgen inc mod 3` (deleted at the end; needs root and nft, skipped otherwise)
+    nft      the mesh's kernel data plane (NftDataPlane, as a node runs it) for the node address 127.0.0.203:
+             table `ip swarmctl_mesh_127_0_0_203`, DNAT of 127.0.0.203:41080 to the 3 tasks by `numgen inc`,
+             with the retry chains (deleted at the end; needs root and nft, skipped otherwise)
+    proxy    the proxy child (ProxyProcess) listening on 127.0.0.202:41080, forwarding to the 3 tasks
+    haproxy  Debian's haproxy 2.6 in TCP mode on 127.0.0.207:41080, leastconn, retries + redispatch, one
+             thread per CPU (skipped when haproxy is not installed)
 
 Load: 16 concurrent clients (wrk -t2 -c16 --latency; `ab` or a Python asyncio client if wrk is missing):
 requests/s, p50 and p99, with short connections (one request per connection, `Connection: close`) and
-keep-alive. Then the throughput of one 100 MB download direct, through the mesh, and through nft.
-Targets: mesh >= 0.8x direct req/s, mesh p50 <= direct p50 + 0.5 ms.
+keep-alive. Then the throughput of one 100 MB download direct and through each data plane.
+Targets (issue 9): mesh >= 0.8x direct req/s, mesh p50 <= direct p50 + 0.5 ms; the nft lines are the
+default data plane's figures, the others are printed against the same targets for comparison.
 
-Everything started here (the proxy child, backend processes, containers, the nft table, a temporary
+Everything started here (the proxy child, haproxy, backend processes, containers, the nft table, a temporary
 directory) is stopped or removed in finally blocks. Exits 0 when the figures were measured (even if a
 target is missed), 1 on a crash. --quick takes about 20 s.
 """
@@ -43,6 +48,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from swarmctl.mesh import nft  # noqa: E402
 from swarmctl.mesh.proxy import ProxyProcess  # noqa: E402
 
 MESH_ADDR = "127.0.0.202"
@@ -53,6 +59,7 @@ PY_PORT = 41081
 HTTPD_PORT = 41082
 CLIENTS = 16
 NFT_TABLE = "swarmctl_bench"
+HAPROXY_ADDR = "127.0.0.207"
 CONTAINER_PREFIX = "swarmctl-bench-mesh-"
 
 BACKEND_SCRIPT = r'''
@@ -176,27 +183,54 @@ class ContainerBackends:
 # ------------------------------------------------------------------------------------------- nftables
 
 
-def nft_available() -> bool:
-    return os.geteuid() == 0 and shutil.which("nft") is not None
+async def nft_set(plane, backends: list[list]) -> None:
+    errors = await plane.set_routes([{"listen": [NFT_ADDR, FRONT_PORT], "proto": "tcp", "backends": backends,
+                                      "source": None}])
+    if errors:
+        raise RuntimeError(f"the nftables data plane: {errors}")
 
 
-def nft_set(backends: list[list]) -> None:
-    """(Re)create our table: DNAT of NFT_ADDR:FRONT_PORT to the backends, round-robin by numgen."""
-    nft_delete()
-    items = ", ".join(f"{i} : {host} . {port}" for i, (host, port) in enumerate(backends))
-    rules = f"""table ip {NFT_TABLE} {{
-  chain output {{
-    type nat hook output priority -100; policy accept;
-    ip daddr {NFT_ADDR} tcp dport {FRONT_PORT} dnat ip to numgen inc mod {len(backends)} map {{ {items} }}
-  }}
-}}
-"""
-    subprocess.run(["nft", "-f", "-"], input=rules.encode(), check=True, capture_output=True, timeout=10)
+class HAProxy:
+    """HAProxy (Debian's haproxy) in TCP mode on HAPROXY_ADDR:FRONT_PORT, leastconn, retries with redispatch:
+    the same job as the mesh proxy, for comparison. Skipped when haproxy is not installed."""
 
+    def __init__(self, root: str):
+        self.cfg = os.path.join(root, "haproxy.cfg")
+        self.proc = None
 
-def nft_delete() -> None:
-    if shutil.which("nft"):
-        subprocess.run(["nft", "delete", "table", "ip", NFT_TABLE], capture_output=True, timeout=10)
+    def set(self, backends: list[list]) -> None:
+        self.stop()
+        servers = "\n".join(f"  server t{i} {h}:{p}" for i, (h, p) in enumerate(backends))
+        with open(self.cfg, "w") as f:
+            f.write(f"""global
+  maxconn 8000
+  nbthread {os.cpu_count() or 1}
+defaults
+  mode tcp
+  timeout connect 1s
+  timeout client 60s
+  timeout server 60s
+  retries 3
+  option redispatch 1
+frontend mesh
+  bind {HAPROXY_ADDR}:{FRONT_PORT}
+  default_backend tasks
+backend tasks
+  balance leastconn
+{servers}
+""")
+        self.proc = subprocess.Popen(["haproxy", "-db", "-f", self.cfg], stdin=subprocess.DEVNULL)
+        wait_port(HAPROXY_ADDR, FRONT_PORT)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
 
 
 # ------------------------------------------------------------------------------------------- load
@@ -321,7 +355,8 @@ def line(label: str, r: dict, direct: dict | None) -> str:
 async def run(args) -> int:
     seconds = args.seconds or (2.0 if args.quick else 8.0)
     tool = "wrk" if shutil.which("wrk") else "ab" if shutil.which("ab") else "python"
-    use_nft = not args.no_nft and nft_available()
+    use_nft = not args.no_nft and nft.unavailable() is None
+    plane = nft.NftDataPlane(NFT_ADDR)
     root = tempfile.mkdtemp(prefix="swarmctl-bench-mesh.")
     os.chmod(root, 0o755)
     with open(os.path.join(root, "index.html"), "wb") as f:
@@ -334,6 +369,7 @@ async def run(args) -> int:
 
     proxy = ProxyProcess()
     py = PythonBackends(root)
+    hap = HAProxy(root) if shutil.which("haproxy") and not args.no_haproxy else None
     containers = None
     engine_used = False
     try:
@@ -350,6 +386,8 @@ async def run(args) -> int:
                 log(f"no Docker engine ({exc}); Python backends only")
                 containers = None
         await proxy.start()
+        if use_nft:
+            await plane.start()
         log(f"mesh bench: {os.cpu_count()} CPUs, {CLIENTS} clients, {seconds:.0f} s per figure, load by {tool}, "
             f"proxy child pid {proxy.pid} on {proxy.loop_name}; nft DNAT: {'yes' if use_nft else 'skipped (needs root and nft)'}")
         py_backends = py.start()
@@ -373,28 +411,35 @@ async def run(args) -> int:
             if errors:
                 raise RuntimeError(f"the proxy could not listen: {errors}")
             if use_nft:
-                nft_set(backends)
+                await nft_set(plane, backends)
             wait_port(MESH_ADDR, FRONT_PORT)
             log(f"\n[{title}] backends: {name}, {backends[0][0]}-{backends[-1][0].rsplit('.', 1)[1]}:{backends[0][1]}")
             direct = await load(tool, backends[0][0], backends[0][1], seconds, keepalive)
             log(line("direct (one task)", direct, None))
             mesh = await load(tool, MESH_ADDR, FRONT_PORT, seconds, keepalive)
-            log(line("mesh proxy (3 tasks)", mesh, direct))
+            log(line("proxy, fallback (3 tasks)", mesh, direct))
             if use_nft:
                 nat = await load(tool, NFT_ADDR, FRONT_PORT, seconds, keepalive)
-                log(line("nft DNAT (3 tasks)", nat, direct))
+                log(line("mesh nft, default (3)", nat, direct))
+            if hap is not None:
+                hap.set(backends)
+                h = await load(tool, HAPROXY_ADDR, FRONT_PORT, seconds, keepalive)
+                log(line("HAProxy (3 tasks)", h, direct))
             results[title] = (direct, mesh)
 
         name, backends = sets[0][1], sets[0][2]
         await proxy.set_routes([{"listen": [MESH_ADDR, FRONT_PORT], "proto": "tcp", "backends": backends,
                                  "source": None}])
         if use_nft:
-            nft_set(backends)
+            await nft_set(plane, backends)
+        if hap is not None:
+            hap.set(backends)
         rounds = 1 if args.quick else 3
         log(f"\n[{args.size_mb} MB transfer, one connection, best of {rounds}] backend: {name}")
         best = {}
-        for label, host, port in (("direct", backends[0][0], backends[0][1]), ("mesh proxy", MESH_ADDR, FRONT_PORT),
-                                  *((("nft DNAT", NFT_ADDR, FRONT_PORT),) if use_nft else ())):
+        for label, host, port in (("direct", backends[0][0], backends[0][1]), ("proxy (fallback)", MESH_ADDR, FRONT_PORT),
+                                  *((("mesh nft (default)", NFT_ADDR, FRONT_PORT),) if use_nft else ()),
+                                  *((("HAProxy", HAPROXY_ADDR, FRONT_PORT),) if hap is not None else ())):
             best[label] = max(transfer(host, port, size) for _ in range(rounds))
             ratio = "" if label == "direct" else f"   {best[label] / best['direct']:4.2f}x direct"
             log(f"    {label:24s} {best[label]:9.0f} MB/s{ratio}")
@@ -403,17 +448,21 @@ async def run(args) -> int:
         s = stats.get(f"{MESH_ADDR}:{FRONT_PORT}/tcp", {})
         log(f"\nproxy counters (all phases, one listener): connections {s.get('total')}, failed {s.get('failed')}, "
             f"retried {s.get('retried')}")
+        if use_nft:
+            log(f"nft counters: SYNs refused by a closed port and sent again: {(await plane.stats())['retried']}")
         return 0
     except BaseException:
         traceback.print_exc()
         return 1
     finally:
         await proxy.stop()
+        if hap is not None:
+            hap.stop()
         py.stop()
         if containers is not None:
             containers.stop()
         if use_nft:
-            nft_delete()
+            await plane.stop()
         if engine_used:
             try:
                 from tests import docker_engine
@@ -504,6 +553,7 @@ def main() -> int:
     parser.add_argument("--containers", choices=("auto", "yes", "no"), default="auto",
                         help="auto: busybox httpd containers if the private engine runs; yes: start it if needed")
     parser.add_argument("--no-nft", action="store_true", help="skip the nftables DNAT comparison")
+    parser.add_argument("--no-haproxy", action="store_true", help="skip the HAProxy comparison")
     parser.add_argument("--size-mb", type=int, default=100, help="size of the transfer (MB)")
     parser.add_argument("--no-convergence", action="store_true",
                         help="skip the endpoint convergence figure (it needs the private Docker engine)")

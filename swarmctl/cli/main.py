@@ -23,6 +23,9 @@ def _daemon_parser(sub) -> None:
     p.add_argument("--heartbeat-period", type=float, default=5.0, metavar="SECONDS")
     p.add_argument("--dns-addr", metavar="IP:PORT|none",
                    help="where this node answers DNS for service names (default: ADVERTISE:53; none: off)")
+    p.add_argument("--mesh-dataplane", default="auto", choices=["auto", "nft", "proxy"],
+                   help="how published ports are forwarded: nftables DNAT in the kernel, the userspace proxy,"
+                        " or auto (nft when root and nft exist; default)")
     p.add_argument("--resources", metavar="cpus=N,memory=BYTES",
                    help="what this node offers to tasks (default: the machine's cpus and memory)")
     p.add_argument("--log-level", default=os.environ.get("SWARMCTL_LOG_LEVEL", "info"),
@@ -39,7 +42,8 @@ def _run_daemon(_client, args) -> int:
         raise CLIError(str(exc)) from None
     config = DaemonConfig(data_dir=args.data_dir, advertise_addr=args.advertise_addr, listen_addr=args.listen_addr,
                           socket=args.socket, labels=labels, docker_host=args.docker_host,
-                          heartbeat_period=args.heartbeat_period, dns_addr=args.dns_addr)
+                          heartbeat_period=args.heartbeat_period, dns_addr=args.dns_addr,
+                          mesh_dataplane=args.mesh_dataplane)
     if args.hostname:
         config.hostname = args.hostname
     if args.resources:

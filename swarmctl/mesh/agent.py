@@ -1,7 +1,9 @@
 """The mesh agent of a node: follows the leader's endpoint table and drives this node's data plane and DNS.
 
-- Ingress: for every published ingress port of every service, the node listens on its advertise address at
-  the published port and forwards each connection to a running task of the service, on any node (proxy.py).
+- Ingress: for every published ingress port of every service, connections to the node's advertise address at
+  the published port go to a running task of the service, on any node. The data plane is the kernel's
+  (nft.py: nftables DNAT, when the daemon is root and `nft` exists), or else the userspace proxy (proxy.py);
+  `swarmctl daemon --mesh-dataplane auto|nft|proxy` chooses.
 - Virtual IPs: a service with published ingress ports has a virtual IP on this node, 127.<N>.<i/256>.<i%256>
   where N is the last byte of the node's advertise address and i the service's `vip_index`: the VIP listens
   on the service's target ports, so a program that resolves `web` reaches it on port 80. All of 127.0.0.0/8 is
@@ -85,9 +87,32 @@ def zone_services(services: list[dict], node_addr: str) -> list[dict]:
     return out
 
 
+async def start_dataplane(choice: str, node_addr: str):
+    """The data plane asked for: "nft", "proxy", or "auto" (nft where it can run, else the proxy)."""
+    from swarmctl.mesh import nft
+    from swarmctl.mesh.proxy import ProxyProcess
+    if choice in ("auto", "nft"):
+        why = nft.unavailable()
+        if why is None:
+            plane = nft.NftDataPlane(node_addr)
+            try:
+                await plane.start()
+                return plane
+            except RuntimeError as exc:
+                why = str(exc)
+        if choice == "nft":
+            raise RuntimeError(f"the nftables data plane cannot run: {why}")
+        log.info("mesh: nftables not used (%s): the userspace proxy forwards", why)
+    plane = ProxyProcess()
+    await plane.start()
+    return plane
+
+
 class MeshAgent:
-    def __init__(self, call: Call, node_addr: str, dns_addr: tuple[str, int] | None, poll_wait: float = POLL_WAIT):
+    def __init__(self, call: Call, node_addr: str, dns_addr: tuple[str, int] | None, poll_wait: float = POLL_WAIT,
+                 dataplane: str = "auto"):
         self._call = call
+        self.dataplane = dataplane
         self.node_addr = node_addr
         self.dns_addr = dns_addr
         self._poll_wait = poll_wait
@@ -106,9 +131,7 @@ class MeshAgent:
 
     async def start(self) -> None:
         from swarmctl.mesh.dns import DnsServer, Zone, upstreams_from_resolv_conf
-        from swarmctl.mesh.proxy import ProxyProcess
-        self.proxy = ProxyProcess()
-        await self.proxy.start()
+        self.proxy = await start_dataplane(self.dataplane, self.node_addr)
         self.zone = Zone()
         if self.dns_addr is not None:
             host, port = self.dns_addr

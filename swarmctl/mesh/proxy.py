@@ -859,6 +859,8 @@ class ProxyProcess:
     starts a new one (a warning is logged) and sends it the table. ``env`` is added to the child's
     environment (e.g. SWARMCTL_MESH_LOOP=asyncio)."""
 
+    kind = "proxy"
+
     def __init__(self, *, env: dict | None = None, python: str | None = None):
         self._env = env
         self._python = python or sys.executable

@@ -26,13 +26,13 @@ class AgentPart:
                  on_removed: Callable[[str], Awaitable[None]], make_runtime: Callable,
                  read_cert: Callable[[], bytes], renew_cert: Callable[[], Awaitable[None]],
                  node_addr: str | None = None, hostname: str = "", dns_addr: tuple[str, int] | None = None,
-                 mesh: bool = True):
+                 mesh: bool = True, dataplane: str = "auto"):
         self.session = Session(peer, managers, period, describe, on_answer, on_removed)
         # containers are given this node's DNS server only where resolv.conf can name it (port 53)
         dns = [dns_addr[0]] if dns_addr is not None and dns_addr[1] == 53 else None
         self.worker = Worker(node_id, make_runtime, self.session.call, node_addr=node_addr, node_hostname=hostname,
                              dns=dns)
-        self.mesh = MeshAgent(self.session.call, node_addr, dns_addr) if mesh and node_addr else None
+        self.mesh = MeshAgent(self.session.call, node_addr, dns_addr, dataplane=dataplane) if mesh and node_addr else None
         self._renewer = CertRenewer(read_cert, renew_cert)
 
     async def start(self) -> None:

@@ -106,6 +106,7 @@ class DaemonConfig:
     heartbeat_period: float = 5.0
     resources: dict = field(default_factory=machine_resources)
     dns_addr: str | None = None  # IP:PORT of the service-discovery DNS; None: the advertise address, port 53; "none": off
+    mesh_dataplane: str = "auto"  # nft | proxy | auto (swarmctl/mesh/agent.py start_dataplane)
 
     def dns_for(self, advertise: str) -> tuple[str, int] | None:
         """Where this node serves DNS."""
@@ -124,6 +125,8 @@ class DaemonConfig:
             self.listen_addr = f"{parse_ip(host, '--listen-addr')}:{port}"
         if self.dns_addr and self.dns_addr != "none":
             self.dns_for("")  # raises ConfigError on a bad value
+        if self.mesh_dataplane not in ("auto", "nft", "proxy"):
+            raise ConfigError(f"invalid --mesh-dataplane {self.mesh_dataplane!r}: expected auto, nft or proxy")
         if not self.heartbeat_period > 0:
             raise ConfigError("--heartbeat-period must be a positive number of seconds")
         if not self.hostname:

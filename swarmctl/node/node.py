@@ -196,7 +196,8 @@ class Node:
         self.agent = AgentPart(self.node_id, lambda: self.peer, managers, self.config.heartbeat_period,
                                self._describe, self._on_heartbeat_answer, self._on_removed, self._make_runtime,
                                self._read_cert, self._renew_own_certificate, node_addr=self.addrs.advertise,
-                               hostname=self.config.hostname, dns_addr=self.config.dns_for(self.addrs.advertise))
+                               hostname=self.config.hostname, dns_addr=self.config.dns_for(self.addrs.advertise),
+                               dataplane=self.config.mesh_dataplane)
         await self.agent.start()
 
     async def deactivate(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -178,6 +179,16 @@ class Cluster:
     def stop_all(self) -> None:
         for d in self.daemons.values():
             d.kill() if d.running else None
+        for d in self.daemons.values():
+            remove_mesh_table(d.ip)
+
+
+def remove_mesh_table(ip: str) -> None:
+    """A daemon killed with SIGKILL leaves its mesh table (swarmctl/mesh/nft.py) in the kernel; the test that
+    started it removes it. Only that node's own table is touched."""
+    from swarmctl.mesh.nft import table_name
+    if os.geteuid() == 0 and shutil.which("nft"):
+        subprocess.run(["nft", "delete", "table", "ip", table_name(ip)], capture_output=True, timeout=10)
 
 
 def ensure_free(ip: str, *ports: int) -> None:
