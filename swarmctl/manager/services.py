@@ -149,8 +149,9 @@ async def create(store: RaftStore, body: dict, request_id: str | None = None) ->
         final = copy.deepcopy(spec)
         final["endpoint"] = allocate_published(services, final["endpoint"], None)
         record = {"id": service_id, "spec": final, "spec_version": 1, "previous_spec": None,
-                  "vip_index": free_vip_index(services)}
-        return [{"op": "create", "kind": "service", "id": service_id, "record": record, "unique": "spec.name"}], \
+                  "vip_index": free_vip_index(services), "claims": port_claims(final["endpoint"])}
+        return [{"op": "create", "kind": "service", "id": service_id, "record": record,
+                 "unique": ["spec.name", "claims"]}], \
             {"service_id": service_id}
 
     def answer(reply):
@@ -163,7 +164,8 @@ async def create(store: RaftStore, body: dict, request_id: str | None = None) ->
         error = result.get("error") or ""
         return Conflict(f"service {name} already exists" if "already exists" in error else error)
 
-    return await run_once(store, "service.create", request_id, plan, answer, on_error=on_error)
+    return await run_once(store, "service.create", request_id, plan, answer, on_error=on_error,
+                          retries=UNVERSIONED_RETRIES)
 
 
 def _plan_update(service: dict, changes: dict, force: bool) -> tuple[dict, list[str]]:
@@ -218,8 +220,12 @@ async def update(store: RaftStore, ref: str, changes: dict, request_id: str | No
         sets = [(["spec"], new), (["previous_spec"], service["spec"])]
         if any(c.startswith("task.") or c == "endpoint" for c in changed):  # tasks get their ports anew
             sets.append((["spec_version"], service["spec_version"] + 1))
-        return [{"op": "patch", "kind": "service", "id": service["id"], "if_version": service["version"],
-                 "set": sets}], reply
+        patch = {"op": "patch", "kind": "service", "id": service["id"], "if_version": service["version"],
+                 "set": sets}
+        if "endpoint" in changed:
+            sets.append((["claims"], port_claims(new["endpoint"])))
+            patch["unique"] = "claims"
+        return [patch], reply
 
     def answer(reply):
         service = store.get("service", reply["service_id"])
@@ -253,6 +259,15 @@ def _published(services: list[dict]) -> dict[tuple[int, str], tuple[dict, str]]:
             if port.get("published_port"):
                 used[(port["published_port"], port["protocol"])] = (s, port["publish_mode"])
     return used
+
+
+def port_claims(endpoint: dict | None) -> list[str]:
+    """The service record's `claims`: its ingress published ports, which no other service may hold. The store
+    checks them on every write (state/machine.py _check_unique), so two creates planned at the same time
+    cannot both take a port; allocate_published gives the error text. Host-mode ports are not claimed:
+    services may share them (the scheduler keeps their tasks apart)."""
+    return sorted(f"{p['protocol']}/{p['published_port']}" for p in (endpoint or {}).get("ports") or []
+                  if p.get("publish_mode") == "ingress" and p.get("published_port"))
 
 
 def allocate_published(services: list[dict], endpoint: dict, old: dict | None) -> dict:
@@ -309,6 +324,7 @@ def service_view(store: RaftStore, service: dict) -> dict:
     else:
         desired = service["spec"]["replicas"]
     view = dict(service)
+    view.pop("claims", None)  # the store's check of published ports (port_claims), not part of the service
     view["replicas_status"] = {"running": running, "desired": desired}
     return view
 

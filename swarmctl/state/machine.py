@@ -212,15 +212,32 @@ class StateMachine:
         return result, events
 
     def _check_unique(self, staged: dict, kind: str, record_id: str, record: dict, unique) -> None:
-        """No other record of the kind, as changed by the earlier ops of this write, has the same value."""
-        value = _get_path(record, unique)
-        for other_id, other in self.data[kind].items():
-            if other_id != record_id and (kind, other_id) not in staged and _get_path(other, unique) == value:
-                raise WriteError(f"{kind} with {unique} {value!r} already exists")
-        for (other_kind, other_id), other in staged.items():
-            if other_kind == kind and other_id != record_id and other is not None \
-                    and _get_path(other, unique) == value:
-                raise WriteError(f"{kind} with {unique} {value!r} already exists")
+        """No other record of the kind, as changed by the earlier ops of this write, has the same value.
+
+        `unique` is a path or a list of paths. A path whose value is a list holds claims (a service's published
+        ports): two records conflict when their lists share an element. A claim conflict means the write was
+        planned on a state that another write has changed since, so it is refused as out of sequence, and the
+        request is planned again (and then refused with its own error text, e.g. Docker's port conflict)."""
+        for path in ([unique] if isinstance(unique, str) else unique):
+            value = _get_path(record, path)
+            claims = set(value) if isinstance(value, list) else None
+            if claims is not None and not claims:
+                continue
+
+            def clash(other) -> bool:
+                theirs = _get_path(other, path)
+                if claims is None:
+                    return theirs == value
+                return isinstance(theirs, list) and not claims.isdisjoint(theirs)
+
+            others = [other for other_id, other in self.data[kind].items()
+                      if other_id != record_id and (kind, other_id) not in staged]
+            others += [other for (other_kind, other_id), other in staged.items()
+                       if other_kind == kind and other_id != record_id and other is not None]
+            if any(clash(other) for other in others):
+                if claims is not None:
+                    raise WriteError(OUT_OF_SEQUENCE, code="out_of_sequence")
+                raise WriteError(f"{kind} with {path} {value!r} already exists")
 
     def _stage(self, ops: list[dict], ts: float, index: int, fresh: bool = False):
         """Check every op against the state as changed by the ops before it; apply none on error.

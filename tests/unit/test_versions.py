@@ -199,3 +199,33 @@ def test_service_bounds():
     assert services.build_spec(spec("a_b-9"))["name"] == "a_b-9"
     with pytest.raises(BadRequest, match="task spec is .* bytes"):
         services.build_spec(spec(env={f"K{i}": "x" * 1000 for i in range(100)}))
+
+
+def _published(port, target=80):
+    return {"ports": [{"protocol": "tcp", "target_port": target, "published_port": port, "publish_mode": "ingress"}]}
+
+
+def test_concurrent_creates_and_updates_never_both_take_one_published_port(store):
+    """Both plans run before either write commits (the store's claims check decides, not the plan's read):
+    one request wins, the other is planned again and refused with Docker's text."""
+    async def main():
+        results = await asyncio.gather(
+            services.create(store, dict(spec("a"), endpoint=_published(8080)), request_id="a"),
+            services.create(store, dict(spec("b"), endpoint=_published(8080)), request_id="b"),
+            return_exceptions=True)
+        c = await services.create(store, dict(spec("c"), endpoint=_published(9090)), request_id="c")
+        d = await services.create(store, spec("d"), request_id="d")
+        updates = await asyncio.gather(
+            services.update(store, "c", {"endpoint": _published(7070)}),
+            services.update(store, "d", {"endpoint": _published(7070)}), return_exceptions=True)
+        return results, c, updates
+    results, c, updates = run(main())
+    for outcome in (results, updates):
+        errors = [r for r in outcome if isinstance(r, Exception)]
+        assert len(errors) == 1, outcome
+        assert isinstance(errors[0], BadRequest) and "is already in use by service" in str(errors[0])
+    holders = [s["spec"]["name"] for s in store.list("service")
+               if any(p["published_port"] == 8080 for p in s["spec"]["endpoint"]["ports"])]
+    assert len(holders) == 1
+    assert "claims" not in c  # the store's bookkeeping is not shown
+    assert sorted(s["claims"] for s in store.list("service") if s["spec"]["name"] in ("a", "b")) == [["tcp/8080"]]
