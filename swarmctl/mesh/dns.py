@@ -10,6 +10,11 @@ Docker Swarm's embedded DNS, adapted to a cluster whose tasks share the host's n
   resolvers (/etc/resolv.conf), REFUSED at once when there are none, SERVFAIL when they all fail.
 Names are case-insensitive, with or without the trailing dot. Answers have a TTL of 1 s: they follow tasks.
 
+No forwarding loops: a query this server forwards carries an EDNS0 option of its own (LOOP_OPTION, from the
+local/experimental range of RFC 6891, which other resolvers ignore). A swarmctl DNS server that receives such a
+query for a name it does not know answers REFUSED instead of forwarding it again, so two nodes whose
+resolv.conf name each other cannot bounce a query between them.
+
 dnslib does the wire format; the server is a small asyncio one (UDP and TCP with 2-byte framing) on the
 daemon's loop, because dnslib's own server runs threads per socket and cannot share the zone without locks.
 """
@@ -21,11 +26,13 @@ import logging
 import random
 import struct
 
-from dnslib import QTYPE, RCODE, RR, SRV, A, DNSLabel, DNSRecord
+from dnslib import EDNS0, QTYPE, RCODE, RR, SRV, A, DNSLabel, DNSRecord, EDNSOption
 
 log = logging.getLogger(__name__)
 
 TTL = 1
+LOOP_OPTION = 65430  # EDNS0 option code set on the queries this server forwards (see the module docstring)
+LOOP_DATA = b"swarmctl"
 TCP_IDLE = 10.0
 MAX_TCP_CLIENTS = 256
 
@@ -107,6 +114,22 @@ def upstreams_from_resolv_conf(path: str = "/etc/resolv.conf", exclude: set[str]
     return servers
 
 
+def _forwarded(request: DNSRecord) -> bool:
+    """Whether another swarmctl DNS server forwarded this query (it carries LOOP_OPTION)."""
+    return any(rr.rtype == QTYPE.OPT and any(getattr(o, "code", None) == LOOP_OPTION for o in rr.rdata)
+               for rr in request.ar)
+
+
+def _mark_forwarded(request: DNSRecord) -> bytes:
+    """The query as forwarded: with LOOP_OPTION in its OPT record (one is added when it has none)."""
+    opt = next((rr for rr in request.ar if rr.rtype == QTYPE.OPT), None)
+    if opt is None:
+        request.add_ar(EDNS0(udp_len=1232, opts=[EDNSOption(LOOP_OPTION, LOOP_DATA)]))
+    else:
+        opt.rdata.append(EDNSOption(LOOP_OPTION, LOOP_DATA))
+    return request.pack()
+
+
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, server: "DnsServer"):
         self.server = server
@@ -173,10 +196,11 @@ class DnsServer:
             reply = None
         if reply is not None:
             return reply.pack()
-        if not self.upstreams:
+        if not self.upstreams or _forwarded(request):
             failed = request.reply()
             failed.header.rcode = RCODE.REFUSED
             return failed.pack()
+        data = _mark_forwarded(request)
         for upstream in self.upstreams:
             try:
                 return await self._forward(data, upstream, tcp)

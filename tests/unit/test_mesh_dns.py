@@ -168,3 +168,20 @@ def test_upstreams_from_resolv_conf(tmp_path):
     assert upstreams_from_resolv_conf(str(conf)) == ["10.0.0.2", "127.0.0.11"]
     assert upstreams_from_resolv_conf(str(conf), exclude={"127.0.0.11"}) == ["10.0.0.2"]
     assert upstreams_from_resolv_conf(str(tmp_path / "missing")) == []
+
+
+@run_async
+async def test_two_nodes_whose_resolvers_name_each_other_do_not_bounce_a_query():
+    """Without the loop option, each forward waits for the other's, until the 2 s timeouts end in SERVFAIL."""
+    a, _ = await serving(port=41010, upstreams=["127.0.0.213#41011"], host="127.0.0.212")
+    b, _ = await serving(port=41011, upstreams=["127.0.0.212#41010"], host="127.0.0.213")
+    try:
+        for tcp in (False, True):
+            started = time.monotonic()
+            reply = await in_thread(ask, "nowhere.example", port=41010, host="127.0.0.212", tcp=tcp)
+            assert reply.rcode() == dns.rcode.REFUSED and time.monotonic() - started < 1
+        # names of the zone are answered as before
+        assert addresses(await in_thread(ask, "web", port=41011, host="127.0.0.213")) == ["127.11.0.1"]
+    finally:
+        for s in (a, b):
+            await s.stop()
