@@ -4,12 +4,16 @@ Prints each figure beside its target:
   - time from starting `swarmctl hollow --count N` until all N are Ready in `node ls`;
   - the hollow process's RSS and RSS per node (1,000 nodes in one process must fit in memory);
   - the manager's RSS with N nodes heartbeating;
-  - optionally (--replicas R): a service of R replicas on the hollow nodes, time until all run.
+  - optionally (--replicas R): a service of R replicas on the hollow nodes, time until all run;
+  - optionally (--endpoints): every hollow node follows the mesh's endpoint stream through its session (a
+    stand-in data plane records the tables); a service with a published port is scaled up 5 times, and for each
+    new task the time from its start (its running timestamp) until the last of the N nodes holds it
+    (target 1 s, issue 9), with the manager's CPU over that phase.
 
 Runs in its own network namespace (see docs/design.md, "Hollow nodes"); the manager is on 127.0.0.91:42377. Everything it
 starts is stopped in the finally block.
 
-    python3 bench/hollow.py [--count 200] [--replicas 0] [--heartbeat 5] [--keep]
+    python3 bench/hollow.py [--count 200] [--replicas 0] [--endpoints] [--heartbeat 5] [--keep]
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from tests.integration.harness import SWARMCTL, Daemon, check  # noqa: E402
+from tests.integration.harness import SWARMCTL, Daemon, check, remove_mesh_table  # noqa: E402
 
 
 def rss_of(pid: int) -> int:
@@ -55,6 +59,47 @@ def figure(name: str, value: str, target: str) -> None:
     print(f"{name:<44} {value:>14}   target: {target}", flush=True)
 
 
+def endpoint_report(hollow_dir: str) -> dict:
+    try:
+        with open(os.path.join(hollow_dir, "endpoints.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_held(hollow_dir: str, count: int, backends: int, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        report = endpoint_report(hollow_dir)
+        entry = report.get("routes", {}).get("tcp/8080", {}).get(str(backends))
+        if entry and entry[0] == count:
+            return report
+        time.sleep(0.1)
+    raise SystemExit(f"not all {count} nodes held {backends} endpoints within {timeout:.0f} s: "
+                     f"{endpoint_report(hollow_dir).get('routes')}")
+
+
+def endpoint_phase(manager: Daemon, hollow_dir: str, count: int) -> None:
+    check(manager.cli("service", "create", "--name", "meshbench", "-p", "8080:80", "--replicas", "1", "--detach",
+                      "busybox", "sleep", "1d", timeout=120))
+    wait_held(hollow_dir, count, 1)
+    cpu0, t0 = cpu_seconds(manager.proc.pid), time.monotonic()
+    lags = []
+    for replicas in range(2, 7):
+        check(manager.cli("service", "scale", f"meshbench={replicas}", timeout=120))
+        report = wait_held(hollow_dir, count, replicas)
+        tasks = json.loads(check(manager.cli("service", "ps", "--format", "json", "meshbench")).out)
+        started = max(t["status"]["timestamp"] for t in tasks if t["status"]["state"] == "running")
+        first, last = report["routes"]["tcp/8080"][str(replicas)][1:]
+        lags.append((first - started, last - started))
+    cpu = (cpu_seconds(manager.proc.pid) - cpu0) / (time.monotonic() - t0)
+    worst = max(last for _, last in lags)
+    figure(f"endpoints: a new task held by all {count} nodes (5 scale-ups, first / last node)",
+           ", ".join(f"{a * 1000:.0f}/{b * 1000:.0f} ms" for a, b in lags),
+           f"<= 1,000 ms: {'ok' if worst <= 1.0 else 'MISSED'}")
+    figure("manager CPU during the endpoint phase", f"{cpu:.0%}", "(of one CPU; sessions and the stream)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=200)
@@ -62,6 +107,7 @@ def main() -> int:
     parser.add_argument("--heartbeat", type=float, default=5.0, help="heartbeat period of the nodes, seconds")
     parser.add_argument("--start-latency", default="0.2s")
     parser.add_argument("--join-concurrency", default="16")
+    parser.add_argument("--endpoints", action="store_true", help="measure the endpoint stream to every node")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with the logs")
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="swh-", dir="/tmp")
@@ -79,7 +125,7 @@ def main() -> int:
                 "hollow", "--count", str(args.count), "--join", manager.addr, "--token", token,
                 "--data-dir", os.path.join(root, "hollow"), "--heartbeat-period", f"{args.heartbeat}s",
                 "--advertise-addr", manager.ip, "--start-latency", args.start_latency,
-                "--join-concurrency", args.join_concurrency],
+                "--join-concurrency", args.join_concurrency, *(["--endpoints"] if args.endpoints else [])],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         ready_at = None
         deadline = began + 600
@@ -126,12 +172,15 @@ def main() -> int:
             figure(f"{args.replicas} replicas running", f"{time.monotonic() - began:.1f} s",
                    "(scale bench: 100k in 20 s)")
             figure("hollow RSS per node with tasks", f"{rss_of(hollow.pid) / args.count / 2**10:.0f} KiB", "")
+        if args.endpoints:
+            endpoint_phase(manager, os.path.join(root, "hollow"), args.count)
         return 0
     finally:
         if hollow is not None and hollow.poll() is None:
             hollow.send_signal(signal.SIGKILL)
             hollow.wait(15)
         manager.kill()
+        remove_mesh_table(manager.ip)
         if args.keep:
             print(f"logs kept in {root}")
         else:

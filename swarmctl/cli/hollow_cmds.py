@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
     p.add_argument("--join-concurrency", default="16", metavar="N",
                    help="joins in flight at once (default %(default)s)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="engine label of every node")
+    p.add_argument("--endpoints", action="store_true",
+                   help="every node follows the mesh's endpoint stream, as a real node does (into a stand-in data "
+                        "plane that forwards nothing); DIR/endpoints.json says what the nodes hold")
     p.add_argument("--log-level", default=os.environ.get("SWARMCTL_LOG_LEVEL", "warning"),
                    choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run, local=True)
@@ -48,7 +51,8 @@ def config_from_args(args):
             count=args.count, join=args.join, token=args.token, data_dir=args.data_dir,
             start_latency=args.start_latency, fail_rate=args.fail_rate, resources=args.resources,
             name_prefix=args.name_prefix, advertise_addr=args.advertise_addr, heartbeat_period=args.heartbeat_period,
-            agent_port=args.agent_port, join_concurrency=args.join_concurrency, labels=args.label)
+            agent_port=args.agent_port, join_concurrency=args.join_concurrency, labels=args.label,
+            endpoints=args.endpoints)
     except HollowConfigError as exc:
         raise CLIError(str(exc)) from None
 

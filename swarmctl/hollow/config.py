@@ -131,11 +131,12 @@ class HollowConfig:
     agent_port: int = 0  # the one agent listener of the process (0: any free port, kept in DIR/hollow.json)
     join_concurrency: int = 16
     labels: dict[str, str] = field(default_factory=dict)
+    endpoints: bool = False  # follow the endpoint stream (RecordingDataPlane), report in DIR/endpoints.json
 
     @classmethod
     def from_flags(cls, *, count, join, token, data_dir, start_latency="0.2s", fail_rate="0.0",
                    resources=DEFAULT_RESOURCES, name_prefix="hollow", advertise_addr=None, heartbeat_period="5",
-                   agent_port="0", join_concurrency="16", labels=()) -> "HollowConfig":
+                   agent_port="0", join_concurrency="16", labels=(), endpoints=False) -> "HollowConfig":
         if not str(data_dir or "").strip():
             raise HollowConfigError("--data-dir must not be empty")
         period = parse_duration(heartbeat_period, "--heartbeat-period")
@@ -162,4 +163,4 @@ class HollowConfig:
                    resources=parse_resources(resources), name_prefix=parse_prefix(name_prefix),
                    advertise_addr=parse_advertise(advertise_addr) if advertise_addr else None,
                    heartbeat_period=period, agent_port=int(port_text), join_concurrency=int(conc_text),
-                   labels=parsed_labels)
+                   labels=parsed_labels, endpoints=bool(endpoints))

@@ -62,6 +62,7 @@ class HollowNode:
         self._client_ctx = None
         self._cert_summary: dict = {}
         self._role_warned = False
+        self.follow_endpoints = False  # `swarmctl hollow --endpoints`
 
     # ---- identity ----------------------------------------------------------------------------
     @property
@@ -179,8 +180,12 @@ class HollowNode:
         self._read_cert()
         self.agent = AgentPart(self.node_id, lambda: self.peer, self.identity.get("managers") or [],
                                self.heartbeat_period, self._describe, self._on_answer, self._on_removed,
-                               lambda: self.runtime, self._read_cert, self._renew, mesh=False)
-        await self.agent.start()  # no mesh: a hollow node runs no data plane (its runtime is a stand-in)
+                               lambda: self.runtime, self._read_cert, self._renew,
+                               node_addr=self.advertise if self.follow_endpoints else None,
+                               mesh=self.follow_endpoints, dataplane="recording")
+        # a hollow node forwards nothing (its runtime is a stand-in); with --endpoints it follows the endpoint
+        # stream as a real node does, into RecordingDataPlane, and serves no DNS
+        await self.agent.start()
 
     async def first_heartbeat(self, timeout: float) -> bool:
         if self.agent is None:

@@ -78,6 +78,7 @@ class HollowProcess:
         self.join_seconds = 0.0
         self.ready_seconds = 0.0
         self.joined_now = 0
+        self._reporter: asyncio.Task | None = None
 
     # ---- state kept in DIR/hollow.json -------------------------------------------------------
     def _state_path(self) -> str:
@@ -120,6 +121,9 @@ class HollowProcess:
                 i, node_dir(config.data_dir, i), f"{config.name_prefix}-{i}", self.advertise, self.agent_addr,
                 config.heartbeat_period, config.resources, config.labels,
                 SimulatedRuntime(name=f"{config.name_prefix}-{i}", **runtime_args)))
+            self.nodes[-1].follow_endpoints = config.endpoints
+        if config.endpoints:
+            self._reporter = asyncio.create_task(self._report_endpoints(), name="hollow-endpoints")
         opened = await asyncio.gather(*(asyncio.to_thread(n.open) for n in self.nodes), return_exceptions=True)
         failed = [e for e in opened if isinstance(e, BaseException)]
         if failed:
@@ -234,8 +238,52 @@ class HollowProcess:
                 return web.json_response({"lines": await node.worker.logs(task_id, tail)})
         return web.json_response({"lines": []})
 
+    # ---- --endpoints: what the nodes' stand-in data planes hold ----------------------------------
+    def endpoint_report(self) -> dict:
+        """{"nodes", "following", "routes": {route: {backend count: [nodes, first applied, last applied]}}}:
+        for every route, how many nodes hold it with how many backends, and when the first and the last of
+        them applied that table (time.time())."""
+        routes: dict[str, dict[int, list]] = {}
+        following = 0
+        for node in self.nodes:
+            mesh = node.agent.mesh if node.agent is not None else None
+            plane = mesh.proxy if mesh is not None else None
+            if plane is None or plane.applied_at is None:
+                continue
+            following += 1
+            for route in plane.routes:
+                key = f"{route['proto']}/{route['listen'][1]}" if route["listen"][0] == node.advertise else None
+                if key is None:
+                    continue  # the VIP routes repeat the ingress ones
+                entry = routes.setdefault(key, {}).setdefault(len(route["backends"]), [0, None, None])
+                entry[0] += 1
+                entry[1] = plane.applied_at if entry[1] is None else min(entry[1], plane.applied_at)
+                entry[2] = plane.applied_at if entry[2] is None else max(entry[2], plane.applied_at)
+        return {"time": time.time(), "nodes": len(self.nodes), "following": following,
+                "routes": {k: {str(n): v for n, v in sorted(counts.items())} for k, counts in routes.items()}}
+
+    async def _report_endpoints(self) -> None:
+        """Write DIR/endpoints.json every 0.2 s while it changes (bench/hollow.py --endpoints reads it)."""
+        path = os.path.join(self.config.data_dir, "endpoints.json")
+        last = None
+        while True:
+            await asyncio.sleep(0.2)
+            report = self.endpoint_report()
+            body = json.dumps({k: v for k, v in report.items() if k != "time"}, sort_keys=True)
+            if body == last:
+                continue
+            last = body
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(report, f)
+            os.replace(tmp, path)
+
     # ---- stop --------------------------------------------------------------------------------
     async def stop(self) -> None:
+        if self._reporter is not None:
+            self._reporter.cancel()
+            await asyncio.gather(self._reporter, return_exceptions=True)
+            self._reporter = None
         await asyncio.gather(*(n.stop() for n in self.nodes), return_exceptions=True)
         if self._listener is not None:
             await self._listener.stop()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Awaitable, Callable
 
 from swarmctl.asyncutil import cancel
@@ -87,10 +88,43 @@ def zone_services(services: list[dict], node_addr: str) -> list[dict]:
     return out
 
 
+class RecordingDataPlane:
+    """A stand-in for the data plane, used only by hollow nodes (swarmctl/hollow, `--endpoints`): it keeps the
+    route table it is given and forwards nothing, because a hollow node's tasks are simulated and have no port
+    to forward to. What reaches it is real: the node's session, the endpoint long-poll and its deltas."""
+
+    kind = "recording"
+
+    def __init__(self):
+        self.routes: list[dict] = []
+        self.applied_at: float | None = None  # time.time() of the last table
+        self.running = False
+
+    async def start(self) -> None:
+        self.running = True
+
+    async def set_routes(self, routes: list[dict]) -> dict:
+        self.routes = routes
+        self.applied_at = time.time()
+        return {}
+
+    async def stats(self) -> dict:
+        return {f"{r['listen'][0]}:{r['listen'][1]}/{r['proto']}": {"backends": len(r["backends"])}
+                for r in self.routes}
+
+    async def stop(self) -> None:
+        self.running = False
+
+
 async def start_dataplane(choice: str, node_addr: str):
-    """The data plane asked for: "nft", "proxy", or "auto" (nft where it can run, else the proxy)."""
+    """The data plane asked for: "nft", "proxy", "auto" (nft where it can run, else the proxy), or "recording"
+    (hollow nodes only: RecordingDataPlane)."""
     from swarmctl.mesh import nft
     from swarmctl.mesh.proxy import ProxyProcess
+    if choice == "recording":
+        plane = RecordingDataPlane()
+        await plane.start()
+        return plane
     if choice in ("auto", "nft"):
         why = nft.unavailable()
         if why is None:

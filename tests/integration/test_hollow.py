@@ -124,3 +124,46 @@ def test_hollow_restart_brings_back_the_same_nodes(cluster):
         assert "(0 joined now)" in hollow.output()
     finally:
         hollow.stop(signal.SIGKILL)
+
+
+def endpoint_report(hollow_dir):
+    import json
+    try:
+        with open(os.path.join(hollow_dir, "endpoints.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def test_hollow_nodes_follow_the_endpoint_stream(cluster):
+    """With --endpoints every hollow node long-polls the endpoint table through its real session, as a real
+    node's mesh does: all 20 hold a published port's tasks, and learn of new ones within 1 s of their start."""
+    m = cluster.daemon(1)
+    check(m.cli("swarm", "init", "--advertise-addr", m.ip))
+    check(m.cli("node", "update", "--availability", "drain", "node1"))
+    token = check(m.cli("swarm", "join-token", "-q", "worker")).out.strip()
+    hollow = Hollow(cluster.root, m.addr, token, COUNT, "--start-latency", "0.1s", "--endpoints")
+    hollow.start()
+    where = os.path.join(cluster.root, "hollow")
+    try:
+        wait_for(lambda: "nodes running" in hollow.output() or hollow.proc.poll() is not None, timeout=60,
+                 what="the hollow nodes to join")
+        assert hollow.proc.poll() is None, hollow.output()
+        check(m.cli("service", "create", "--name", "web", "-p", "8080:80", "--replicas", "2", "--detach",
+                    "busybox", "sleep", "1d", timeout=60))
+
+        def holding(n):
+            report = endpoint_report(where)
+            entry = ((report or {}).get("routes", {}).get("tcp/8080") or {}).get(str(n))
+            return report if entry and entry[0] == COUNT else None
+        wait_for(lambda: holding(2), timeout=30, what="every hollow node to hold web's 2 tasks")
+        check(m.cli("service", "scale", "web=4", timeout=60))
+        report = wait_for(lambda: holding(4), timeout=30, what="every hollow node to hold web's 4 tasks")
+        tasks = check(m.cli("service", "ps", "--format", "json", "web")).json()
+        started = max(t["status"]["timestamp"] for t in tasks if t["status"]["state"] == "running")
+        last = report["routes"]["tcp/8080"]["4"][2]
+        print(f"endpoints at {COUNT} hollow nodes: the last node held the 4th task {last - started:.3f} s after it ran")
+        assert report["following"] == COUNT
+        assert last - started <= 1.0
+    finally:
+        hollow.stop(signal.SIGTERM)
