@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import shutil
+import zlib
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,10 @@ def render(table: str, routes: list[dict]) -> str:
         backends = [(_addr(h), int(p)) for h, p in route["backends"]]
         if not backends:
             continue  # no running task: nothing is NATed, the port refuses
+        # numgen counts from 0 in every new table: each node starts its round at another task, so that the
+        # first connections through different nodes do not all go to the same one
+        start = zlib.crc32(table.encode()) % len(backends)
+        backends = backends[start:] + backends[:start]
         key = (proto, tuple(backends))
         name = pools.get(key)
         if name is None:

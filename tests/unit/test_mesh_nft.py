@@ -38,7 +38,8 @@ def test_the_table_matches_only_the_nodes_own_addresses_and_ports():
                                                           host=VIP)])
     assert "127.0.0.221 . tcp . 8080 : goto svc_0" in text and f"{VIP} . tcp . 80 : goto svc_0" in text
     assert text.count("chain svc_") == 1  # one pool chain for the two routes to the same tasks
-    assert "numgen inc mod 2 map { 0 : 127.0.0.12 . 20001, 1 : 127.0.0.13 . 20002 }" in text
+    assert ("numgen inc mod 2 map { 0 : 127.0.0.12 . 20001, 1 : 127.0.0.13 . 20002 }" in text
+            or "numgen inc mod 2 map { 0 : 127.0.0.13 . 20002, 1 : 127.0.0.12 . 20001 }" in text)
     assert f"elements = {{ 127.0.0.221, {VIP} }}" in text
     # every hook rule is keyed on the table's own routes or its own addresses
     for line in text.splitlines():
@@ -67,6 +68,16 @@ async def _bad_route_is_an_error():
     plane.running = True  # not started: render fails before nft is called
     errors = await plane.set_routes([route(80, [("x; flush ruleset", 1)])])
     return "bad route" in errors["nftables"]
+
+
+def test_each_node_starts_its_round_robin_at_another_task():
+    pool = [("127.0.0.12", 20001), ("127.0.0.13", 20002), ("127.0.0.14", 20003), ("127.0.0.15", 20004)]
+    firsts = set()
+    for i in range(11, 16):
+        text = nft.render(nft.table_name(f"127.0.0.{i}"), [route(8080, pool, host=f"127.0.0.{i}")])
+        firsts.add(text.split("map { 0 : ")[1].split(",")[0])
+        assert all(f"{h} . {p}" in text for h, p in pool)
+    assert len(firsts) >= 2
 
 
 def test_table_names_are_per_node():
