@@ -14,3 +14,11 @@ python3 -m pytest -q -p no:cacheprovider --timeout=300 --durations=25 tests "$@"
 bash scripts/collection-checks.sh
 # molecule: the local 5-node swarm formed, scaled out and upgraded by the playbooks over SSH
 bash scripts/molecule.sh
+# nothing the tests started is left behind: no mesh or fault-test tables (nftables), no swarmctl processes
+left=$( (nft list tables 2>/dev/null || true) | grep -E ' swarmctl_' || true)
+procs=$(pgrep -af 'swarmctl(\.mesh\.proxy| daemon| hollow)' | grep -v pgrep || true)
+if [ -n "$left$procs" ]; then
+  echo "left behind by the tests:" >&2
+  printf '%s\n%s\n' "$left" "$procs" >&2
+  exit 1
+fi
