@@ -143,6 +143,12 @@ async def update_service(ctx):
                                  version=ctx.query.version)
 
 
+@route("POST", "/v1/services/{ref}/rollback", "cluster", leader=True)
+async def rollback_service(ctx):
+    """Go back to the previous spec (`service rollback`), rolled out with the rollback config."""
+    return await services.rollback(ctx.store, ctx.request.match_info["ref"], request_id=ctx.request_id)
+
+
 @route("POST", "/v1/services/{ref}/scale", "cluster", leader=True, body=ScaleRequest, query=VersionQuery)
 async def scale_service(ctx):
     """Set a replicated service's replicas; ?version=N refuses a stale read with 409."""

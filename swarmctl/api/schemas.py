@@ -167,6 +167,18 @@ class TaskSpec(Body):
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
+class UpdateConfig(Body):
+    """--update-* / --rollback-* (Docker's UpdateConfig), and swarmctl's two deadlines, in seconds."""
+    parallelism: Optional[int] = Field(default=None, ge=0, le=L.MAX_REPLICAS)
+    delay: Optional[Duration] = None
+    order: Optional[Literal["stop-first", "start-first"]] = None
+    failure_action: Optional[Literal["pause", "continue", "rollback"]] = None
+    monitor: Optional[Duration] = None
+    max_failure_ratio: Optional[float] = Field(default=None, ge=0, le=1)
+    healthy_deadline: Optional[Annotated[float, Field(gt=0, le=L.MAX_DURATION)]] = None
+    progress_deadline: Optional[Annotated[float, Field(gt=0, le=L.MAX_DURATION)]] = None
+
+
 class PortConfig(Body):
     protocol: Literal["tcp", "udp"] = "tcp"
     target_port: Port
@@ -206,6 +218,8 @@ class ServiceCreateRequest(Body):
     labels: Labels = {}
     task: TaskSpec
     endpoint: Optional[EndpointSpec] = None
+    update_config: Optional[UpdateConfig] = None
+    rollback_config: Optional[UpdateConfig] = None
 
 
 class ServiceUpdateRequest(Body):
@@ -213,6 +227,8 @@ class ServiceUpdateRequest(Body):
     labels: Optional[Labels] = None
     task: Optional[TaskSpec] = None
     endpoint: Optional[EndpointSpec] = None
+    update_config: Optional[UpdateConfig] = None
+    rollback_config: Optional[UpdateConfig] = None
     force: bool = False
 
 

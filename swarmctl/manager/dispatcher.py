@@ -150,6 +150,8 @@ class StatusBatcher:
             for key in ("err", "container_id", "exit_code"):
                 if update.get(key) is not None:
                     sets.append((["status", key], update[key]))
+            if update["state"] == "running":  # when it came up: the updater's delay and monitor count from here
+                sets.append((["status", "running_at"], now))
             ops.append({"op": "patch", "kind": "task", "id": task_id, "missing_ok": True, "set": sets})
         return counts, ops
 

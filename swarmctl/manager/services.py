@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 
 from swarmctl.api import limits
 from swarmctl.errors import BadRequest, Conflict, NotFound, OutOfSequence
@@ -17,8 +18,9 @@ from swarmctl.manager.scheduler import constraints
 from swarmctl.mesh import ports as mesh_ports
 from swarmctl.agent import templates
 from swarmctl.state.raft import RaftStore
-from swarmctl.state.records import (MODES, RESTART_CONDITIONS, STRATEGIES, default_task_spec, is_terminal, new_id,
-                                    task_name)
+from swarmctl.state.records import (MODES, PREVIOUS_SPECS, RESTART_CONDITIONS, ROLLBACK_FAILURE_ACTIONS, STRATEGIES,
+                                    UPDATE_FAILURE_ACTIONS, UPDATE_ORDERS, default_task_spec, default_update_config,
+                                    is_terminal, new_id, task_name)
 
 # A request without a version is planned again on the fresh record this often when a concurrent write
 # changed the service between planning and commit (each round, at least one of the racing writes wins).
@@ -45,6 +47,28 @@ def _merge(base: dict, patch: dict) -> dict:
             out[key] = _merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
+    return out
+
+
+def _check_update_config(config: dict | None, what: str, actions: tuple) -> dict:
+    """A complete update (or rollback) config; Docker's defaults for what is missing (older records too)."""
+    out = _merge(default_update_config(what == "rollback"), config or {})
+    if not isinstance(out["parallelism"], int) or isinstance(out["parallelism"], bool) or out["parallelism"] < 0:
+        raise BadRequest(f"invalid {what} parallelism {out['parallelism']!r}: must be a whole number >= 0")
+    if out["order"] not in UPDATE_ORDERS:
+        raise BadRequest(f"invalid {what} order {out['order']!r}: use stop-first or start-first")
+    if out["failure_action"] not in actions:
+        raise BadRequest(f"invalid {what} failure action {out['failure_action']!r}: use "
+                         + (", ".join(actions[:-1]) + " or " + actions[-1]))
+    for key in ("delay", "monitor"):
+        if not isinstance(out[key], (int, float)) or out[key] < 0:
+            raise BadRequest(f"invalid {what} {key} {out[key]!r}: must be a duration >= 0")
+    for key in ("healthy_deadline", "progress_deadline"):
+        if not isinstance(out[key], (int, float)) or out[key] <= 0:
+            raise BadRequest(f"invalid {what} {key.replace('_', ' ')} {out[key]!r}: must be a duration > 0")
+    ratio = out["max_failure_ratio"]
+    if not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+        raise BadRequest(f"invalid {what} max failure ratio {ratio!r}: must be between 0 and 1")
     return out
 
 
@@ -115,6 +139,8 @@ def validate_spec(spec: dict) -> dict:
             templates.check(task["hostname"])
         except templates.TemplateError as exc:
             raise BadRequest(f"invalid hostname: {exc}") from None
+    for key, actions in (("update_config", UPDATE_FAILURE_ACTIONS), ("rollback_config", ROLLBACK_FAILURE_ACTIONS)):
+        spec[key] = _check_update_config(spec.get(key), key.split("_")[0], actions)
     try:
         spec["endpoint"] = mesh_ports.check_endpoint(spec.get("endpoint"))
     except mesh_ports.PortError as exc:
@@ -130,7 +156,9 @@ def build_spec(body: dict) -> dict:
     task = _merge(default_task_spec(), body.get("task") or {})
     spec = {"name": body.get("name"), "labels": dict(body.get("labels") or {}),
             "mode": body.get("mode") or "replicated", "replicas": body.get("replicas"), "task": task,
-            "replicas_set": body.get("replicas") is not None, "endpoint": body.get("endpoint")}
+            "replicas_set": body.get("replicas") is not None, "endpoint": body.get("endpoint"),
+            "update_config": _merge(default_update_config(), body.get("update_config") or {}),
+            "rollback_config": _merge(default_update_config(True), body.get("rollback_config") or {})}
     if spec["replicas"] is None and spec["mode"] == "replicated":
         spec["replicas"] = 1
     return validate_spec(spec)
@@ -172,12 +200,17 @@ def _plan_update(service: dict, changes: dict, force: bool) -> tuple[dict, list[
     """The new spec of a service after a partial spec (same shape as create's body), and what changed."""
     old = service["spec"]
     body = {"name": old["name"], "labels": old["labels"], "mode": old["mode"], "replicas": old["replicas"],
-            "task": old["task"], "endpoint": old.get("endpoint")}
+            "task": old["task"], "endpoint": old.get("endpoint"), "update_config": old.get("update_config"),
+            "rollback_config": old.get("rollback_config")}
     if "mode" in changes and changes["mode"] != old["mode"]:
         raise BadRequest("the mode of a service cannot be changed")
     if "name" in changes and changes["name"] != old["name"]:
         raise BadRequest("a service cannot be renamed")
-    body = _merge(body, {k: v for k, v in changes.items() if k not in ("task", "endpoint")})
+    body = _merge(body, {k: v for k, v in changes.items()
+                         if k not in ("task", "endpoint", "update_config", "rollback_config")})
+    for key in ("update_config", "rollback_config"):
+        if changes.get(key):
+            body[key] = _merge(body.get(key) or {}, changes[key])
     if "endpoint" in changes:
         body["endpoint"] = copy.deepcopy(changes["endpoint"])
     if changes.get("task"):
@@ -188,6 +221,10 @@ def _plan_update(service: dict, changes: dict, force: bool) -> tuple[dict, list[
     if force:
         new["task"]["force_update"] = old["task"].get("force_update", 0) + 1
     changed = sorted(k for k in ("labels", "replicas") if new[k] != old[k])
+    changed += [k for k in ("update_config", "rollback_config")
+                if new[k] != _check_update_config(old.get(k), k.split("_")[0],
+                                                  UPDATE_FAILURE_ACTIONS if k == "update_config"
+                                                  else ROLLBACK_FAILURE_ACTIONS)]
     if new["endpoint"] != mesh_ports.check_endpoint(old.get("endpoint")):
         changed.append("endpoint")
     changed += sorted(f"task.{k}" for k in new["task"] if new["task"][k] != old["task"].get(k))
@@ -217,9 +254,13 @@ async def update(store: RaftStore, ref: str, changes: dict, request_id: str | No
         reply = {"service_id": service["id"], "changes": changed}
         if not changed:
             return None, reply
-        sets = [(["spec"], new), (["previous_spec"], service["spec"])]
+        sets = [(["spec"], new), (["previous_spec"], service["spec"]),
+                (["previous_specs"], previous_specs(service) + [service["spec"]])]
+        sets[-1] = (["previous_specs"], sets[-1][1][-PREVIOUS_SPECS:])
         if any(c.startswith("task.") or c == "endpoint" for c in changed):  # tasks get their ports anew
             sets.append((["spec_version"], service["spec_version"] + 1))
+            sets.append((["update_status"], new_update_status("updating", "update in progress",
+                                                              service["spec_version"] + 1)))
         patch = {"op": "patch", "kind": "service", "id": service["id"], "if_version": service["version"],
                  "set": sets}
         if "endpoint" in changed:
@@ -235,6 +276,51 @@ async def update(store: RaftStore, ref: str, changes: dict, request_id: str | No
 
     return await run_once(store, scope, request_id, plan, answer,
                           retries=0 if version is not None else UNVERSIONED_RETRIES)
+
+
+def previous_specs(service: dict) -> list[dict]:
+    """The service's earlier specs, oldest first (at most PREVIOUS_SPECS); records from before the list was
+    kept have only `previous_spec`."""
+    kept = service.get("previous_specs")
+    if kept is None:
+        return [service["previous_spec"]] if service.get("previous_spec") else []
+    return list(kept)
+
+
+def new_update_status(state: str, message: str, spec_version: int, now: float | None = None) -> dict:
+    """Docker's UpdateStatus: state (updating, paused, completed, rollback_started, rollback_paused,
+    rollback_completed), a message that says why, started and completed times; and the spec version it
+    is about (the orchestrator's updater works on it, manager/orchestrator/updater.py)."""
+    return {"state": state, "message": message, "started_at": now if now is not None else time.time(),
+            "completed_at": None, "spec_version": spec_version}
+
+
+async def rollback(store: RaftStore, ref: str, request_id: str | None = None) -> dict:
+    """`service rollback`: back to the previous spec, rolled out with the rollback config."""
+    def plan():
+        service = resolve_service(store, ref)
+        kept = previous_specs(service)
+        if not kept:
+            raise BadRequest(f"service {service['spec']['name']} does not have a previous spec")
+        spec = copy.deepcopy(kept[-1])
+        others = [s for s in store.list("service") if s["id"] != service["id"]]
+        spec["endpoint"] = allocate_published(others, mesh_ports.check_endpoint(spec.get("endpoint")),
+                                              service["spec"].get("endpoint"))
+        version = service["spec_version"] + 1
+        sets = [(["spec"], spec), (["previous_spec"], kept[-2] if len(kept) > 1 else None),
+                (["previous_specs"], kept[:-1]), (["spec_version"], version),
+                (["claims"], port_claims(spec.get("endpoint"))),
+                (["update_status"], new_update_status("rollback_started", "manually requested rollback", version))]
+        return [{"op": "patch", "kind": "service", "id": service["id"], "if_version": service["version"],
+                 "set": sets, "unique": "claims"}], {"service_id": service["id"]}
+
+    def answer(reply):
+        service = store.get("service", reply["service_id"])
+        if service is None:
+            raise NotFound(f"service {ref} not found")
+        return {"service": service_view(store, service), "changes": ["rollback"]}
+
+    return await run_once(store, "service.rollback", request_id, plan, answer, retries=UNVERSIONED_RETRIES)
 
 
 async def remove(store: RaftStore, ref: str, request_id: str | None = None) -> None:

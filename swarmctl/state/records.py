@@ -124,6 +124,21 @@ def default_task_spec() -> dict:
     }
 
 
+UPDATE_ORDERS = ("stop-first", "start-first")
+UPDATE_FAILURE_ACTIONS = ("pause", "continue", "rollback")
+ROLLBACK_FAILURE_ACTIONS = ("pause", "continue")
+# how many earlier specs a service keeps for `service rollback` (Docker keeps one)
+PREVIOUS_SPECS = 5
+
+
+def default_update_config(rollback: bool = False) -> dict:
+    """Docker's defaults for --update-* (and --rollback-*), plus swarmctl's two deadlines: a new task must be
+    running (healthy) within `healthy_deadline` seconds, and the whole update must end within
+    `progress_deadline`; when either passes, the failure action runs."""
+    return {"parallelism": 1, "delay": 0.0, "order": "stop-first", "failure_action": "pause", "monitor": 5.0,
+            "max_failure_ratio": 0.0, "healthy_deadline": 300.0, "progress_deadline": 600.0}
+
+
 def new_task(service: dict, slot: int | None, node_id: str | None, ts: float) -> dict:
     """A task for one slot (replicated) or one node (global), created pending for the scheduler."""
     spec = service["spec"]

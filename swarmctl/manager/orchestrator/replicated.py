@@ -1,15 +1,18 @@
 """Replicated services: one live task per slot 1..replicas (swarmkit's replicated orchestrator).
 
 A slot whose task ended is restarted per the restart policy (restart.py); a task on a node that is
-down or drained, or built from an older spec, is shut down and replaced. Scale-down takes tasks from
-the nodes running the most tasks of the service first, dead and unplaced slots before all.
+down or drained is shut down and replaced. A running task built from an older spec is left to the updater
+(updater.py), which replaces a few at a time: here a slot may hold two live tasks while a start-first update
+brings up the new one, or none while a stop-first update waits for the old one to stop (`update_pending`).
+Scale-down takes tasks from the nodes running the most tasks of the service first, dead and unplaced slots
+before all.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from swarmctl.manager.orchestrator import restart
+from swarmctl.manager.orchestrator import restart, updater
 from swarmctl.manager.orchestrator.common import Plan, by_created, create, shutdown
 from swarmctl.manager.orchestrator.reaper import reap_groups
 from swarmctl.state.records import is_terminal, new_task
@@ -29,14 +32,44 @@ def by_slot(tasks: list[dict]) -> dict[int, list[dict]]:
 def plan_replicated(service: dict, tasks: list[dict], p: Plan) -> None:
     slots = by_slot(tasks)
     p.tick()
+    version = service["spec_version"]
+    update = updater.SlotUpdate()
+    update.new_tasks = [t for t in tasks if t["spec_version"] == version]
     live_slots: dict[int, dict] = {}  # slot -> its current task (desired running, maybe ended)
     for slot, slot_tasks in slots.items():
         p.tick()
         live = [t for t in slot_tasks if t["desired_state"] == "running"]
-        for extra in live[:-1]:  # never two live tasks for one slot
-            p.ops.append(shutdown(extra, "duplicate task for slot"))
+        up = [t for t in live if not is_terminal(t["status"]["state"])]
+        if len(up) >= 2 and up[-1]["spec_version"] == version and up[-2]["spec_version"] != version:
+            # start-first: the new task came up beside the old one, which stops once the new one runs
+            old, new = up[-2], up[-1]
+            extras = [t for t in live if t is not old and t is not new]
+            if new["status"]["state"] == "running":
+                p.ops.append(shutdown(old, "replaced by an updated task"))
+            else:
+                update.in_flight += 1
+            live = [new]
+        elif up:
+            extras = [t for t in live if t is not up[-1]]
+            live = [up[-1]]
+        else:
+            extras = live[:-1]
+            live = live[-1:]
+        for extra in extras:  # never two live tasks for one slot
+            p.ops.append(shutdown(extra, "duplicate task for slot" if not is_terminal(extra["status"]["state"])
+                                  else ""))
         current = live[-1] if live else None
         if current is None:
+            pending = slot_tasks[-1] if slot_tasks else None
+            if pending is not None and pending.get("update_pending") == version:
+                # stop-first: the old task is stopping; its replacement comes in this slot once it has
+                if p.finished(pending):
+                    new = new_task(service, slot, None, p.now)
+                    p.ops.append(create(new))
+                    live_slots[slot] = new
+                else:
+                    live_slots[slot] = pending
+                update.in_flight += 1
             continue
         if is_terminal(current["status"]["state"]):
             again, now_ok = restart.decide(service, current, p.now)
@@ -52,9 +85,10 @@ def plan_replicated(service: dict, tasks: list[dict], p: Plan) -> None:
         elif not p.node_usable(current.get("node_id")):
             p.ops.append(shutdown(current, "task moved: its node is down or drained"))
             p.ops.append(create(restart.moved(service, current, slot, None, p.now)))
-        elif current["spec_version"] != service["spec_version"]:
-            p.ops.append(shutdown(current, "replaced by an updated task"))
-            p.ops.append(create(new_task(service, slot, None, p.now)))
+        elif current["spec_version"] != version:
+            update.outdated.append((slot, current))  # the updater decides when
+        elif current["status"]["state"] != "running" and any(t["spec_version"] != version for t in slot_tasks):
+            update.in_flight += 1  # replaced by the update, not up yet
         live_slots[slot] = current
     want = service["spec"]["replicas"]
     if len(live_slots) > want:
@@ -82,4 +116,5 @@ def plan_replicated(service: dict, tasks: list[dict], p: Plan) -> None:
         for _ in range(want - len(live_slots)):
             p.tick()
             p.ops.append(create(new_task(service, next(free), None, p.now)))
+    updater.plan_update(service, update, p)
     reap_groups(service["id"], slots.values(), p)
