@@ -212,9 +212,101 @@ options:
       - Redeploy the tasks even if nothing changed. Always a change when the service exists.
     type: bool
     default: false
+  update_config:
+    description:
+      - How a changed task spec is rolled out (C(service update --update-*)). Unset suboptions keep the daemon's
+        defaults (Docker's), or the service's current values on an update.
+    type: dict
+    suboptions:
+      parallelism:
+        description:
+          - Tasks replaced at once; V(0) means all at once. The daemon's default is 1.
+        type: int
+      delay:
+        description:
+          - Wait after each task comes up before the next is replaced, for example V(10s). Default V(0s).
+        type: str
+      failure_action:
+        description:
+          - What a failed update does. V(rollback) is not allowed in O(rollback_config). Default V(pause).
+        type: str
+        choices: [pause, continue, rollback]
+      monitor:
+        description:
+          - How long after it runs a new task is watched for failure, for example V(5s) (the default).
+        type: str
+      max_failure_ratio:
+        description:
+          - Share of failed tasks tolerated, from 0 (the default) to 1.
+        type: float
+      order:
+        description:
+          - V(stop-first) (the default) stops the old task before the new one starts; V(start-first) starts the
+            new one and stops the old one once the new one runs (healthy).
+        type: str
+        choices: [stop-first, start-first]
+      healthy_deadline:
+        description:
+          - A new task not running (healthy) within this counts as failed, for example V(5m) (the default).
+        type: str
+      progress_deadline:
+        description:
+          - An update not completed within this runs the failure action, for example V(10m) (the default).
+        type: str
+  rollback_config:
+    description:
+      - How a rollback is rolled out (C(service update --rollback-*)), with the suboptions of O(update_config).
+    type: dict
+    suboptions:
+      parallelism:
+        description:
+          - Tasks replaced at once; V(0) means all at once. The daemon's default is 1.
+        type: int
+      delay:
+        description:
+          - Wait after each task comes up before the next is replaced, for example V(10s). Default V(0s).
+        type: str
+      failure_action:
+        description:
+          - What a failed update does. V(rollback) is not allowed in O(rollback_config). Default V(pause).
+        type: str
+        choices: [pause, continue, rollback]
+      monitor:
+        description:
+          - How long after it runs a new task is watched for failure, for example V(5s) (the default).
+        type: str
+      max_failure_ratio:
+        description:
+          - Share of failed tasks tolerated, from 0 (the default) to 1.
+        type: float
+      order:
+        description:
+          - V(stop-first) (the default) stops the old task before the new one starts; V(start-first) starts the
+            new one and stops the old one once the new one runs (healthy).
+        type: str
+        choices: [stop-first, start-first]
+      healthy_deadline:
+        description:
+          - A new task not running (healthy) within this counts as failed, for example V(5m) (the default).
+        type: str
+      progress_deadline:
+        description:
+          - An update not completed within this runs the failure action, for example V(10m) (the default).
+        type: str
+  wait:
+    description:
+      - After an update that replaces the tasks (a rolling update), wait until it has completed. A paused or
+        rolled-back update fails the task with the update's message. V(false) returns at once.
+    type: bool
+    default: true
+  wait_timeout:
+    description:
+      - Seconds to wait for a rolling update with O(wait=true).
+    type: int
+    default: 600
 notes:
-  - The module does not wait for the tasks to run; use M(swarmctl.cluster.info) with O(swarmctl.cluster.info#module:tasks=true)
-    to watch them.
+  - A create does not wait for the tasks to run; use M(swarmctl.cluster.info) with O(swarmctl.cluster.info#module:tasks=true)
+    to watch them. An update that replaces tasks waits for the rolling update (O(wait)).
 seealso:
   - module: swarmctl.cluster.info
 """
@@ -340,6 +432,7 @@ rebuilt:
 import copy
 import re
 import shlex
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.swarmctl.cluster.plugins.module_utils.swarmctl_client import (
@@ -362,6 +455,10 @@ DEFAULT_TASK = {
     "stop_grace_period": 10.0, "force_update": 0,
 }
 
+# The daemon's defaults of a service's update and rollback configs (swarmctl.state.records.default_update_config).
+DEFAULT_UPDATE = {"parallelism": 1, "delay": 0.0, "order": "stop-first", "failure_action": "pause", "monitor": 5.0,
+                  "max_failure_ratio": 0.0, "healthy_deadline": 300.0, "progress_deadline": 600.0}
+
 # Spec paths -> option names (for `changes`).
 OPTION_NAMES = {
     "mode": "mode", "replicas": "replicas", "labels": "labels",
@@ -381,6 +478,8 @@ OPTION_NAMES = {
     "task.resources.limits.memory": "limits.memory",
     "endpoint.mode": "endpoint_mode", "endpoint.ports": "publish",
 }
+OPTION_NAMES.update({"%s.%s" % (kind, key): "%s.%s" % (kind, key)
+                     for kind in ("update_config", "rollback_config") for key in DEFAULT_UPDATE})
 
 # Published ports: the daemon's rules (swarmctl.mesh.ports.check_endpoint), repeated because a module imports
 # only the standard library and module_utils; tests/unit/plugins/test_publish_agreement.py keeps them alike.
@@ -648,7 +747,67 @@ def build_body(params):
     endpoint = build_endpoint(params)
     if endpoint is not None:
         body["endpoint"] = endpoint
+    for kind in ("update_config", "rollback_config"):
+        config = build_update_config(params.get(kind), kind)
+        if config:
+            body[kind] = config
     return body
+
+
+def build_update_config(given, kind):
+    """The API's update_config (or rollback_config) from the module's suboptions; the daemon's rules
+    (swarmctl.manager.services._check_update_config)."""
+    out = {}
+    for key, value in (given or {}).items():
+        if value is None:
+            continue
+        if key in ("delay", "monitor", "healthy_deadline", "progress_deadline"):
+            value = _number(value, key, lambda v, k=key: parse_duration(v, "%s.%s" % (kind, k)))
+            if value < 0 or (key.endswith("deadline") and value == 0):
+                raise ServiceParamError("%s.%s must be %s" % (kind, key, "more than 0" if key.endswith("deadline")
+                                                                else ">= 0"))
+        elif key == "parallelism" and value < 0:
+            raise ServiceParamError("%s.parallelism must be >= 0" % kind)
+        elif key == "max_failure_ratio" and not 0 <= value <= 1:
+            raise ServiceParamError("%s.max_failure_ratio must be between 0 and 1" % kind)
+        elif key == "failure_action" and kind == "rollback_config" and value == "rollback":
+            raise ServiceParamError("rollback_config.failure_action must be pause or continue")
+        out[key] = value
+    return out
+
+
+UPDATE_OPTIONS = dict(
+    parallelism=dict(type="int"),
+    delay=dict(type="str"),
+    failure_action=dict(type="str", choices=["pause", "continue", "rollback"]),
+    monitor=dict(type="str"),
+    max_failure_ratio=dict(type="float"),
+    order=dict(type="str", choices=["stop-first", "start-first"]),
+    healthy_deadline=dict(type="str"),
+    progress_deadline=dict(type="str"),
+)
+UPDATE_ENDED = ("completed", "paused", "rollback_paused", "rollback_completed")
+
+
+def wait_for_update(client, service, timeout, sleep=time.sleep, clock=time.monotonic):
+    """Poll the service's progress until its rolling update ends; its update_status (None if it has none)."""
+    deadline = clock() + timeout
+    path = "/v1/services/%s/progress" % service["id"]
+    while True:
+        try:
+            progress = client.get(path)
+        except SwarmctlError as exc:
+            if exc.status not in (500, 502, 503, 504):
+                raise
+            progress = None
+        status = (progress or {}).get("update_status")
+        if progress is not None and (status is None or status.get("state") in UPDATE_ENDED):
+            return status
+        if clock() >= deadline:
+            return dict(status or {}, state="timeout",
+                        message="the rolling update did not end within %d s (%s)"
+                                % (timeout, (status or {}).get("state")))
+        sleep(0.5)
 
 
 def merge(base, patch):
@@ -673,6 +832,8 @@ def new_spec(body):
             "replicas": replicas, "task": merge(DEFAULT_TASK, body.get("task") or {})}
     # the daemon picks the published ports left out (30000-32767); the prediction leaves them null
     spec["endpoint"] = copy.deepcopy(body["endpoint"] if body.get("endpoint") is not None else DEFAULT_ENDPOINT)
+    for kind in ("update_config", "rollback_config"):
+        spec[kind] = merge(DEFAULT_UPDATE, body.get(kind) or {})
     return spec
 
 
@@ -688,6 +849,8 @@ def updated_spec(old, body, force=False):
         new["task"] = merge(old["task"], body["task"])
     if body.get("endpoint") is not None:
         new["endpoint"] = copy.deepcopy(body["endpoint"])
+    for kind in ("update_config", "rollback_config"):
+        new[kind] = merge(merge(DEFAULT_UPDATE, old.get(kind) or {}), body.get(kind) or {})
     if force:
         new["task"]["force_update"] = (old["task"].get("force_update") or 0) + 1
     return new
@@ -810,6 +973,10 @@ def main():
         )),
         stop_grace_period=dict(type="str"),
         force_update=dict(type="bool", default=False),
+        update_config=dict(type="dict", options=UPDATE_OPTIONS),
+        rollback_config=dict(type="dict", options=UPDATE_OPTIONS),
+        wait=dict(type="bool", default=True),
+        wait_timeout=dict(type="int", default=600),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_if=[("state", "present", ("image",))])
@@ -858,6 +1025,13 @@ def main():
             if not answer.get("changes"):
                 result["changed"], result["changes"] = False, []
                 result.pop("diff", None)
+            elif module.params["wait"] and answer["service"].get("spec_version") != current.get("spec_version"):
+                status = wait_for_update(client, answer["service"], module.params["wait_timeout"])
+                result["swarm_service"] = client.get(path)
+                result["update_status"] = status
+                if status and status.get("state") != "completed":
+                    module.fail_json(msg=status.get("message") or status.get("state"), changed=True,
+                                     update_status=status, swarm_service=result["swarm_service"])
     except SwarmctlError as exc:
         module.fail_json(msg=exc.message, status=exc.status, changed=action == "rebuild")
     if result.get("diff") and result["swarm_service"]:

@@ -24,6 +24,11 @@ MODES = ("replicated", "global")
 STRATEGIES = ("spread", "binpack", "random")
 RESTART_CONDITIONS = ("none", "on-failure", "any")
 NETWORK_MODES = ("host", "none")
+UPDATE_ORDERS = ("stop-first", "start-first")
+UPDATE_ACTIONS = ("pause", "continue", "rollback")
+ROLLBACK_ACTIONS = ("pause", "continue")
+# update_status states after which the wait has nothing more to wait for
+STOPPED_UPDATES = ("paused", "rollback_paused")
 
 POLL_INTERVAL = 0.1          # seconds between progress polls
 DEFAULT_TIMEOUT = 120.0      # seconds before the wait gives up
@@ -136,8 +141,21 @@ def add_parsers(sub) -> None:
     p.add_argument("--endpoint-mode", choices=mesh_ports.ENDPOINT_MODES, help="vip or dnsrr")
     _add_task_options(p)
     p.add_argument("--force", action="store_true", help="replace the tasks even if nothing changed")
+    p.add_argument("--rollback", action="store_true",
+                   help="go back to the previous spec (as `service rollback`; other options are not allowed)")
     p.add_argument("service", metavar="SERVICE")
     p.set_defaults(func=update)
+
+    p = actions.add_parser("rollback", help="go back to a service's previous spec", epilog=WAIT_EPILOG,
+                           description="Roll the service back to the spec it had before its last update (the last "
+                                       "5 specs are kept), with its --rollback-* settings. Prints the service "
+                                       "name.")
+    p.add_argument("-d", "--detach", action="store_true", help="do not wait for the service to converge")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not print progress")
+    p.add_argument("--timeout", metavar="DURATION", default=None,
+                   help=f"give up waiting after this long (default {int(DEFAULT_TIMEOUT)}s)")
+    p.add_argument("service", metavar="SERVICE")
+    p.set_defaults(func=rollback)
 
     p = actions.add_parser("rm", help="remove one or more services")
     p.add_argument("services", nargs="+", metavar="SERVICE")
@@ -172,6 +190,24 @@ def _add_task_options(p) -> None:
                    help="container hostname; may use placeholders such as {{.Task.Slot}} or {{.Node.Hostname}}")
     p.add_argument("--entrypoint", metavar="\"CMD ARG...\"",
                    help="override the image's entrypoint (one shell-quoted string)")
+    for kind, actions in (("update", UPDATE_ACTIONS), ("rollback", ROLLBACK_ACTIONS)):
+        what = "an update" if kind == "update" else "a rollback"
+        p.add_argument(f"--{kind}-parallelism", metavar="N",
+                       help=f"tasks replaced at once in {what} (0: all at once; default 1)")
+        p.add_argument(f"--{kind}-delay", metavar="DURATION", help=f"wait between the tasks of {what} (default 0s)")
+        p.add_argument(f"--{kind}-order", choices=UPDATE_ORDERS,
+                       help="stop-first: the old task stops before the new one starts (default); start-first: "
+                            "the new one runs (healthy) before the old one stops")
+        p.add_argument(f"--{kind}-failure-action", choices=actions,
+                       help=f"what a failure of {what} does (default pause)")
+        p.add_argument(f"--{kind}-monitor", metavar="DURATION",
+                       help="how long after it runs a new task is watched for failure (default 5s)")
+        p.add_argument(f"--{kind}-max-failure-ratio", metavar="RATIO",
+                       help="share of failed tasks tolerated, 0 to 1 (default 0)")
+        p.add_argument(f"--{kind}-healthy-deadline", metavar="DURATION",
+                       help="a new task not running (healthy) within this counts as failed (default 5m)")
+        p.add_argument(f"--{kind}-progress-deadline", metavar="DURATION",
+                       help=f"{what} not completed within this runs the failure action (default 10m)")
     p.add_argument("-d", "--detach", action="store_true", help="do not wait for the service to converge")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print progress")
     p.add_argument("--timeout", metavar="DURATION", default=None,
@@ -326,6 +362,40 @@ def task_options(args) -> dict:
     return task
 
 
+def update_configs(args) -> dict:
+    """{"update_config": {...}, "rollback_config": {...}} for the --update-* and --rollback-* options given."""
+    out = {}
+    for kind in ("update", "rollback"):
+        config: dict = {}
+        value = getattr(args, f"{kind}_parallelism", None)
+        if value is not None:
+            config["parallelism"] = parse_int(value, f"--{kind}-parallelism")
+        for key in ("delay", "monitor", "healthy_deadline", "progress_deadline"):
+            value = getattr(args, f"{kind}_{key}", None)
+            if value is not None:
+                flag = f"--{kind}-{key.replace('_', '-')}"
+                config[key] = parse_duration(value, flag)
+                if key.endswith("deadline") and config[key] <= 0:
+                    raise UnitError(f"invalid {flag} {value!r}: must be more than 0")
+        for key in ("order", "failure_action"):
+            value = getattr(args, f"{kind}_{key}", None)
+            if value is not None:
+                config[key] = value
+        value = getattr(args, f"{kind}_max_failure_ratio", None)
+        if value is not None:
+            try:
+                ratio = float(value)
+            except ValueError:
+                ratio = -1.0
+            if not 0 <= ratio <= 1:
+                raise UnitError(f'invalid argument "{value}" for "--{kind}-max-failure-ratio" flag: '
+                                "must be a number between 0 and 1")
+            config["max_failure_ratio"] = ratio
+        if config:
+            out[f"{kind}_config"] = config
+    return out
+
+
 def build_create_body(args, name: str | None = None) -> dict:
     """The POST /v1/services body for parsed `service create` arguments; unset options are left out."""
     name = name or args.name
@@ -352,6 +422,7 @@ def build_create_body(args, name: str | None = None) -> dict:
     if args.publish or args.endpoint_mode:
         body["endpoint"] = {"mode": args.endpoint_mode or "vip",
                             "ports": [_strip(p) for p in publish_list(args.publish)]}
+    body.update(update_configs(args))
     return body
 
 
@@ -425,6 +496,7 @@ def build_update_body(args, service: dict) -> dict:
     endpoint = updated_endpoint(args, spec.get("endpoint"))
     if endpoint is not None:
         body["endpoint"] = endpoint
+    body.update(update_configs(args))
     body["force"] = bool(args.force)
     return body
 
@@ -467,6 +539,8 @@ def update_paths(args) -> list[tuple]:
         paths.append(("spec", "task", "force_update"))
     if args.publish_add or args.publish_rm or args.endpoint_mode:
         paths.append(("spec", "endpoint"))
+    for key, config in update_configs(args).items():
+        paths.extend(("spec", key, field) for field in config)
     return paths
 
 
@@ -517,6 +591,10 @@ def ls_rows(services: list[dict]) -> list[list[str]]:
         per_node = ((spec.get("task") or {}).get("placement") or {}).get("max_replicas_per_node")
         if per_node:
             replicas += f" (max {per_node} per node)"
+        update = s.get("update_status") or {}
+        if update.get("state") and update["state"] not in ("completed",) and \
+                update.get("spec_version") == s.get("spec_version"):
+            replicas += f" ({update['state'].replace('_', ' ')})"
         rows.append([s["id"][:12], spec["name"], spec.get("mode") or "", replicas,
                      (spec.get("task") or {}).get("image") or "", mesh_ports.format_ports(spec.get("endpoint"))])
     return rows
@@ -626,7 +704,8 @@ class ConvergenceTracker:
 
     def __init__(self, start: float, *, timeout: float = DEFAULT_TIMEOUT, baseline_failures: int = 0,
                  global_mode: bool = False, restart_condition: str | None = None,
-                 pending_grace: float | None = None, settle: float | None = None):
+                 pending_grace: float | None = None, settle: float | None = None, follow_update: str | None = None):
+        self.follow_update = follow_update  # "update" or "rollback": also wait for the rolling update to end
         self.start = start
         self.timeout = timeout
         self.baseline = baseline_failures
@@ -652,6 +731,15 @@ class ConvergenceTracker:
 
     def _judge(self, progress: dict, now: float) -> Decision:
         self.last = progress
+        status = progress.get("update_status") if self.follow_update else None
+        if status:
+            state = status.get("state")
+            if state in STOPPED_UPDATES:
+                return Decision("failed", status.get("message") or state)
+            if self.follow_update == "update" and state in ("rollback_started", "rollback_completed"):
+                return Decision("failed", status.get("message") or state)
+            if state in ("updating", "rollback_started"):
+                return WAITING  # a rolling update is under way (or watching its last tasks: --update-monitor)
         running = progress.get("running") or 0
         desired = progress.get("desired") or 0
         if progress.get("failed"):
@@ -730,7 +818,8 @@ def count_failures(client, ref: str, progress: dict) -> int:
 
 def wait_for_convergence(client, service: dict, verb: str, *, timeout: float = DEFAULT_TIMEOUT,
                          baseline_failures: int = 0, quiet: bool = False, out=None,
-                         clock=time.monotonic, sleep=time.sleep, interval: float | None = None) -> None:
+                         clock=time.monotonic, sleep=time.sleep, interval: float | None = None,
+                         follow_update: str | None = None) -> None:
     """Poll the progress of a service just written (its view from the write's answer) until it converges;
     raise CLIError when it does not. Progress lines go to `out` (stdout) only when they change."""
     out = out if out is not None else sys.stdout
@@ -740,9 +829,11 @@ def wait_for_convergence(client, service: dict, verb: str, *, timeout: float = D
     tracker = ConvergenceTracker(start, timeout=timeout, baseline_failures=baseline_failures,
                                  global_mode=service["spec"].get("mode") == "global",
                                  restart_condition=((service["spec"].get("task") or {}).get("restart_policy")
-                                                    or {}).get("condition"))
+                                                    or {}).get("condition"), follow_update=follow_update)
 
     def fail(reason: str) -> CLIError:
+        if reason.startswith(("update ", "rollback ")):  # the rolling update stopped, and says why
+            return CLIError(f"service {name}: {reason} (see 'swarmctl service inspect {name}')")
         return CLIError(f"service {name} was {verb}, but {reason}; the swarm keeps working on it "
                         f"(see 'swarmctl service ps {name}')")
 
@@ -884,7 +975,23 @@ def scale(client, args) -> int:
     return status
 
 
+def rollback(client, args) -> int:
+    timeout = _timeout(args)
+    answer = client.post(f"/v1/services/{_ref(args.service)}/rollback", {})
+    new = answer["service"]
+    print(new["spec"]["name"], flush=True)
+    if not args.detach:
+        wait_for_convergence(client, new, "rolled back", timeout=timeout, quiet=args.quiet,
+                             follow_update="rollback")
+    return 0
+
+
 def update(client, args) -> int:
+    if args.rollback:
+        given = [a for a in update_paths(args) if a != ("spec", "task", "force_update")]
+        if given or args.force:
+            raise CLIError("--rollback cannot be used with other options that change the service")
+        return rollback(client, args)
     timeout = _timeout(args)
     build_update_body(args, {"spec": {}})  # bad option values fail before any request
     paths = update_paths(args)
@@ -904,7 +1011,7 @@ def update(client, args) -> int:
         if new.get("spec_version") != service.get("spec_version"):
             baseline = 0  # a new task spec: earlier failures belong to the old one
         wait_for_convergence(client, new, "updated", timeout=timeout, baseline_failures=baseline,
-                             quiet=args.quiet)
+                             quiet=args.quiet, follow_update="update")
     return 0
 
 

@@ -460,4 +460,6 @@ def converged(store: RaftStore, service: dict) -> dict:
             "failed": [{"task": task_name(t), "error": t["status"]["err"] or t["status"]["message"]}
                        for t in failures[-5:]],
             "pending": pending[:1],
-            "ended": sum(1 for t in tasks if is_terminal(t["status"]["state"]))}
+            "ended": sum(1 for t in tasks if is_terminal(t["status"]["state"])),
+            "update_status": service.get("update_status")
+            if (service.get("update_status") or {}).get("spec_version") == service["spec_version"] else None}

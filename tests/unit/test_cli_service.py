@@ -641,3 +641,92 @@ def test_client_keeps_its_connection_and_reopens_a_closed_one(stub):
     assert [p for _m, p, _b in stub.requests].count("/v1/nodes/n/update") == 1
     assert all(stub.request_ids) and len(set(stub.request_ids)) == len(stub.request_ids) == 3
     client.close()
+
+
+# ==== rolling updates ===========================================================================
+def test_update_and_rollback_flags_become_the_configs():
+    args = _args("service", "create", "--name", "web", "--update-parallelism", "2", "--update-delay", "10s",
+                 "--update-order", "start-first", "--update-failure-action", "rollback", "--update-monitor", "1m",
+                 "--update-max-failure-ratio", "0.2", "--update-healthy-deadline", "30s",
+                 "--update-progress-deadline", "1h", "--rollback-parallelism", "0", "--rollback-failure-action",
+                 "continue", "busybox")
+    body = sc.build_create_body(args)
+    assert body["update_config"] == {"parallelism": 2, "delay": 10.0, "order": "start-first",
+                                     "failure_action": "rollback", "monitor": 60.0, "max_failure_ratio": 0.2,
+                                     "healthy_deadline": 30.0, "progress_deadline": 3600.0}
+    assert body["rollback_config"] == {"parallelism": 0, "failure_action": "continue"}
+    update = sc.build_update_body(_args("service", "update", "--update-parallelism", "3", "web"), {"spec": {}})
+    assert update["update_config"] == {"parallelism": 3}
+    assert ("spec", "update_config", "parallelism") in sc.update_paths(
+        _args("service", "update", "--update-parallelism", "3", "web"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--update-max-failure-ratio", "2"], 'invalid argument "2" for "--update-max-failure-ratio" flag'),
+    (["--update-delay", "soon"], "invalid --update-delay 'soon'"),
+    (["--update-parallelism", "-1"], "--update-parallelism"),
+    (["--update-progress-deadline", "0s"], "must be more than 0"),
+])
+def test_bad_update_flags_are_one_line_errors(argv, message, capsys):
+    assert main(["service", "create", "--name", "web", *argv, "busybox"]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_rollback_failure_action_rollback_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["service", "create", "--rollback-failure-action", "rollback", "busybox"])
+    assert exc.value.code == 2 and "invalid choice: 'rollback'" in capsys.readouterr().err
+
+
+def test_the_wait_follows_the_rolling_update():
+    def p(running, state, message=""):
+        return dict(_p(running, 3), update_status={"state": state, "message": message})
+    # all 3 run on the new spec, but the updater still watches them (monitor): not converged yet
+    assert sc.decide([(0.0, p(3, "updating"))], follow_update="update").state == "waiting"
+    assert sc.decide([(0.0, p(3, "updating")), (1.0, p(3, "completed"))], follow_update="update").state == "converged"
+    paused = sc.decide([(0.0, p(1, "paused", "update paused due to failure or early termination of task x: boom"))],
+                       follow_update="update")
+    assert paused.state == "failed" and paused.reason.startswith("update paused due to failure")
+    rolled = sc.decide([(0.0, p(3, "rollback_started", "update rolled back due to failure"))], follow_update="update")
+    assert rolled.state == "failed" and rolled.reason == "update rolled back due to failure"
+    assert sc.decide([(0.0, p(3, "rollback_completed"))], follow_update="rollback").state == "converged"
+    # a scale does not follow an earlier update's state
+    assert sc.decide([(0.0, p(3, "paused", "update paused"))]).state == "converged"
+
+
+def test_update_fails_with_the_paused_updates_reason(stub, capsys):
+    svc = _service("web", replicas=1)
+    new = dict(svc, spec_version=2, version=9)
+    stub.routes[("GET", "/v1/services/web")] = svc
+    stub.routes[("GET", f"/v1/services/{svc['id']}")] = new
+    stub.routes[("POST", f"/v1/services/{svc['id']}/update?version=7")] = {"service": new, "changes": ["task.image"]}
+    reason = "update paused due to failure or early termination of task abc: task: non-zero exit (1)"
+    stub.routes[("GET", f"/v1/services/{svc['id']}/progress")] = dict(_p(0, 1), update_status={
+        "state": "paused", "message": reason})
+    assert main(["service", "update", "--image", "busybox:bad", "web"]) == 1
+    assert capsys.readouterr().err.strip() == f"Error: service web: {reason} (see 'swarmctl service inspect web')"
+
+
+def test_rollback_and_update_rollback(stub, capsys):
+    svc = _service("web", replicas=1)
+    new = dict(svc, spec_version=3, version=10)
+    stub.routes[("GET", f"/v1/services/{svc['id']}")] = new
+    stub.routes[("POST", "/v1/services/web/rollback")] = {"service": new, "changes": ["rollback"]}
+    assert main(["service", "rollback", "-d", "web"]) == 0
+    assert capsys.readouterr().out == "web\n"
+    assert main(["service", "update", "--rollback", "-d", "web"]) == 0
+    assert [p for m, p, _ in stub.requests if m == "POST"] == ["/v1/services/web/rollback"] * 2
+    assert main(["service", "update", "--rollback", "--image", "x", "web"]) == 1
+    assert "--rollback cannot be used with other options" in capsys.readouterr().err
+    stub.routes[("POST", "/v1/services/web/rollback")] = (400, {"message": "service web does not have a previous spec"})
+    assert main(["service", "rollback", "web"]) == 1
+    assert capsys.readouterr().err.strip() == "Error response from daemon: service web does not have a previous spec"
+
+
+def test_ls_shows_an_update_that_has_not_completed():
+    svc = _service("web", replicas=3)
+    svc["update_status"] = {"state": "rollback_paused", "spec_version": svc["spec_version"]}
+    assert "(rollback paused)" in sc.ls_rows([svc])[0][3]
+    svc["update_status"]["state"] = "completed"
+    assert "(" not in sc.ls_rows([svc])[0][3]

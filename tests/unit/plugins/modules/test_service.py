@@ -121,6 +121,10 @@ class FakeServices:
                            "replicas_status": {"running": 0, "desired": spec["replicas"]}}
         self.daemon.routes[("POST", f"/v1/services/{sid}/update")] = lambda b: self.answer(self.update, sid, b)
         self.daemon.routes[("DELETE", f"/v1/services/{sid}")] = lambda b: (200, self.items.pop(sid) and {})
+        # a rolling update ends at once here: the progress route says it completed
+        self.daemon.routes[("GET", f"/v1/services/{sid}/progress")] = lambda b: (200, {"update_status": {
+            "state": "completed", "message": "update completed"}})
+        self.daemon.routes[("GET", f"/v1/services/{sid}")] = lambda b: (200, copy.deepcopy(self.items[sid]))
         return 200, copy.deepcopy(self.items[sid])
 
     def update(self, sid, body):
@@ -213,3 +217,38 @@ def test_daemon_error_is_passed_through(fake_daemon, run_module):
                                                                      "swarmctl does not pull images"})
     result = run_module("service", {"swarmctl_host": fake_daemon.host, "name": "web", "image": "nope:1"})
     assert result["failed"] and result["msg"].startswith("image nope:1 not found") and result["status"] == 400
+
+
+def test_update_config_defaults_and_mapping_match_the_daemon():
+    assert svc.DEFAULT_UPDATE == records.default_update_config() == records.default_update_config(True)
+    body = svc.build_body(params(update_config={"parallelism": 2, "delay": "10s", "order": "start-first",
+                                                "failure_action": "rollback", "monitor": "1m",
+                                                "max_failure_ratio": 0.25, "healthy_deadline": "30s",
+                                                "progress_deadline": "1h"},
+                                 rollback_config={"parallelism": 0, "failure_action": "continue"}))
+    assert body["update_config"] == {"parallelism": 2, "delay": 10.0, "order": "start-first",
+                                     "failure_action": "rollback", "monitor": 60.0, "max_failure_ratio": 0.25,
+                                     "healthy_deadline": 30.0, "progress_deadline": 3600.0}
+    assert schemas.ServiceCreateRequest(**body).model_dump(exclude_none=True) == dict(body, labels={})
+    assert svc.new_spec(body) == services.build_spec(copy.deepcopy(body))
+    for bad, text in (({"rollback_config": {"failure_action": "rollback"}}, "pause or continue"),
+                      ({"update_config": {"max_failure_ratio": 2.0}}, "between 0 and 1"),
+                      ({"update_config": {"delay": "soon"}}, "update_config.delay")):
+        with pytest.raises(svc.ServiceParamError, match=text):
+            svc.build_body(params(**bad))
+
+
+def test_a_paused_rolling_update_fails_the_task_with_its_message(fake, run_module):
+    host = fake.daemon.host
+    base = {"swarmctl_host": host, "name": "web", "image": IMAGE}
+    run_module("service", base)
+    sid = next(iter(fake.items))
+    message = "update paused due to failure or early termination of task abc123: unhealthy container"
+    fake.daemon.routes[("GET", f"/v1/services/{sid}/progress")] = lambda b: (200, {"update_status": {
+        "state": "paused", "message": message}})
+    result = run_module("service", dict(base, env={"A": "2"}))
+    assert result.get("failed") and result["msg"] == message and result["changed"]
+    assert result["update_status"]["state"] == "paused"
+    # wait: false returns at once
+    result = run_module("service", dict(base, env={"A": "3"}, wait=False))
+    assert not result.get("failed") and result["changed"]
