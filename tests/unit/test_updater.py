@@ -268,3 +268,39 @@ def test_tasks_on_an_old_spec_without_an_update_status_are_updated_too():
                                           (0.5, "500ms"), (3600, "1h0m0s")])
 def test_durations_read_as_docker_prints_them(seconds, text):
     assert fmt_duration(seconds) == text
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(replicas=st.integers(1, 8), parallelism=st.integers(0, 4), order=st.sampled_from(["stop-first", "start-first"]),
+       delay=st.sampled_from([0.0, 1.0]), fail_first=st.booleans())
+def test_property_an_update_respects_parallelism_and_order_and_ends(replicas, parallelism, order, delay, fail_first):
+    """For any replicas, parallelism, order and delay: never more than `parallelism` slots in transition
+    (all of them for 0), stop-first never above `replicas` running and start-first never below, and the update
+    ends: completed with every task on the new image, or (when the new image fails) paused with at most
+    `parallelism` slots touched and every untouched slot still running the old image."""
+    w = World(replicas=replicas, parallelism=parallelism, order=order, delay=delay, monitor=1.0)
+    if fail_first:
+        w.bad_images.add("app:2")
+    w.update(image="app:2")
+    state = None
+    for _ in range(600):
+        w.step()
+        state = w.service["update_status"]["state"]
+        if state in ("completed", "paused"):
+            break
+    limit = parallelism or replicas
+    assert max(s["transition"] for s in w.samples) <= limit
+    if order == "stop-first":
+        assert max(s["running"] for s in w.samples) <= replicas
+    else:
+        assert min(s["running"] for s in w.samples) >= replicas
+    if fail_first:
+        assert state == "paused"
+        touched = {t["slot"] for t in w.tasks() if t["spec"]["image"] == "app:2"}
+        assert len(touched) <= limit
+        assert w.samples[-1]["images"].count("app:1") >= replicas - limit
+    else:
+        assert state == "completed" and w.samples[-1]["images"] == ["app:2"] * replicas
