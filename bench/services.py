@@ -7,6 +7,8 @@ For each size N, in one run and on the private engine unix:///tmp/swarmctl-docke
 A) swarmctl: a 5-node cluster (3 managers + 2 workers, every agent on that engine) on
    127.0.0.71-75:22377 (apart from the integration tests' 127.0.0.11+:2377). Timed through the API:
      create  POST /v1/services (N replicas of `sleep 3600`)  until N containers of it run in the engine
+     update  a rolling update to a second image (parallelism 5, the rest Docker's defaults)
+                                                              until N run the new image and none the old
      scale   POST /v1/services/NAME/scale (2N)                until 2N run
      rm      DELETE /v1/services/NAME                         until no container of it exists (all=True)
 B) Docker Swarm mode on the same engine (`swarm init` on 127.0.0.1:2477), the same three phases through
@@ -45,6 +47,7 @@ Exits 0 when the figures were measured (even if the target is missed), 1 on a cr
 from __future__ import annotations
 
 import argparse
+import io
 import ipaddress
 import os
 import shutil
@@ -61,7 +64,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import docker  # noqa: E402
-from docker.types import ContainerSpec, ServiceMode, TaskTemplate  # noqa: E402
+from docker.types import ContainerSpec, ServiceMode, TaskTemplate, UpdateConfig  # noqa: E402
 
 from swarmctl.cli.client import Client, CLIError  # noqa: E402
 from tests import docker_engine  # noqa: E402
@@ -78,7 +81,9 @@ GW_NAME = "docker_gwbridge"
 GW_PEER = "swbench-gwpeer"
 SLEEP = ["sleep", "3600"]
 POLL = 0.1
-PHASES = ("create", "scale", "rm")
+PHASES = ("create", "update", "scale", "rm")
+UPDATE_PARALLELISM = 5
+IMAGE2 = "swarmctl-test/busybox:bench-update"  # built from the test image with one ENV more: other content
 
 
 class BenchCluster(Cluster):
@@ -129,6 +134,38 @@ def wait_count(engine, label: str, want: int, running: bool, timeout: float) -> 
         if now - t0 > timeout:
             raise Timeout(f"{n} of {want} after {timeout:.0f}s")
         time.sleep(POLL)
+
+
+def running_images(engine, label: str) -> list[str]:
+    return [c["ImageID"] for c in engine.api.containers(filters={"label": label, "status": "running"})]
+
+
+def timed_update(engine, label: str, action, image_id: str, want: int, timeout: float) -> dict:
+    """Run `action` (a rolling update), then wait until `want` containers run `image_id` and no other."""
+    recorder = EventRecorder(engine, label)
+    t0 = time.perf_counter()
+    recorder.t0 = time.time()
+    first = None
+    try:
+        action()
+        call = time.perf_counter() - t0
+        while True:
+            images = running_images(engine, label)
+            now = time.perf_counter() - t0
+            new = sum(1 for i in images if i == image_id)
+            if first is None and new:
+                first = now
+            if new == want and len(images) == want:
+                return {"seconds": now, "first": first, "call": call, "events": recorder.stop()}
+            if now > timeout:
+                raise Timeout(f"{new} of {want} on the new image ({len(images)} running) after {timeout:.0f}s")
+            time.sleep(POLL)
+    except Timeout as exc:
+        exc.events = recorder.stop()
+        raise
+    except BaseException:
+        recorder.stop()
+        raise
 
 
 def timed(engine, label: str, action, want: int, running: bool, timeout: float) -> dict:
@@ -232,12 +269,18 @@ def bench_swarmctl(n: int, engine, socket_url: str, image: str, timeout: float, 
             log(fmt_phase("create", n, res))
             by_node = per_node(engine, label, "swarmctl.node.id", node_ids)
             log(f"           containers per node: {by_node}")
+            image2_id = engine.images.get(IMAGE2).id
+            results["update"] = res = timed_update(
+                engine, label, lambda: api.post(f"/v1/services/{name}/update", {
+                    "task": {"image": IMAGE2}, "update_config": {"parallelism": UPDATE_PARALLELISM}}),
+                image2_id, n, timeout)
+            log(fmt_phase("update", n, res))
             results["scale"] = res = timed(engine, label, lambda: api.post(f"/v1/services/{name}/scale",
                                                                            {"replicas": 2 * n}),
                                            2 * n, True, timeout)
             log(fmt_phase("scale", n, res))
         except Timeout as exc:
-            phase = "create" if "create" not in results else "scale"
+            phase = next(p for p in PHASES if p not in results)
             results[phase] = f"timeout ({exc})"
             log(f"    {phase:<6} N={n:<4} TIMEOUT: {exc}")
             log(f"           engine events: {getattr(exc, 'events', '?')}")
@@ -411,11 +454,18 @@ def bench_swarm(n: int, engine, docker_cli: list[str], image_id: str, timeout: f
         try:
             results["create"] = res = timed(engine, label, create, n, True, timeout)
             log(fmt_phase("create", n, res))
+            image2_id = engine.images.get(IMAGE2).id
+            results["update"] = res = timed_update(
+                engine, label, lambda: engine.services.get(service_id).update(
+                    image=image2_id, update_config=UpdateConfig(parallelism=UPDATE_PARALLELISM),
+                    fetch_current_spec=True),
+                image2_id, n, timeout)
+            log(fmt_phase("update", n, res))
             results["scale"] = res = timed(engine, label, lambda: engine.services.get(service_id).scale(2 * n),
                                            2 * n, True, timeout)
             log(fmt_phase("scale", n, res))
         except Timeout as exc:
-            phase = "create" if "create" not in results else "scale"
+            phase = next(p for p in PHASES if p not in results)
             results[phase] = f"timeout ({exc})"
             log(f"    {phase:<6} N={n:<4} TIMEOUT: {exc}")
             log(f"           engine events: {getattr(exc, 'events', '?')}")
@@ -598,6 +648,8 @@ def main() -> int:
         engine = docker.DockerClient(base_url=socket_url, timeout=120)
         image = docker_engine.TEST_IMAGE
         image_id = engine.images.get(image).id
+        engine.images.build(fileobj=io.BytesIO(f"FROM {image}\nENV SWARMCTL_BENCH=update\n".encode()), tag=IMAGE2,
+                            network_mode="none", rm=True)
         docker_cli = ["docker", "-H", socket_url]
         others = len(engine.api.containers(quiet=True))
         log(f"image {image} ({image_id[:19]}); {others} other container(s) running on the engine at start; "
@@ -624,6 +676,10 @@ def main() -> int:
         return 1
     finally:
         if engine is not None:
+            try:
+                engine.images.remove(IMAGE2, force=True)
+            except docker.errors.DockerException:
+                pass
             try:
                 state = engine.info().get("Swarm", {}).get("LocalNodeState")
                 log(f"after the run: engine swarm state {state!r}, "
