@@ -691,6 +691,49 @@ def progress_line(progress: dict) -> str:
     return f"overall progress: {progress.get('running', 0)} out of {progress.get('desired') or 0} tasks"
 
 
+# Docker's progress bar per slot: how far along its way to running a task's state is
+_BAR_STATES = ("new", "pending", "assigned", "accepted", "preparing", "starting", "running")
+BAR_WIDTH = 50
+
+
+def progress_lines(progress: dict) -> list[str]:
+    """The terminal view: the overall line, then one line per slot (`1/3: running   [=====>   ]`), as Docker's."""
+    lines = [progress_line(progress)]
+    slots = progress.get("slots") or []
+    desired = progress.get("desired") or len(slots)
+    if not slots or desired > 100:
+        return lines
+    for item in slots:
+        state = item.get("state") or ""
+        step = _BAR_STATES.index(state) + 1 if state in _BAR_STATES else 0
+        filled = BAR_WIDTH * step // len(_BAR_STATES)
+        bar = "=" * max(0, filled - 1) + (">" if filled else "") + " " * (BAR_WIDTH - filled)
+        label = f"{item['slot']}/{desired}" if isinstance(item.get("slot"), int) else str(item.get("slot"))[:12]
+        lines.append(f"{label}: {state:<10}[{bar}]")
+    return lines
+
+
+class TerminalProgress:
+    """Redraws the progress lines in place (ANSI: cursor up, clear line), the way `docker service` does on a
+    terminal; elsewhere the wait prints a plain line on each change instead."""
+
+    def __init__(self, out):
+        self.out = out
+        self.drawn = 0
+
+    def draw(self, lines: list[str]) -> None:
+        text = ""
+        if self.drawn:
+            text += f"\x1b[{self.drawn}A"
+        for line in lines:
+            text += "\x1b[2K" + line + "\n"
+        for _ in range(max(0, self.drawn - len(lines))):  # the view shrank: clear what is left below
+            text += "\x1b[2K\n"
+        self.out.write(text)
+        self.out.flush()
+        self.drawn = max(self.drawn, len(lines))
+
+
 class ConvergenceTracker:
     """Feed it progress answers (GET /v1/services/{ref}/progress) with their times; it decides when to stop.
 
@@ -849,11 +892,17 @@ def wait_for_convergence(client, service: dict, verb: str, *, timeout: float = D
             raise fail(decision.reason)
         sleep(interval)
     last_line = None
+    terminal = TerminalProgress(out) if not quiet and getattr(out, "isatty", lambda: False)() else None
     while True:
         progress = _get_or_none(client, f"/v1/services/{_ref(sid)}/progress")
         if progress is not None and len(progress.get("failed") or []) >= FAILED_LIST_CAP:
             progress = dict(progress, failed_count=count_failures(client, sid, progress))
-        if progress is not None and not quiet:
+        if progress is not None and terminal is not None:
+            lines = progress_lines(progress)
+            if lines != last_line:
+                terminal.draw(lines)
+                last_line = lines
+        elif progress is not None and not quiet:
             line = progress_line(progress)
             if line != last_line:
                 print(line, file=out, flush=True)

@@ -25,6 +25,7 @@ from swarmctl.state.records import (MODES, PREVIOUS_SPECS, RESTART_CONDITIONS, R
 # A request without a version is planned again on the fresh record this often when a concurrent write
 # changed the service between planning and commit (each round, at least one of the racing writes wins).
 UNVERSIONED_RETRIES = 20
+PROGRESS_SLOTS = 100  # slots listed in a progress answer (a larger service shows the overall line only)
 
 _IMAGE = re.compile(limits.IMAGE_PATTERN)
 
@@ -462,4 +463,8 @@ def converged(store: RaftStore, service: dict) -> dict:
             "pending": pending[:1],
             "ended": sum(1 for t in tasks if is_terminal(t["status"]["state"])),
             "update_status": service.get("update_status")
-            if (service.get("update_status") or {}).get("spec_version") == service["spec_version"] else None}
+            if (service.get("update_status") or {}).get("spec_version") == service["spec_version"] else None,
+            # one line per slot (per node, global) for the CLI's terminal view, as Docker draws it
+            "slots": [{"slot": t["slot"] if t["slot"] is not None else t["node_id"], "state": t["status"]["state"]}
+                      for t in sorted(tasks, key=lambda t: (t["slot"] is None, t["slot"] or 0, t["node_id"] or ""))
+                      ][:PROGRESS_SLOTS]}

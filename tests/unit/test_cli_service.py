@@ -730,3 +730,41 @@ def test_ls_shows_an_update_that_has_not_completed():
     assert "(rollback paused)" in sc.ls_rows([svc])[0][3]
     svc["update_status"]["state"] = "completed"
     assert "(" not in sc.ls_rows([svc])[0][3]
+
+
+def test_progress_on_a_terminal_draws_a_line_per_slot_in_place():
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    lines = sc.progress_lines(dict(_p(1, 3), slots=[{"slot": 1, "state": "running"}, {"slot": 2, "state": "starting"},
+                                                    {"slot": 3, "state": "pending"}]))
+    assert lines[0] == "overall progress: 1 out of 3 tasks"
+    assert lines[1] == "1/3: running   [" + "=" * 49 + ">]"
+    assert lines[3].startswith("3/3: pending   [") and lines[3].count("=") < lines[2].count("=")
+    out = Tty()
+    view = sc.TerminalProgress(out)
+    view.draw(lines)
+    view.draw(lines[:1] + lines[1:2] * 3)
+    text = out.getvalue()
+    assert text.count("\x1b[4A") == 1 and text.count("\x1b[2K") == 8  # drawn twice, in place
+
+    class Client:
+        def __init__(self):
+            self.answers = [dict(_p(2, 3), slots=[{"slot": i, "state": "running" if i < 3 else "starting"}
+                                                  for i in (1, 2, 3)]),
+                            dict(_p(3, 3), slots=[{"slot": i, "state": "running"} for i in (1, 2, 3)])]
+
+        def get(self, path):
+            if path.endswith("/progress"):
+                return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+            return {"id": "x", "version": 1}
+    tty = Tty()
+    sc.wait_for_convergence(Client(), {"id": "x", "version": 1, "spec": {"name": "web"}}, "created", out=tty,
+                            sleep=lambda s: None)
+    assert "1/3: running" in tty.getvalue() and tty.getvalue().endswith("verify: Service converged\n")
+    plain = io.StringIO()
+    sc.wait_for_convergence(Client(), {"id": "x", "version": 1, "spec": {"name": "web"}}, "created", out=plain,
+                            sleep=lambda s: None)
+    assert "\x1b" not in plain.getvalue() and "1/3" not in plain.getvalue()
