@@ -11,7 +11,7 @@ import pytest
 
 from ansible_collections.swarmctl.cluster.plugins.modules import service as svc
 
-from .test_service import IMAGE, FakeServices, params, run_cycle  # noqa: F401 (FakeServices: the fixture's)
+from .test_service import IMAGE, FakeServices, params, run_cycle
 
 schemas = pytest.importorskip("swarmctl.api.schemas")
 services = pytest.importorskip("swarmctl.manager.services")
