@@ -146,6 +146,15 @@ options:
             C(node.role), C(node.labels.KEY) and C(engine.labels.KEY).
         type: list
         elements: str
+      preferences:
+        description:
+          - Placement preferences, community.docker.docker_swarm_service's shape, for example
+            C([{spread: node.labels.zone}]). Tasks are spread evenly over the values of the label
+            (C(node.labels.KEY) or C(engine.labels.KEY)); nodes without the label count as one group. Several
+            preferences form a hierarchy, the first the top level.
+          - Given, it replaces the service's preferences; V([]) removes them.
+        type: list
+        elements: dict
       replicas_max_per_node:
         description:
           - Maximum number of tasks of the service on one node; V(0) means no limit.
@@ -324,6 +333,8 @@ EXAMPLES = r"""
       constraints:
         - node.role==worker
         - node.labels.zone!=b
+      preferences:
+        - spread: node.labels.zone
       replicas_max_per_node: 1
     limits:
       memory: 128M
@@ -451,7 +462,7 @@ DEFAULT_TASK = {
     "image": None, "command": None, "args": None, "env": {}, "network_mode": "host",
     "resources": {"reservations": {"cpus": 0.0, "memory": 0}, "limits": {"cpus": 0.0, "memory": 0}},
     "restart_policy": {"condition": "any", "delay": 5.0, "max_attempts": 0, "window": 0.0},
-    "placement": {"constraints": [], "max_replicas_per_node": 0, "strategy": None},
+    "placement": {"constraints": [], "preferences": [], "max_replicas_per_node": 0, "strategy": None},
     "stop_grace_period": 10.0, "force_update": 0,
 }
 
@@ -466,6 +477,7 @@ OPTION_NAMES = {
     "task.network_mode": "network_mode", "task.stop_grace_period": "stop_grace_period",
     "task.force_update": "force_update",
     "task.placement.constraints": "placement.constraints",
+    "task.placement.preferences": "placement.preferences",
     "task.placement.max_replicas_per_node": "placement.replicas_max_per_node",
     "task.placement.strategy": "placement.strategy",
     "task.restart_policy.condition": "restart_config.condition",
@@ -496,6 +508,34 @@ _CONSTRAINT_FIELDS = ("node.id", "node.hostname", "node.role", "node.platform.os
 
 class ServiceParamError(ValueError):
     pass
+
+
+def _pref_text(pref):
+    if isinstance(pref, dict) and len(pref) == 1:
+        strategy, arg = list(pref.items())[0]
+        return "%s=%s" % (strategy, arg)
+    return str(pref)
+
+
+def check_preference(pref):
+    """The daemon's placement preference rules (swarmctl.manager.scheduler.preferences.parse), so check mode
+    fails like a real run: {"spread": "node.labels.KEY"} or {"spread": "engine.labels.KEY"}."""
+    if not isinstance(pref, dict) or len(pref) != 1:
+        raise ServiceParamError("invalid placement preference %r: expected one strategy and its argument, "
+                                "e.g. {\"spread\": \"node.labels.zone\"}" % (_pref_text(pref),))
+    strategy, descriptor = list(pref.items())[0]
+    if strategy != "spread":
+        raise ServiceParamError("unsupported placement preference %s (only spread is supported)" % (strategy,))
+    if not isinstance(descriptor, str):
+        raise ServiceParamError("invalid placement preference %r: the spread descriptor must be a string"
+                                % (_pref_text(pref),))
+    for prefix in ("node.labels.", "engine.labels."):
+        if descriptor[:len(prefix)].lower() == prefix:
+            if not descriptor[len(prefix):]:
+                raise ServiceParamError("invalid placement preference %r: missing label name" % (_pref_text(pref),))
+            return {"spread": descriptor}
+    raise ServiceParamError("invalid placement preference %r: spread over node.labels.KEY or engine.labels.KEY"
+                            % (_pref_text(pref),))
 
 
 def check_constraint(expr):
@@ -705,6 +745,8 @@ def build_body(params):
     out = {}
     if placement.get("constraints") is not None:
         out["constraints"] = [check_constraint(c) for c in placement["constraints"]]
+    if placement.get("preferences") is not None:
+        out["preferences"] = [check_preference(p) for p in placement["preferences"]]
     if placement.get("replicas_max_per_node") is not None:
         if placement["replicas_max_per_node"] < 0:
             raise ServiceParamError("placement.replicas_max_per_node must be >= 0")
@@ -865,6 +907,8 @@ def changed_options(old, new, prefix=""):
     for key in sorted(set(old) | set(new)):
         path = prefix + key
         a, b = old.get(key), new.get(key)
+        if path == "task.placement.preferences":  # a service stored before preferences existed has none
+            a, b = a or [], b or []
         if path not in OPTION_NAMES and isinstance(a, dict) and isinstance(b, dict):
             out.extend(changed_options(a, b, path + "."))
         elif a != b and path != "name":
@@ -954,6 +998,7 @@ def main():
         endpoint_mode=dict(type="str", choices=["vip", "dnsrr"]),
         placement=dict(type="dict", options=dict(
             constraints=dict(type="list", elements="str"),
+            preferences=dict(type="list", elements="dict"),
             replicas_max_per_node=dict(type="int"),
             strategy=dict(type="str", choices=["spread", "binpack", "random"]),
         )),

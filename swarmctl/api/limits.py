@@ -89,7 +89,7 @@ def table() -> list[tuple[str, str, str]]:
         ("MAX_ENV_KEY / MAX_ENV_VALUE", f"{MAX_ENV_KEY} / {MAX_ENV_VALUE:,}", "characters of a variable's name / value"),
         ("MAX_ARGS / MAX_ARG", f"{MAX_ARGS} / {MAX_ARG:,}", "items of command or args / characters of one item"),
         ("MAX_CONSTRAINTS / MAX_CONSTRAINT", f"{MAX_CONSTRAINTS} / {MAX_CONSTRAINT}",
-         "placement constraints / characters of one"),
+         "placement constraints (and preferences) / characters of one"),
         ("MAX_IMAGE", str(MAX_IMAGE), "characters of an image reference"),
         ("MAX_BODY", f"{MAX_BODY:,}", "bytes of a request body (413 beyond)"),
         ("MAX_REQUEST_ID", str(MAX_REQUEST_ID), "characters of X-Request-Id (letters, digits and ._:/+=-)"),

@@ -145,8 +145,13 @@ class RestartPolicy(Body):
     window: Optional[Duration] = None
 
 
+# {"spread": "node.labels.zone"}: the strategy and its argument, checked by services.validate_spec
+Preference = Annotated[dict[Annotated[str, StringConstraints(max_length=64)], Constraint], Field(max_length=4)]
+
+
 class Placement(Body):
     constraints: Optional[Annotated[list[Constraint], Field(max_length=L.MAX_CONSTRAINTS)]] = None
+    preferences: Optional[Annotated[list[Preference], Field(max_length=L.MAX_CONSTRAINTS)]] = None
     max_replicas_per_node: Optional[int] = Field(default=None, ge=0, le=L.MAX_REPLICAS)
     strategy: Optional[Literal["spread", "binpack", "random"]] = None
 

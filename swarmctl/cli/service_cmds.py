@@ -69,6 +69,9 @@ def add_parsers(sub) -> None:
                    help="set a service label (repeatable)")
     p.add_argument("--constraint", action="append", default=[], metavar="EXPR",
                    help="placement constraint, e.g. node.role==worker or node.labels.zone!=a (repeatable)")
+    p.add_argument("--placement-pref", action="append", default=[], metavar="PREF",
+                   help="placement preference spread=node.labels.KEY or spread=engine.labels.KEY: tasks spread "
+                        "evenly over the label's values; several form a hierarchy, the first the top (repeatable)")
     p.add_argument("-p", "--publish", action="append", default=[], metavar="PORT",
                    help="publish a port: published=8080,target=80[,protocol=udp][,mode=host] or 8080:80[/udp]; "
                         "an omitted published port is taken from 30000-32767 (repeatable)")
@@ -134,6 +137,10 @@ def add_parsers(sub) -> None:
                    help="add a placement constraint (repeatable)")
     p.add_argument("--constraint-rm", action="append", default=[], metavar="EXPR",
                    help="remove a placement constraint (repeatable)")
+    p.add_argument("--placement-pref-add", action="append", default=[], metavar="PREF",
+                   help="add a placement preference, e.g. spread=node.labels.zone, after the others (repeatable)")
+    p.add_argument("--placement-pref-rm", action="append", default=[], metavar="PREF",
+                   help="remove a placement preference, e.g. spread=node.labels.zone (repeatable)")
     p.add_argument("--publish-add", action="append", default=[], metavar="PORT",
                    help="publish a port (same syntax as create's --publish; repeatable)")
     p.add_argument("--publish-rm", action="append", default=[], metavar="PORT",
@@ -316,6 +323,22 @@ def _check_constraint(expr: str) -> str:
     return expr
 
 
+def placement_prefs(items: list[str], flag: str) -> list[dict]:
+    """`--placement-pref spread=node.labels.zone` values as spec preferences; a bad one fails with Docker's wording
+    (the descriptor itself is checked by the server)."""
+    prefs = []
+    for item in items:
+        fields = item.split("=")
+        if len(fields) != 2:
+            raise UnitError(f'invalid argument "{item}" for "{flag}" flag: placement preference must be of the '
+                            'format "<strategy>=<arg>"')
+        if fields[0] != "spread":
+            raise UnitError(f'invalid argument "{item}" for "{flag}" flag: unsupported placement preference '
+                            f"{fields[0]} (only spread is supported)")
+        prefs.append({"spread": fields[1]})
+    return prefs
+
+
 def _norm_constraint(expr: str) -> str:
     return re.sub(r"\s*(==|!=)\s*", r"\1", (expr or "").strip())
 
@@ -413,6 +436,8 @@ def build_create_body(args, name: str | None = None) -> dict:
         del task["command"]  # --entrypoint "" on create: the image's own entrypoint
     if args.constraint:
         task.setdefault("placement", {})["constraints"] = [_check_constraint(c) for c in args.constraint]
+    if args.placement_pref:
+        task.setdefault("placement", {})["preferences"] = placement_prefs(args.placement_pref, "--placement-pref")
     body = {"name": name, "mode": args.mode, "labels": dict(parse_kv(item, "--label") for item in args.label),
             "task": task}
     if args.replicas is not None:
@@ -491,6 +516,12 @@ def build_update_body(args, service: dict) -> dict:
                 seen.add(norm)
                 constraints.append(expr)
         task.setdefault("placement", {})["constraints"] = constraints
+    if args.placement_pref_add or args.placement_pref_rm:
+        old_prefs = list((old_task.get("placement") or {}).get("preferences") or [])
+        removed = placement_prefs(args.placement_pref_rm, "--placement-pref-rm")
+        added = placement_prefs(args.placement_pref_add, "--placement-pref-add")
+        prefs = [p for p in old_prefs if p not in removed]  # Docker: remove, then add at the end
+        task.setdefault("placement", {})["preferences"] = prefs + added
     if task:
         body["task"] = task
     endpoint = updated_endpoint(args, spec.get("endpoint"))
@@ -518,7 +549,8 @@ def update_paths(args) -> list[tuple]:
       --replicas, --image, --args, --entrypoint and the task options: the field they set;
       --label-add/--label-rm KEY, --env-add/--env-rm KEY: that key of the labels or env (another key changed
         meanwhile is kept and retried over);
-      --constraint-add/--constraint-rm: the constraint list;  --force: the task's force_update counter."""
+      --constraint-add/--constraint-rm: the constraint list;  --placement-pref-add/-rm: the preference list;
+      --force: the task's force_update counter."""
     paths: list[tuple] = []
     if args.replicas is not None:
         paths.append(("spec", "replicas"))
@@ -535,6 +567,8 @@ def update_paths(args) -> list[tuple]:
         paths.append(("spec", "task", "env", item.partition("=")[0]))
     if args.constraint_add or args.constraint_rm:
         paths.append(("spec", "task", "placement", "constraints"))
+    if args.placement_pref_add or args.placement_pref_rm:
+        paths.append(("spec", "task", "placement", "preferences"))
     if args.force:
         paths.append(("spec", "task", "force_update"))
     if args.publish_add or args.publish_rm or args.endpoint_mode:

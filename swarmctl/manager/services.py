@@ -14,7 +14,7 @@ import time
 from swarmctl.api import limits
 from swarmctl.errors import BadRequest, Conflict, NotFound, OutOfSequence
 from swarmctl.manager.idempotent import derived_id, run_once
-from swarmctl.manager.scheduler import constraints
+from swarmctl.manager.scheduler import constraints, preferences
 from swarmctl.mesh import ports as mesh_ports
 from swarmctl.agent import templates
 from swarmctl.state.raft import RaftStore
@@ -107,6 +107,10 @@ def validate_spec(spec: dict) -> dict:
     try:
         constraints.parse_all(placement.get("constraints") or [])
     except constraints.ConstraintError as exc:
+        raise BadRequest(str(exc)) from None
+    try:
+        preferences.parse_all(placement.get("preferences") or [])
+    except preferences.PreferenceError as exc:
         raise BadRequest(str(exc)) from None
     if placement.get("strategy") not in (None, *STRATEGIES):
         raise BadRequest(f"invalid placement strategy {placement['strategy']!r}: use spread, binpack or random")

@@ -119,7 +119,7 @@ def default_task_spec() -> dict:
         "image": None, "command": None, "args": None, "env": {}, "network_mode": "host",
         "resources": {"reservations": {"cpus": 0.0, "memory": 0}, "limits": {"cpus": 0.0, "memory": 0}},
         "restart_policy": {"condition": "any", "delay": 5.0, "max_attempts": 0, "window": 0.0},
-        "placement": {"constraints": [], "max_replicas_per_node": 0, "strategy": None},
+        "placement": {"constraints": [], "preferences": [], "max_replicas_per_node": 0, "strategy": None},
         "stop_grace_period": 10.0, "force_update": 0,
     }
 

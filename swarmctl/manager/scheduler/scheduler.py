@@ -26,7 +26,7 @@ import random
 import time
 
 from swarmctl.manager.component import Reconciler
-from swarmctl.manager.scheduler import constraints, nodeinfo
+from swarmctl.manager.scheduler import constraints, nodeinfo, preferences
 from swarmctl.manager.scheduler.filters import Pipeline
 from swarmctl.manager.scheduler.index import SchedulerIndex
 from swarmctl.manager.scheduler.nodeinfo import NodeInfo, host_keys
@@ -178,7 +178,10 @@ class _Pass:
 
         eligible = [n for n in self.candidates(tuple(placement.get("constraints") or ())) if fits(n)]
         ops, now, stamp, assigned_at = self.ops, self.now, self.stamp, self.assigned_at
-        if strategy == "random":
+        if placement.get("preferences"):
+            placed = self._preferred(tasks, start, end, eligible, fits, sid, cpus, memory, keys, strategy,
+                                     placement["preferences"])
+        elif strategy == "random":
             placed = self._random(tasks, start, end, eligible, fits, sid, cpus, memory, keys)
         else:
             if strategy not in KEYS:
@@ -202,6 +205,26 @@ class _Pass:
             for task in tasks[placed:end]:
                 if task["status"]["message"] != reason:
                     ops.append(_unschedulable(task, reason, now))
+
+    def _preferred(self, tasks, start, end, eligible, fits, sid, cpus, memory, keys, strategy, prefs) -> int:
+        """Placement preferences: each task down swarmkit's tree of groups (preferences.py), the strategy in
+        the leaf. Only services with preferences come here: the others keep the one heap above."""
+        if strategy != "random" and strategy not in KEYS:
+            raise ValueError(f"unknown strategy {strategy!r}")
+        order = KEYS[strategy](sid) if strategy in KEYS else None
+
+        def place(node: NodeInfo) -> None:
+            node.place(sid, cpus, memory, keys)
+
+        tree = preferences.tree(self.infos.values(), prefs, sid, eligible, strategy, order, fits, place)
+        placed = start
+        while placed < end:
+            node = tree.take()
+            if node is None:
+                break
+            self.ops.append(_assign(tasks[placed], node.record["id"], self.stamp, self.assigned_at))
+            placed += 1
+        return placed
 
     def _random(self, tasks, start, end, eligible, fits, sid, cpus, memory, keys=()) -> int:
         """Random strategy: any eligible node, uniformly; a node that no longer fits leaves the pool."""
