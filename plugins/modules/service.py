@@ -302,6 +302,12 @@ options:
         description:
           - An update not completed within this runs the failure action, for example V(10m) (the default).
         type: str
+  rebalance:
+    description:
+      - V(auto) moves the service's tasks onto nodes that join, come back or become active, start-first and without
+        a capacity dip; V(never) leaves them. Unset means the swarm's default (C(swarm update --default-rebalance)).
+    type: str
+    choices: [auto, never]
   wait:
     description:
       - After an update that replaces the tasks (a rolling update), wait until it has completed. A paused or
@@ -492,6 +498,7 @@ OPTION_NAMES = {
 }
 OPTION_NAMES.update({"%s.%s" % (kind, key): "%s.%s" % (kind, key)
                      for kind in ("update_config", "rollback_config") for key in DEFAULT_UPDATE})
+OPTION_NAMES["rebalance"] = "rebalance"
 
 # Published ports: the daemon's rules (swarmctl.mesh.ports.check_endpoint), repeated because a module imports
 # only the standard library and module_utils; tests/unit/plugins/test_publish_agreement.py keeps them alike.
@@ -793,6 +800,8 @@ def build_body(params):
         config = build_update_config(params.get(kind), kind)
         if config:
             body[kind] = config
+    if params.get("rebalance"):
+        body["rebalance"] = params["rebalance"]
     return body
 
 
@@ -876,6 +885,7 @@ def new_spec(body):
     spec["endpoint"] = copy.deepcopy(body["endpoint"] if body.get("endpoint") is not None else DEFAULT_ENDPOINT)
     for kind in ("update_config", "rollback_config"):
         spec[kind] = merge(DEFAULT_UPDATE, body.get(kind) or {})
+    spec["rebalance"] = body.get("rebalance")
     return spec
 
 
@@ -893,6 +903,7 @@ def updated_spec(old, body, force=False):
         new["endpoint"] = copy.deepcopy(body["endpoint"])
     for kind in ("update_config", "rollback_config"):
         new[kind] = merge(merge(DEFAULT_UPDATE, old.get(kind) or {}), body.get(kind) or {})
+    new["rebalance"] = body.get("rebalance") or old.get("rebalance")
     if force:
         new["task"]["force_update"] = (old["task"].get("force_update") or 0) + 1
     return new
@@ -1020,6 +1031,7 @@ def main():
         force_update=dict(type="bool", default=False),
         update_config=dict(type="dict", options=UPDATE_OPTIONS),
         rollback_config=dict(type="dict", options=UPDATE_OPTIONS),
+        rebalance=dict(type="str", choices=["auto", "never"]),
         wait=dict(type="bool", default=True),
         wait_timeout=dict(type="int", default=600),
     )

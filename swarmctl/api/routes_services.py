@@ -149,6 +149,12 @@ async def rollback_service(ctx):
     return await services.rollback(ctx.store, ctx.request.match_info["ref"], request_id=ctx.request_id)
 
 
+@route("POST", "/v1/services/{ref}/rebalance", "cluster", leader=True)
+async def rebalance_service(ctx):
+    """Move the service's tasks toward an even spread over its eligible nodes, once (`service rebalance`)."""
+    return await services.request_rebalance(ctx.store, ctx.request.match_info["ref"], request_id=ctx.request_id)
+
+
 @route("POST", "/v1/services/{ref}/scale", "cluster", leader=True, body=ScaleRequest, query=VersionQuery)
 async def scale_service(ctx):
     """Set a replicated service's replicas; ?version=N refuses a stale read with 409."""
@@ -210,6 +216,8 @@ async def update_swarm(ctx):
         sets = []
         if body.default_strategy and body.default_strategy != cluster["spec"].get("default_strategy"):
             sets.append((["spec", "default_strategy"], body.default_strategy))
+        if body.default_rebalance and body.default_rebalance != cluster["spec"].get("default_rebalance", "never"):
+            sets.append((["spec", "default_rebalance"], body.default_rebalance))
         if body.node_cert_expiry is not None and body.node_cert_expiry != cluster["spec"].get("node_cert_expiry"):
             sets.append((["spec", "node_cert_expiry"], body.node_cert_expiry))
         if body.task_history_limit is not None and body.task_history_limit != cluster["spec"].get("task_history_limit"):

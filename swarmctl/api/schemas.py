@@ -225,6 +225,7 @@ class ServiceCreateRequest(Body):
     endpoint: Optional[EndpointSpec] = None
     update_config: Optional[UpdateConfig] = None
     rollback_config: Optional[UpdateConfig] = None
+    rebalance: Optional[Literal["auto", "never"]] = None
 
 
 class ServiceUpdateRequest(Body):
@@ -234,6 +235,7 @@ class ServiceUpdateRequest(Body):
     endpoint: Optional[EndpointSpec] = None
     update_config: Optional[UpdateConfig] = None
     rollback_config: Optional[UpdateConfig] = None
+    rebalance: Optional[Literal["auto", "never"]] = None
     force: bool = False
 
 
@@ -243,6 +245,7 @@ class ScaleRequest(Body):
 
 class SwarmUpdateRequest(Body):
     default_strategy: Optional[Literal["spread", "binpack", "random"]] = None
+    default_rebalance: Optional[Literal["auto", "never"]] = None
     # seconds; at least one minute (Swarm: an hour), at most the root CA's remaining life in practice
     node_cert_expiry: Optional[float] = Field(default=None, ge=60, le=20 * 365 * 24 * 3600)
     # ended tasks kept per slot (per node for global services); Docker's TaskHistoryRetentionLimit

@@ -153,6 +153,13 @@ def add_parsers(sub) -> None:
     p.add_argument("service", metavar="SERVICE")
     p.set_defaults(func=update)
 
+    p = actions.add_parser("rebalance", help="move a service's tasks toward an even spread, once",
+                           description="Move the tasks of a replicated service from its busiest nodes to the least "
+                                       "busy ones it may run on, until their counts differ by at most 1: start-first, "
+                                       "--update-parallelism at a time. Prints the service name.")
+    p.add_argument("service", metavar="SERVICE")
+    p.set_defaults(func=rebalance_cmd)
+
     p = actions.add_parser("rollback", help="go back to a service's previous spec", epilog=WAIT_EPILOG,
                            description="Roll the service back to the spec it had before its last update (the last "
                                        "5 specs are kept), with its --rollback-* settings. Prints the service "
@@ -197,6 +204,9 @@ def _add_task_options(p) -> None:
                    help="container hostname; may use placeholders such as {{.Task.Slot}} or {{.Node.Hostname}}")
     p.add_argument("--entrypoint", metavar="\"CMD ARG...\"",
                    help="override the image's entrypoint (one shell-quoted string)")
+    p.add_argument("--rebalance", choices=("auto", "never"),
+                   help="auto: move tasks onto nodes that join, come back or become active, without a capacity "
+                        "dip (default: the swarm's --default-rebalance, never unless set)")
     for kind, actions in (("update", UPDATE_ACTIONS), ("rollback", ROLLBACK_ACTIONS)):
         what = "an update" if kind == "update" else "a rollback"
         p.add_argument(f"--{kind}-parallelism", metavar="N",
@@ -226,6 +236,8 @@ def add_swarm_update_parser(swarm) -> None:
     p = swarm.add_parser("update", help="change swarm-wide settings")
     p.add_argument("--default-strategy", choices=STRATEGIES,
                    help="placement strategy of services that do not set one")
+    p.add_argument("--default-rebalance", choices=("auto", "never"),
+                   help="whether services without --rebalance move tasks onto nodes that join (default never)")
     p.add_argument("--cert-expiry", metavar="DURATION",
                    help="validity of node certificates issued from now on, e.g. 2160h (the default, 90 days); "
                         "at least 1m. Nodes renew theirs when 50-80%% of it has passed")
@@ -285,6 +297,8 @@ def swarm_update(client, args) -> int:
     body = {}
     if args.default_strategy:
         body["default_strategy"] = args.default_strategy
+    if args.default_rebalance:
+        body["default_rebalance"] = args.default_rebalance
     if args.cert_expiry is not None:
         expiry = parse_duration(args.cert_expiry, "certificate expiry")
         if expiry < 60:
@@ -386,8 +400,11 @@ def task_options(args) -> dict:
 
 
 def update_configs(args) -> dict:
-    """{"update_config": {...}, "rollback_config": {...}} for the --update-* and --rollback-* options given."""
+    """{"update_config": {...}, "rollback_config": {...}} for the --update-* and --rollback-* options given
+    (and "rebalance" for --rebalance)."""
     out = {}
+    if getattr(args, "rebalance", None):
+        out["rebalance"] = args.rebalance
     for kind in ("update", "rollback"):
         config: dict = {}
         value = getattr(args, f"{kind}_parallelism", None)
@@ -574,7 +591,10 @@ def update_paths(args) -> list[tuple]:
     if args.publish_add or args.publish_rm or args.endpoint_mode:
         paths.append(("spec", "endpoint"))
     for key, config in update_configs(args).items():
-        paths.extend(("spec", key, field) for field in config)
+        if isinstance(config, dict):
+            paths.extend(("spec", key, field) for field in config)
+        else:
+            paths.append(("spec", key))
     return paths
 
 
@@ -1056,6 +1076,12 @@ def scale(client, args) -> int:
                 print(f"Error: {exc}", file=sys.stderr)
                 status = 1
     return status
+
+
+def rebalance_cmd(client, args) -> int:
+    answer = client.post(f"/v1/services/{_ref(args.service)}/rebalance", {})
+    print(answer["service"]["spec"]["name"], flush=True)
+    return 0
 
 
 def rollback(client, args) -> int:

@@ -144,6 +144,8 @@ def validate_spec(spec: dict) -> dict:
             templates.check(task["hostname"])
         except templates.TemplateError as exc:
             raise BadRequest(f"invalid hostname: {exc}") from None
+    if spec.get("rebalance") not in (None, "auto", "never"):
+        raise BadRequest(f"invalid rebalance {spec['rebalance']!r}: use auto or never")
     for key, actions in (("update_config", UPDATE_FAILURE_ACTIONS), ("rollback_config", ROLLBACK_FAILURE_ACTIONS)):
         spec[key] = _check_update_config(spec.get(key), key.split("_")[0], actions)
     try:
@@ -163,7 +165,8 @@ def build_spec(body: dict) -> dict:
             "mode": body.get("mode") or "replicated", "replicas": body.get("replicas"), "task": task,
             "replicas_set": body.get("replicas") is not None, "endpoint": body.get("endpoint"),
             "update_config": _merge(default_update_config(), body.get("update_config") or {}),
-            "rollback_config": _merge(default_update_config(True), body.get("rollback_config") or {})}
+            "rollback_config": _merge(default_update_config(True), body.get("rollback_config") or {}),
+            "rebalance": body.get("rebalance")}
     if spec["replicas"] is None and spec["mode"] == "replicated":
         spec["replicas"] = 1
     return validate_spec(spec)
@@ -206,7 +209,7 @@ def _plan_update(service: dict, changes: dict, force: bool) -> tuple[dict, list[
     old = service["spec"]
     body = {"name": old["name"], "labels": old["labels"], "mode": old["mode"], "replicas": old["replicas"],
             "task": old["task"], "endpoint": old.get("endpoint"), "update_config": old.get("update_config"),
-            "rollback_config": old.get("rollback_config")}
+            "rollback_config": old.get("rollback_config"), "rebalance": old.get("rebalance")}
     if "mode" in changes and changes["mode"] != old["mode"]:
         raise BadRequest("the mode of a service cannot be changed")
     if "name" in changes and changes["name"] != old["name"]:
@@ -226,6 +229,8 @@ def _plan_update(service: dict, changes: dict, force: bool) -> tuple[dict, list[
     if force:
         new["task"]["force_update"] = old["task"].get("force_update", 0) + 1
     changed = sorted(k for k in ("labels", "replicas") if new[k] != old[k])
+    if new.get("rebalance") != old.get("rebalance"):
+        changed.append("rebalance")
     changed += [k for k in ("update_config", "rollback_config")
                 if new[k] != _check_update_config(old.get(k), k.split("_")[0],
                                                   UPDATE_FAILURE_ACTIONS if k == "update_config"
@@ -326,6 +331,25 @@ async def rollback(store: RaftStore, ref: str, request_id: str | None = None) ->
         return {"service": service_view(store, service), "changes": ["rollback"]}
 
     return await run_once(store, "service.rollback", request_id, plan, answer, retries=UNVERSIONED_RETRIES)
+
+
+async def request_rebalance(store: RaftStore, ref: str, request_id: str | None = None) -> dict:
+    """`service rebalance`: one rebalance of a replicated service, whatever its --rebalance (the orchestrator
+    moves tasks toward an even spread and clears the request, manager/orchestrator/rebalance.py)."""
+    def plan():
+        service = resolve_service(store, ref)
+        if service["spec"]["mode"] != "replicated":
+            raise BadRequest(f"service {service['spec']['name']} is global: it has one task per node already")
+        return [{"op": "patch", "kind": "service", "id": service["id"],
+                 "set": [(["rebalance_request"], time.time())]}], {"service_id": service["id"]}
+
+    def answer(reply):
+        service = store.get("service", reply["service_id"])
+        if service is None:
+            raise NotFound(f"service {ref} not found")
+        return {"service": service_view(store, service), "changes": ["rebalance"]}
+
+    return await run_once(store, "service.rebalance", request_id, plan, answer)
 
 
 async def remove(store: RaftStore, ref: str, request_id: str | None = None) -> None:

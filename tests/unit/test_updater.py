@@ -25,8 +25,9 @@ def node(name):
 class World:
     """The store, the clock, and the stand-ins for the scheduler and the agents."""
 
-    def __init__(self, replicas=6, **update):
+    def __init__(self, replicas=6, rebalance=None, **update):
         self.m = StateMachine()
+        self.nodes = list(NODES)
         self.now = 1000.0
         self.bad_images: set[str] = set()   # tasks of these images fail when they start
         self.never_up: set[str] = set()     # tasks of these images stay starting
@@ -37,7 +38,7 @@ class World:
         config = dict(default_update_config(), **update)
         svc = {"name": "web", "mode": "replicated", "replicas": replicas, "labels": {}, "task": spec,
                "endpoint": {"mode": "vip", "ports": []}, "update_config": config,
-               "rollback_config": default_update_config(True)}
+               "rollback_config": default_update_config(True), "rebalance": rebalance}
         self.write([{"op": "create", "kind": "node", "id": f"id-{n}", "record": node(n)} for n in NODES]
                    + [{"op": "create", "kind": "service", "id": "svc", "record": {
                        "id": "svc", "spec": svc, "spec_version": 1, "previous_spec": None, "previous_specs": []}}])
@@ -87,10 +88,11 @@ class World:
             if t["desired_state"] != "running":
                 ops.append(self._set(t, "shutdown", "shutdown"))
             elif st["state"] == "pending":
+                target = t.get("node_id") or f"id-{self.nodes[placed % len(self.nodes)]}"
                 ops.append({"op": "patch", "kind": "task", "id": t["id"], "set": [
-                    (["node_id"], f"id-{NODES[placed % len(NODES)]}"), (["status", "state"], "starting"),
+                    (["node_id"], target), (["status", "state"], "starting"),
                     (["status", "timestamp"], self.now)]})
-                placed += 1
+                placed += t.get("node_id") is None
             elif st["state"] == "starting":
                 if image in self.bad_images:
                     ops.append(self._set(t, "failed", "task: non-zero exit (1)", err="task: non-zero exit (1)"))
@@ -304,3 +306,60 @@ def test_property_an_update_respects_parallelism_and_order_and_ends(replicas, pa
         assert w.samples[-1]["images"].count("app:1") >= replicas - limit
     else:
         assert state == "completed" and w.samples[-1]["images"] == ["app:2"] * replicas
+
+
+# ---- rebalancing ------------------------------------------------------------------------------------
+def per_node(w):
+    counts = {f"id-{n}": 0 for n in w.nodes}
+    for t in w.tasks():
+        if t["desired_state"] == "running" and t["status"]["state"] == "running":
+            counts[t["node_id"]] = counts.get(t["node_id"], 0) + 1
+    return sorted(counts.values(), reverse=True)
+
+
+def join(w, name):
+    w.write([{"op": "create", "kind": "node", "id": f"id-{name}", "record": node(name)}])
+    w.nodes.append(name)
+    w.samples = []
+
+
+def test_rebalance_auto_evens_out_after_a_join_without_a_capacity_dip():
+    w = World(replicas=6, rebalance="auto", parallelism=1)
+    assert per_node(w) == [2, 2, 2]
+    join(w, "n4")
+    w.run(40)
+    assert per_node(w) == [2, 2, 1, 1]
+    assert min(s["running"] for s in w.samples) >= 6
+    moved = [t for t in w.tasks() if t.get("replaces")]
+    assert len(moved) == 1 and moved[0]["node_id"] == "id-n4"
+    old = w.m.get("task", moved[0]["replaces"])
+    assert old["desired_state"] == "shutdown" and old["slot"] == moved[0]["slot"]
+    w.run(20)
+    assert len([t for t in w.tasks() if t.get("replaces")]) == 1  # balanced: no more moves
+
+
+def test_rebalance_never_leaves_them_and_a_one_off_request_moves_once():
+    w = World(replicas=6)
+    join(w, "n4")
+    w.run(40)
+    assert per_node(w) == [2, 2, 2, 0]
+    w.write([{"op": "patch", "kind": "service", "id": "svc", "set": [(["rebalance_request"], w.now)]}])
+    w.run(40)
+    assert per_node(w) == [2, 2, 1, 1] and min(s["running"] for s in w.samples) >= 6
+    assert w.service.get("rebalance_request") is None
+    join(w, "n5")
+    w.run(40)
+    assert per_node(w) == [2, 2, 1, 1, 0]  # the request was for once
+
+
+def test_the_swarm_default_applies_to_services_without_their_own_setting():
+    from swarmctl.manager.orchestrator import plan_pass as plan
+    w = World(replicas=6)
+    join(w, "n4")
+    for _ in range(40):
+        p = plan([w.service], w.tasks(), w.m.list("node"), now=w.now, default_rebalance="auto")
+        if p.ops:
+            w.write(p.ops)
+        w.agents()
+        w.now += 0.5
+    assert per_node(w) == [2, 2, 1, 1]

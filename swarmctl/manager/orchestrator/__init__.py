@@ -46,10 +46,12 @@ def history_limit(cluster: dict | None) -> int:
 
 
 def plan_pass(services: list[dict], tasks: list[dict], nodes: list[dict], now: float | None = None,
-              task_history_limit: int = HISTORY_PER_SLOT, reap_budget: int = REAP_PER_PASS, pause=None) -> Plan:
+              task_history_limit: int = HISTORY_PER_SLOT, reap_budget: int = REAP_PER_PASS, pause=None,
+              default_rebalance: str = "never") -> Plan:
     """The decisions of one pass over these services and tasks; tasks whose service is not among
     `services` are taken as those of a removed service. `pause`: see Plan."""
     p = Plan({n["id"]: n for n in nodes}, now or time.time(), task_history_limit, reap_budget, pause)
+    p.default_rebalance = default_rebalance
     by_service: dict[str, list[dict]] = defaultdict(list)
     for t in tasks:
         p.tick()
@@ -131,6 +133,7 @@ class Orchestrator(Reconciler):
         self._waiting: set[str] = set()
         self.last_pass: dict = {}  # what the last pass did, for tests and benches
         self.ports = TaskPortAllocator()
+        self._default_rebalance = "never"
 
     def relevant(self, event) -> bool:
         """Task updates the scheduler and agents make while a task is on its way to running change no
@@ -160,7 +163,10 @@ class Orchestrator(Reconciler):
         if moved:
             for node_id in moved:
                 affected.update(t["service_id"] for t in self.store.find("task", "node_id", node_id))
-            affected.update(s["id"] for s in self.store.list("service") if s["spec"]["mode"] == "global")
+            # global services, and those that rebalance: a node that joined or came back concerns them
+            default = self._default_rebalance
+            affected.update(s["id"] for s in self.store.list("service") if s["spec"]["mode"] == "global"
+                            or (s["spec"].get("rebalance") or default) == "auto")
         return affected
 
     def plan_changes(self, changed: dict, full: bool, waiting: set[str], pause=None) -> Plan:
@@ -169,6 +175,8 @@ class Orchestrator(Reconciler):
         nodes = {n["id"]: n for n in node_list}
         clusters = self.store.list("cluster")
         limit = history_limit(clusters[0] if clusters else None)
+        self._default_rebalance = ((clusters[0] if clusters else {}).get("spec") or {}).get("default_rebalance") \
+            or "never"
         affected = None if full else self.affected(changed, nodes)
         if affected is None:
             self._nodes_seen = {nid: node_signature(n) for nid, n in nodes.items()}
@@ -178,7 +186,8 @@ class Orchestrator(Reconciler):
             services = [s for s in (self.store.get("service", sid) for sid in affected) if s is not None]
             tasks = [t for sid in affected for t in self.store.find("task", "service_id", sid)]
         started = time.perf_counter()
-        p = plan_pass(services, tasks, node_list, task_history_limit=limit, pause=pause)
+        p = plan_pass(services, tasks, node_list, task_history_limit=limit, pause=pause,
+                      default_rebalance=self._default_rebalance)
         self.ports.assign(p.ops, {s["id"]: s for s in services}, lambda: self.store.list("task"),
                           clusters[0] if clusters else None)
         if p.ops:  # summarised here, off the event loop: a pass may hold 100k ops

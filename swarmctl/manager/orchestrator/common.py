@@ -50,6 +50,7 @@ class Plan:
         self.ops: list[dict] = []
         self.waiting: set[str] = set()
         self.summary = ""
+        self.default_rebalance = "never"  # the swarm's default for services without --rebalance
 
     def tick(self) -> None:
         """A checkpoint in the planners' loops."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from swarmctl.manager.orchestrator import restart, updater
+from swarmctl.manager.orchestrator import rebalance, restart, updater
 from swarmctl.manager.orchestrator.common import Plan, by_created, create, shutdown
 from swarmctl.manager.orchestrator.reaper import reap_groups
 from swarmctl.state.records import is_terminal, new_task
@@ -40,12 +40,14 @@ def plan_replicated(service: dict, tasks: list[dict], p: Plan) -> None:
         p.tick()
         live = [t for t in slot_tasks if t["desired_state"] == "running"]
         up = [t for t in live if not is_terminal(t["status"]["state"])]
-        if len(up) >= 2 and up[-1]["spec_version"] == version and up[-2]["spec_version"] != version:
-            # start-first: the new task came up beside the old one, which stops once the new one runs
+        moved = len(up) >= 2 and up[-1].get("replaces") == up[-2]["id"]
+        if len(up) >= 2 and up[-1]["spec_version"] == version and (up[-2]["spec_version"] != version or moved):
+            # start-first (an update, or a rebalance move): the new task came up beside the old one, which
+            # stops once the new one runs
             old, new = up[-2], up[-1]
             extras = [t for t in live if t is not old and t is not new]
             if new["status"]["state"] == "running":
-                p.ops.append(shutdown(old, "replaced by an updated task"))
+                p.ops.append(shutdown(old, "moved by rebalance" if moved else "replaced by an updated task"))
             else:
                 update.in_flight += 1
             live = [new]
@@ -116,5 +118,12 @@ def plan_replicated(service: dict, tasks: list[dict], p: Plan) -> None:
         for _ in range(want - len(live_slots)):
             p.tick()
             p.ops.append(create(new_task(service, next(free), None, p.now)))
+    if update.in_flight:
+        p.waiting.add(service["id"])  # a new task's coming up does not wake the orchestrator: look again soon
     updater.plan_update(service, update, p)
+    if rebalance.wanted(service, p) and not update.outdated and len(live_slots) == want \
+            and (updater.current_status(service) or {}).get("state") not in updater.ROLLING:
+        if rebalance.plan_moves(service, live_slots, update.in_flight, p) and service.get("rebalance_request"):
+            p.ops.append({"op": "patch", "kind": "service", "id": service["id"], "soft": True,
+                          "if_version": service.get("version"), "set": [(["rebalance_request"], None)]})
     reap_groups(service["id"], slots.values(), p)
