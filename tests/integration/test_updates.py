@@ -148,3 +148,48 @@ def test_no_request_fails_through_the_mesh_during_a_rolling_update(docker_cluste
     print(f"mesh during 2 rolling updates: {load.ok} requests, {len(load.failures)} failed")
     assert load.failures == [], load.failures[:5]
     assert load.ok >= 100
+
+
+def per_node(m, service):
+    tasks = check(m.cli("service", "ps", "--format", "json", "-f", "desired-state=running", service)).json()
+    counts: dict[str, int] = {}
+    for t in tasks:
+        if t["status"]["state"] == "running":
+            counts[t["node_name"]] = counts.get(t["node_name"], 0) + 1
+    return counts
+
+
+def test_rebalance_auto_moves_tasks_to_a_joining_worker_without_a_dip_and_never_leaves_them(docker_cluster):
+    managers, workers = docker_cluster.form(1, 3)
+    m = managers[0]
+    check(m.cli("node", "update", "--availability", "drain", m.name))
+    for name, mode in (("auto", "auto"), ("never", "never")):
+        check(m.cli("service", "create", "--name", name, "--replicas", "6", "--rebalance", mode, IMAGE, "sleep", "3600",
+                    timeout=120))
+        assert sorted(per_node(m, name).values()) == [2, 2, 2]
+    with Sampler(m, "auto", seconds=60) as sampler:
+        newcomer = docker_cluster.join(5)
+        wait_for(lambda: sorted(per_node(m, "auto").values()) == [1, 1, 2, 2], timeout=60,
+                 what="auto rebalanced to 2-2-1-1")
+        time.sleep(1.0)
+    assert per_node(m, "auto").get(newcomer.name) == 1
+    assert min(s["running"] for s in sampler.samples) >= 6
+    assert sorted(per_node(m, "never").values()) == [2, 2, 2] and newcomer.name not in per_node(m, "never")
+    # a one-off rebalance of the other one
+    check(m.cli("service", "rebalance", "never"))
+    wait_for(lambda: sorted(per_node(m, "never").values()) == [1, 1, 2, 2], timeout=60, what="one-off rebalance")
+
+
+def test_placement_preferences_spread_over_zones(docker_cluster):
+    managers, workers = docker_cluster.form(1, 4)
+    zones = {managers[0].name: "a", workers[0].name: "b", workers[1].name: "b", workers[2].name: "c",
+             workers[3].name: "c"}
+    m = managers[0]
+    for name, zone in zones.items():
+        check(m.cli("node", "update", "--label-add", f"zone={zone}", name))
+    check(m.cli("service", "create", "--name", "zoned", "--replicas", "6", "--placement-pref",
+                "spread=node.labels.zone", IMAGE, "sleep", "3600", timeout=120))
+    by_zone: dict[str, int] = {}
+    for node_name, n in per_node(m, "zoned").items():
+        by_zone[zones[node_name]] = by_zone.get(zones[node_name], 0) + n
+    assert by_zone == {"a": 2, "b": 2, "c": 2}
