@@ -79,8 +79,9 @@ def status(m, service):
 def test_rolling_updates_keep_parallelism_and_order_and_roll_back_or_pause_on_failure(docker_cluster, image2):
     managers, workers = docker_cluster.form(1, 2)
     m = managers[0]
+    # busybox sleep as PID 1 ignores SIGTERM: a short grace period keeps stop-first quick
     check(m.cli("service", "create", "--name", "app", "--replicas", "6", "--update-parallelism", "2",
-                "--update-monitor", "1s", IMAGE, "sleep", "3600", timeout=120))
+                "--update-monitor", "1s", "--stop-grace-period", "1s", IMAGE, "sleep", "3600", timeout=120))
 
     # stop-first, parallelism 2: at most 2 slots in transition, never more than 6 running
     with Sampler(m, "app") as stop_first:
@@ -164,8 +165,8 @@ def test_rebalance_auto_moves_tasks_to_a_joining_worker_without_a_dip_and_never_
     m = managers[0]
     check(m.cli("node", "update", "--availability", "drain", m.name))
     for name, mode in (("auto", "auto"), ("never", "never")):
-        check(m.cli("service", "create", "--name", name, "--replicas", "6", "--rebalance", mode, IMAGE, "sleep", "3600",
-                    timeout=120))
+        check(m.cli("service", "create", "--name", name, "--replicas", "6", "--rebalance", mode,
+                    "--stop-grace-period", "1s", IMAGE, "sleep", "3600", timeout=120))
         assert sorted(per_node(m, name).values()) == [2, 2, 2]
     with Sampler(m, "auto", seconds=60) as sampler:
         newcomer = docker_cluster.join(5)

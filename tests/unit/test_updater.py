@@ -191,6 +191,10 @@ def test_a_failing_new_image_with_failure_action_rollback_ends_rolled_back():
     assert w.samples[-1]["images"] == ["app:1"] * 6
     assert all(t["spec"]["image"] == "app:1" for t in w.tasks()
                if t["desired_state"] == "running" and not is_terminal(t["status"]["state"]))
+    # the slots the update never touched kept their tasks: they run the rolled-back spec already (swarmkit:
+    # a task is replaced only when it is dirty), and took its version
+    original = [t for t in w.tasks() if t["created_at"] <= 1020.0 and t["desired_state"] == "running"]
+    assert len(original) >= 4 and all(t["spec_version"] == w.service["spec_version"] for t in original)
 
 
 def test_failure_action_pause_stays_paused_with_the_reason():

@@ -29,6 +29,16 @@ def by_slot(tasks: list[dict]) -> dict[int, list[dict]]:
     return slots
 
 
+def clean(service: dict, task: dict) -> bool:
+    """Whether a task of an older spec version runs exactly what the service asks now (swarmkit's
+    !IsTaskDirty): the same task spec, and host ports for the same targets."""
+    if task["spec"] != service["spec"]["task"]:
+        return False
+    wanted = {(p["target_port"], p["protocol"], p.get("publish_mode") or "ingress")
+              for p in (service["spec"].get("endpoint") or {}).get("ports") or []}
+    return {(p["target"], p["protocol"], p["mode"]) for p in task.get("ports") or []} == wanted
+
+
 def plan_replicated(service: dict, tasks: list[dict], p: Plan) -> None:
     slots = by_slot(tasks)
     p.tick()
@@ -88,7 +98,11 @@ def plan_replicated(service: dict, tasks: list[dict], p: Plan) -> None:
             p.ops.append(shutdown(current, "task moved: its node is down or drained"))
             p.ops.append(create(restart.moved(service, current, slot, None, p.now)))
         elif current["spec_version"] != version:
-            update.outdated.append((slot, current))  # the updater decides when
+            if clean(service, current):  # e.g. after a rollback to the spec it runs: keep it, as swarmkit does
+                p.ops.append({"op": "patch", "kind": "task", "id": current["id"], "soft": True,
+                              "if_version": current.get("version"), "set": [(["spec_version"], version)]})
+            else:
+                update.outdated.append((slot, current))  # the updater decides when
         elif current["status"]["state"] != "running" and any(t["spec_version"] != version for t in slot_tasks):
             update.in_flight += 1  # replaced by the update, not up yet
         live_slots[slot] = current
