@@ -77,7 +77,8 @@ class Daemon:
         self.proc = subprocess.Popen(
             SWARMCTL + ["daemon", "--data-dir", self.data_dir, "--advertise-addr", self.ip,
                         "--listen-addr", self.addr, "--socket", self.socket, "--hostname", self.name,
-                        "--heartbeat-period", str(self.heartbeat), "--log-level", "info"] + self.extra_args,
+                        "--heartbeat-period", str(self.heartbeat), "--log-level",
+                        os.environ.get("SWARMCTL_TEST_LOG_LEVEL", "info")] + self.extra_args,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, **self.env),
             group=self.group)
         log.close()

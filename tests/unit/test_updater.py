@@ -367,3 +367,24 @@ def test_the_swarm_default_applies_to_services_without_their_own_setting():
         w.agents()
         w.now += 0.5
     assert per_node(w) == [2, 2, 1, 1]
+
+
+def test_a_rollback_keeps_the_old_task_that_runs_the_restored_spec_and_stops_the_newer_one():
+    """start-first: the failing new task is still starting when the rollback comes; the slot keeps the
+    running old task (it runs the restored spec), not the newer one."""
+    w = World(replicas=3, parallelism=3, order="start-first", failure_action="rollback")
+    w.never_up.add("app:2")  # stays starting: not failed yet when the rollback comes
+    w.bad_images.add("app:3")
+    w.update(image="app:2")
+    w.run(4)
+    # roll back by hand while the new tasks are still starting
+    s = w.service
+    kept = s["previous_specs"]
+    w.write([{"op": "patch", "kind": "service", "id": "svc", "set": [
+        (["spec"], kept[-1]), (["previous_specs"], kept[:-1]), (["spec_version"], s["spec_version"] + 1),
+        (["update_status"], {"state": "rollback_started", "message": "manually requested rollback",
+                             "started_at": w.now, "completed_at": None, "spec_version": s["spec_version"] + 1})]}])
+    w.run(20)
+    assert min(x["running"] for x in w.samples) >= 3
+    assert w.samples[-1]["images"] == ["app:1"] * 3
+    assert w.service["update_status"]["state"] == "rollback_completed"

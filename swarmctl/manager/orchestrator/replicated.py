@@ -29,6 +29,10 @@ def by_slot(tasks: list[dict]) -> dict[int, list[dict]]:
     return slots
 
 
+def current_like(service: dict, task: dict) -> bool:
+    return task["spec_version"] == service["spec_version"] or clean(service, task)
+
+
 def clean(service: dict, task: dict) -> bool:
     """Whether a task of an older spec version runs exactly what the service asks now (swarmkit's
     !IsTaskDirty): the same task spec, and host ports for the same targets."""
@@ -50,11 +54,16 @@ def plan_replicated(service: dict, tasks: list[dict], p: Plan) -> None:
         p.tick()
         live = [t for t in slot_tasks if t["desired_state"] == "running"]
         up = [t for t in live if not is_terminal(t["status"]["state"])]
-        moved = len(up) >= 2 and up[-1].get("replaces") == up[-2]["id"]
-        if len(up) >= 2 and up[-1]["spec_version"] == version and (up[-2]["spec_version"] != version or moved):
+        pair = None
+        if len(up) >= 2 and current_like(service, up[-1]):
             # start-first (an update, or a rebalance move): the new task came up beside the old one, which
             # stops once the new one runs
-            old, new = up[-2], up[-1]
+            olds = [t for t in up[:-1] if up[-1].get("replaces") == t["id"] or not current_like(service, t)]
+            if olds:
+                pair = (olds[-1], up[-1])
+        if pair is not None:
+            old, new = pair
+            moved = new.get("replaces") == old["id"]
             extras = [t for t in live if t is not old and t is not new]
             if new["status"]["state"] == "running":
                 p.ops.append(shutdown(old, "moved by rebalance" if moved else "replaced by an updated task"))
@@ -62,8 +71,12 @@ def plan_replicated(service: dict, tasks: list[dict], p: Plan) -> None:
                 update.in_flight += 1
             live = [new]
         elif up:
-            extras = [t for t in live if t is not up[-1]]
-            live = [up[-1]]
+            # never two live tasks for one slot: keep the one that runs what the service asks (a rollback can
+            # leave an old task that does beside a newer one that does not), running first, newest first
+            keep = next((t for t in reversed(up) if current_like(service, t) and t["status"]["state"] == "running"),
+                        None) or next((t for t in reversed(up) if current_like(service, t)), None) or up[-1]
+            extras = [t for t in live if t is not keep]
+            live = [keep]
         else:
             extras = live[:-1]
             live = live[-1:]
