@@ -181,8 +181,8 @@ def client_from_module(module):
 # ---- units (same rules as the swarmctl CLI) ------------------------------------------------------
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)\s?(?:([kmgtp])i?)?b?$", re.IGNORECASE)
 _MULTIPLIERS = {None: 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4, "p": 1024 ** 5}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ns|us|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _NUMBER = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)$")
 
 

@@ -216,6 +216,44 @@ options:
     description:
       - Time to wait for a container to stop before it is killed, for example V(10s).
     type: str
+  healthcheck:
+    description:
+      - Configure a check that is run to determine whether or not containers for this service are healthy, as
+        in M(community.docker.docker_swarm_service). A task whose container has a healthcheck runs only once it
+        is healthy; an unhealthy container is stopped and its task fails (the restart policy replaces it).
+      - Options left out take Docker's defaults (interval and timeout V(30s), retries V(3), start_period
+        V(0s), start_interval V(5s)). Without this option the image's own HEALTHCHECK applies.
+      - O(healthcheck.interval), O(healthcheck.timeout), O(healthcheck.start_period) and
+        O(healthcheck.start_interval) are durations such as V(30s), V(1m30s) or V(500ms) (units us, ms, s, m
+        and h; a bare number means seconds).
+    type: dict
+    suboptions:
+      test:
+        description:
+          - Command to run to check health. Must be either a string or a list. If it is a list, the first item
+            must be one of V(NONE), V(CMD) or V(CMD-SHELL). A string runs with the container's shell
+            (V(CMD-SHELL)); V([NONE]) turns the image's healthcheck off.
+        type: raw
+      interval:
+        description:
+          - Time between running the check.
+        type: str
+      timeout:
+        description:
+          - Maximum time to allow one check to run.
+        type: str
+      retries:
+        description:
+          - Consecutive failures needed to report unhealthy.
+        type: int
+      start_period:
+        description:
+          - Start period for the container to initialize before counting retries towards unstable.
+        type: str
+      start_interval:
+        description:
+          - Time between running the check during the start period.
+        type: str
   force_update:
     description:
       - Redeploy the tasks even if nothing changed. Always a change when the service exists.
@@ -350,6 +388,11 @@ EXAMPLES = r"""
       delay: 5s
       max_attempts: 3
     stop_grace_period: 5s
+    healthcheck:
+      test: wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1
+      interval: 10s
+      retries: 3
+      start_period: 5s
     labels:
       team: frontend
 
@@ -418,7 +461,7 @@ swarm_service:
       returned: always
     spec:
       description: C(name), C(mode), C(replicas), C(labels), C(task) (image, command, args, env, network_mode,
-        resources, restart_policy, placement, stop_grace_period, force_update) and C(endpoint) (C(mode), and
+        resources, restart_policy, placement, stop_grace_period, healthcheck, force_update) and C(endpoint) (C(mode), and
         C(ports) with C(protocol), C(target_port), C(published_port) and C(publish_mode); the published ports
         the swarm picked are filled in, and null in check mode's prediction of a new service).
       type: dict
@@ -469,18 +512,24 @@ DEFAULT_TASK = {
     "resources": {"reservations": {"cpus": 0.0, "memory": 0}, "limits": {"cpus": 0.0, "memory": 0}},
     "restart_policy": {"condition": "any", "delay": 5.0, "max_attempts": 0, "window": 0.0},
     "placement": {"constraints": [], "preferences": [], "max_replicas_per_node": 0, "strategy": None},
-    "stop_grace_period": 10.0, "force_update": 0,
+    "stop_grace_period": 10.0, "healthcheck": None, "force_update": 0,
 }
 
 # The daemon's defaults of a service's update and rollback configs (swarmctl.state.records.default_update_config).
 DEFAULT_UPDATE = {"parallelism": 1, "delay": 0.0, "order": "stop-first", "failure_action": "pause", "monitor": 5.0,
                   "max_failure_ratio": 0.0, "healthy_deadline": 300.0, "progress_deadline": 600.0}
 
+# A healthcheck's settings when left out: the daemon's (swarmctl.state.records.HEALTHCHECK_DEFAULTS), which it
+# fills in, so the module compares the spec the daemon stores; tests/unit/plugins/test_healthcheck_agreement.py
+# keeps them alike.
+HEALTHCHECK_DEFAULTS = {"interval": 30.0, "timeout": 30.0, "retries": 3, "start_period": 0.0, "start_interval": 5.0}
+
 # Spec paths -> option names (for `changes`).
 OPTION_NAMES = {
     "mode": "mode", "replicas": "replicas", "labels": "labels",
     "task.image": "image", "task.command": "command", "task.args": "args", "task.env": "env",
     "task.network_mode": "network_mode", "task.stop_grace_period": "stop_grace_period",
+    "task.healthcheck": "healthcheck",
     "task.force_update": "force_update",
     "task.placement.constraints": "placement.constraints",
     "task.placement.preferences": "placement.preferences",
@@ -792,6 +841,9 @@ def build_body(params):
     if params.get("stop_grace_period") is not None:
         task["stop_grace_period"] = _number(params["stop_grace_period"], "stop_grace_period",
                                             lambda v: parse_duration(v, "stop_grace_period"))
+    healthcheck = build_healthcheck(params.get("healthcheck"))
+    if healthcheck is not None:
+        task["healthcheck"] = healthcheck
     body["task"] = task
     endpoint = build_endpoint(params)
     if endpoint is not None:
@@ -861,11 +913,39 @@ def wait_for_update(client, service, timeout, sleep=time.sleep, clock=time.monot
         sleep(0.5)
 
 
+def build_healthcheck(health):
+    """The task's healthcheck (community.docker's option -> the API's task.healthcheck, in seconds), with the
+    daemon's defaults filled in; None when the option is left out. The daemon checks the rest."""
+    if health is None:
+        return None
+    test = health.get("test")
+    if test is None:
+        test = []
+    elif isinstance(test, str):
+        test = ["CMD-SHELL", test] if test.strip() else []
+    elif isinstance(test, list):
+        test = [str(word) for word in test]
+    else:
+        raise ServiceParamError("healthcheck.test must be a string or a list")
+    out = {"test": test}
+    for key, default in HEALTHCHECK_DEFAULTS.items():
+        value = health.get(key)
+        if value is None:
+            out[key] = default
+        elif key == "retries":
+            if value < 0:
+                raise ServiceParamError("healthcheck.retries cannot be negative")
+            out[key] = int(value)
+        else:
+            out[key] = _number(value, key, lambda v, k=key: parse_duration(v, "healthcheck.%s" % k))
+    return out
+
+
 def merge(base, patch):
-    """The daemon's merge: nested dicts merge, except env and labels, which are replaced whole."""
+    """The daemon's merge: nested dicts merge, except env, labels and healthcheck, which are replaced whole."""
     out = copy.deepcopy(base)
     for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("env", "labels"):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("env", "labels", "healthcheck"):
             out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -959,7 +1039,8 @@ def plan(current, params):
 
 def update_paths(body):
     """The fields of the service record an update body changes, for the retry rule (still_meaningful): replicas,
-    labels, env and the endpoint as a whole (the module sets them whole), and every other task setting it names."""
+    labels, env, healthcheck and the endpoint as a whole (the module sets them whole), and every other task setting
+    it names."""
     paths = []
     if "replicas" in body:
         paths.append(("spec", "replicas"))
@@ -968,7 +1049,7 @@ def update_paths(body):
 
     def leaves(tree, prefix):
         for key, value in tree.items():
-            if isinstance(value, dict) and value and key != "env":
+            if isinstance(value, dict) and value and key not in ("env", "healthcheck"):
                 leaves(value, prefix + (key,))
             else:
                 paths.append(prefix + (key,))
@@ -1028,6 +1109,14 @@ def main():
             window=dict(type="str"),
         )),
         stop_grace_period=dict(type="str"),
+        healthcheck=dict(type="dict", options=dict(
+            test=dict(type="raw"),
+            interval=dict(type="str"),
+            timeout=dict(type="str"),
+            retries=dict(type="int"),
+            start_period=dict(type="str"),
+            start_interval=dict(type="str"),
+        )),
         force_update=dict(type="bool", default=False),
         update_config=dict(type="dict", options=UPDATE_OPTIONS),
         rollback_config=dict(type="dict", options=UPDATE_OPTIONS),

@@ -70,7 +70,7 @@ def container_spec(task: dict, node_id: str, node_addr: str | None = None, node_
                          args=spec.get("args"), env=env, labels=labels,
                          cpu_limit=limits.get("cpus") or None, memory_limit=int(limits.get("memory") or 0) or None,
                          network_mode=spec.get("network_mode") or "host", hostname=hostname,
-                         dns=list(dns) if dns else None)
+                         dns=list(dns) if dns else None, healthcheck=spec.get("healthcheck"))
 
 
 class Worker:
@@ -92,6 +92,7 @@ class Worker:
         self._have_assignments = False
         self.full_lists = 0  # full assignment lists received (the rest were deltas)
         self._reported: dict[str, str] = {}
+        self._health: dict[str, str] = {}  # task id -> the container health last reported
         self._outbox: dict[str, dict] = {}
         self._busy: set[str] = set()
         self._wake = asyncio.Event()
@@ -209,6 +210,7 @@ class Worker:
         for task_id in list(self._reported):
             if task_id not in self.assigned and task_id not in by_task:
                 self._reported.pop(task_id, None)
+                self._health.pop(task_id, None)
 
     def _reconcile_task(self, task: dict, container: ContainerState | None) -> None:
         state = self._state(task)
@@ -225,8 +227,19 @@ class Worker:
                 self._spawn(task["id"], self._start(task))
             return
         if container.running:
-            if state_index(state) < state_index("running"):
-                self._report(task, "running", container_id=container.id, message="started")
+            if container.health == "unhealthy":
+                self._spawn(task["id"], self._unhealthy(task, container))
+            elif container.health == "starting":
+                if state_index(state) < state_index("starting"):  # adopted after a restart of the agent
+                    self._report(task, "starting", container_id=container.id, message="starting", health="starting")
+                    self._health[task["id"]] = "starting"
+                elif state == "starting" and self._health.get(task["id"]) != "starting":
+                    self._report_health(task, "starting")
+            elif state_index(state) < state_index("running"):
+                if container.health == "healthy":
+                    self._spawn(task["id"], self._healthy(task, container))
+                else:
+                    self._report(task, "running", container_id=container.id, message="started")
         elif container.status in ("exited", "dead"):
             self._report_exit(task, container)
         elif container.status == "created":
@@ -268,10 +281,44 @@ class Worker:
         except RuntimeFailure as exc:
             self._report(task, "failed", err=str(exc), message="starting the container failed")
             return
+        try:
+            started = await self._run(self.runtime.inspect, container_id)
+        except RuntimeFailure:
+            started = None  # the next reconcile reads its state from the container list
         current = self.assigned.get(task["id"], task)
-        if current["desired_state"] == "running":
-            self._report(task, "running", container_id=container_id, message="started")
+        if current["desired_state"] == "running" and started is not None:
+            if started.health is None:
+                self._report(task, "running", container_id=container_id, message="started")
+            elif started.health == "starting":  # a healthcheck runs: running once it says healthy (reconcile)
+                self._report_health(task, "starting", started.health_output)
         self._wake.set()
+
+    async def _health_output(self, container: ContainerState) -> str:
+        """The last check's output: only an inspect has it (the container list gives just the health)."""
+        try:
+            state = await self._run(self.runtime.inspect, container.id)
+        except RuntimeFailure:
+            return ""
+        return state.health_output if state is not None else ""
+
+    async def _healthy(self, task: dict, container: ContainerState) -> None:
+        output = await self._health_output(container)
+        self._report(task, "running", container_id=container.id, message="started", health="healthy",
+                     health_output=output)
+        self._health[task["id"]] = "healthy"
+
+    async def _unhealthy(self, task: dict, container: ContainerState) -> None:
+        """Docker's rule for a service task: a container its healthcheck calls unhealthy is stopped and the
+        task fails, so the restart policy replaces it."""
+        output = await self._health_output(container)
+        grace = float(task["spec"].get("stop_grace_period") or 0)
+        try:
+            await self._run(self.runtime.stop, container.id, grace)
+        except RuntimeFailure as exc:
+            log.warning("task %s: stopping its unhealthy container failed: %s", task["id"], exc)
+        self._report(task, "failed", err="unhealthy container", message="unhealthy container",
+                     container_id=container.id, health="unhealthy", health_output=output)
+        self._health[task["id"]] = "unhealthy"
 
     async def _shutdown(self, task: dict, container: ContainerState | None) -> None:
         if container is not None:
@@ -308,6 +355,19 @@ class Worker:
             return
         self._reported[task["id"]] = state
         self._outbox[task["id"]] = {"task_id": task["id"], "state": state, **fields}
+        self._flush.set()
+
+    def _report_health(self, task: dict, health: str, output: str = "") -> None:
+        """A new container health for a task that stays in its state (a starting container whose healthcheck
+        runs): the dispatcher takes a report of the same state only for this."""
+        state = self._state(task)
+        if is_terminal(state):
+            return
+        update = self._outbox.get(task["id"])
+        if update is None or update["state"] != state:
+            update = self._outbox[task["id"]] = {"task_id": task["id"], "state": state}
+        update.update(health=health, health_output=output)
+        self._health[task["id"]] = health
         self._flush.set()
 
     async def _report_loop(self) -> None:

@@ -115,6 +115,8 @@ class EndpointsRequest(Body):
 
 
 class TaskStatusUpdate(Body):
+    # a newer agent may report more of a task to an older leader during a rolling upgrade (as health came)
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     task_id: Id
     state: Literal["accepted", "preparing", "ready", "starting", "running", "complete", "shutdown", "failed",
                    "rejected"]
@@ -122,6 +124,8 @@ class TaskStatusUpdate(Body):
     err: Optional[Text] = None
     container_id: Optional[Id] = None
     exit_code: Optional[int] = Field(default=None, ge=-(2 ** 31), le=2 ** 31 - 1)
+    health: Optional[Literal["starting", "healthy", "unhealthy"]] = None
+    health_output: Optional[Text] = None
 
 
 class TaskStatusRequest(Body):
@@ -156,6 +160,16 @@ class Placement(Body):
     strategy: Optional[Literal["spread", "binpack", "random"]] = None
 
 
+class HealthCheck(Body):
+    """Docker's HealthConfig in seconds: test ["CMD-SHELL", cmd] | ["CMD", arg...] | ["NONE"] | [] (the image's)."""
+    test: Optional[Args] = None
+    interval: Optional[Duration] = None
+    timeout: Optional[Duration] = None
+    retries: Optional[Count] = None
+    start_period: Optional[Duration] = None
+    start_interval: Optional[Duration] = None
+
+
 class TaskSpec(Body):
     image: Optional[str] = Field(default=None, max_length=L.MAX_IMAGE)
     command: Optional[Args] = None
@@ -166,6 +180,7 @@ class TaskSpec(Body):
     restart_policy: Optional[RestartPolicy] = None
     placement: Optional[Placement] = None
     stop_grace_period: Optional[Duration] = None
+    healthcheck: Optional[HealthCheck] = None
     hostname: Optional[Hostname] = None
 
 

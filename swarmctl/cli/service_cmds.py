@@ -225,6 +225,16 @@ def _add_task_options(p) -> None:
                        help="a new task not running (healthy) within this counts as failed (default 5m)")
         p.add_argument(f"--{kind}-progress-deadline", metavar="DURATION",
                        help=f"{what} not completed within this runs the failure action (default 10m)")
+    p.add_argument("--health-cmd", metavar="CMD", help="Command to run to check health")
+    p.add_argument("--health-interval", metavar="DURATION", help="Time between running the check (ms|s|m|h)")
+    p.add_argument("--health-retries", metavar="N", help="Consecutive failures needed to report unhealthy")
+    p.add_argument("--health-start-period", metavar="DURATION",
+                   help="Start period for the container to initialize before counting retries towards unstable "
+                        "(ms|s|m|h)")
+    p.add_argument("--health-start-interval", metavar="DURATION",
+                   help="Time between running the check during the start period (ms|s|m|h)")
+    p.add_argument("--health-timeout", metavar="DURATION", help="Maximum time to allow one check to run (ms|s|m|h)")
+    p.add_argument("--no-healthcheck", action="store_true", help="Disable any container-specified HEALTHCHECK")
     p.add_argument("-d", "--detach", action="store_true", help="do not wait for the service to converge")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print progress")
     p.add_argument("--timeout", metavar="DURATION", default=None,
@@ -434,6 +444,42 @@ def update_configs(args) -> dict:
         if config:
             out[f"{kind}_config"] = config
     return out
+_HEALTH_DURATIONS = (("interval", "--health-interval"), ("timeout", "--health-timeout"),
+                     ("start_period", "--health-start-period"), ("start_interval", "--health-start-interval"))
+
+
+def _health_flags_given(args) -> bool:
+    return args.health_cmd is not None or args.health_retries is not None or \
+        any(getattr(args, f"health_{key}") is not None for key, _flag in _HEALTH_DURATIONS)
+
+
+def healthcheck_options(args, old: dict | None = None) -> dict | None:
+    """The task's healthcheck after the --health-* and --no-healthcheck flags (None: no such flag), as Docker's
+    CLI does it: on create the flags given; on update they change the service's healthcheck (`old`), a check
+    that was turned off ("NONE") goes back to the image's test unless --health-cmd names one, and
+    --health-cmd "" means the image's test. --no-healthcheck replaces the whole check."""
+    given = _health_flags_given(args)
+    if args.no_healthcheck:
+        if given:
+            raise UnitError("--no-healthcheck conflicts with --health-* options")
+        return {"test": ["NONE"]}
+    if not given:
+        return None
+    health = dict(old or {})
+    if health.get("test") == ["NONE"]:
+        health["test"] = []
+    for key, flag in _HEALTH_DURATIONS:
+        text = getattr(args, f"health_{key}")
+        if text is not None:
+            if text.strip().startswith("-"):
+                raise UnitError(f'invalid argument "{text}" for "{flag}" flag: duration cannot be negative')
+            health[key] = parse_duration(text, flag)
+    if args.health_retries is not None:
+        health["retries"] = parse_int(args.health_retries, "--health-retries")
+    if args.health_cmd is not None:
+        health["test"] = ["CMD-SHELL", args.health_cmd] if args.health_cmd.strip() else []
+    health.setdefault("test", [])
+    return health
 
 
 def build_create_body(args, name: str | None = None) -> dict:
@@ -449,6 +495,9 @@ def build_create_body(args, name: str | None = None) -> dict:
     if args.env:
         task["env"] = dict(parse_kv(item, "--env") for item in args.env)
     task.update(task_options(args))
+    health = healthcheck_options(args)
+    if health is not None:
+        task["healthcheck"] = health
     if task.get("command") == []:
         del task["command"]  # --entrypoint "" on create: the image's own entrypoint
     if args.constraint:
@@ -539,6 +588,9 @@ def build_update_body(args, service: dict) -> dict:
         added = placement_prefs(args.placement_pref_add, "--placement-pref-add")
         prefs = [p for p in old_prefs if p not in removed]  # Docker: remove, then add at the end
         task.setdefault("placement", {})["preferences"] = prefs + added
+    health = healthcheck_options(args, old_task.get("healthcheck"))
+    if health is not None:
+        task["healthcheck"] = health
     if task:
         body["task"] = task
     endpoint = updated_endpoint(args, spec.get("endpoint"))
@@ -586,6 +638,8 @@ def update_paths(args) -> list[tuple]:
         paths.append(("spec", "task", "placement", "constraints"))
     if args.placement_pref_add or args.placement_pref_rm:
         paths.append(("spec", "task", "placement", "preferences"))
+    if args.no_healthcheck or _health_flags_given(args):
+        paths.append(("spec", "task", "healthcheck"))
     if args.force:
         paths.append(("spec", "task", "force_update"))
     if args.publish_add or args.publish_rm or args.endpoint_mode:
@@ -678,12 +732,15 @@ def order_tasks(tasks: list[dict]) -> list[tuple[dict, bool]]:
 
 
 def task_error(task: dict, trunc: bool = True) -> str:
-    """Docker's ERROR column: the task's err (or why a pending task cannot be scheduled), quoted."""
+    """Docker's ERROR column: the task's err (or why a pending task cannot be scheduled), quoted; untruncated, an
+    unhealthy task's err is followed by its last health check's output (Docker shows it only in inspect)."""
     status = task.get("status") or {}
     err = status.get("err") or ""
     message = status.get("message") or ""
     if not err and status.get("state") == "pending" and message.startswith("no suitable node"):
         err = message
+    if not trunc and status.get("health") == "unhealthy" and status.get("health_output"):
+        err = f"{err} (last health check: {status['health_output']})"
     err = " ".join(err.split())  # one line
     if trunc and len(err) > MAX_ERROR_WIDTH:
         err = err[:MAX_ERROR_WIDTH - 1] + "…"

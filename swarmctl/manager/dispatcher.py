@@ -28,6 +28,8 @@ from swarmctl.manager.sessions import AssignmentLog, Deadlines
 log = logging.getLogger(__name__)
 
 MISSED_PERIODS = 3
+# the fields of a status report copied into the task's status besides its state and message
+STATUS_KEYS = ("err", "container_id", "exit_code", "health", "health_output")
 BATCH_MAX_ITEMS = 10_000  # status reports per Raft write at most (swarmkit's figure)
 ENTRY_MAX_OPS = 200       # changes per Raft entry at most (swarmkit's MaxChangesPerTransaction)
 BATCH_MAX_DELAY = 0.1     # a report waits at most this long for others to join its write
@@ -127,15 +129,23 @@ class StatusBatcher:
 
     def plan(self, batch: list[tuple[str, list[dict], asyncio.Future]]) -> tuple[list[int], list[dict]]:
         """The ops of a batch and how many updates of each entry were taken. Only forward moves of the
-        reporter's own tasks; per task the furthest state of the batch wins."""
+        reporter's own tasks; per task the furthest state of the batch wins. A report of the state the task is
+        in counts only when it brings a new container health (a starting container whose healthcheck runs):
+        it changes the health fields and nothing else, so the state's timestamp stays."""
         best: dict[str, tuple[int, dict]] = {}
+        health: dict[str, dict] = {}
         counts = []
         for index, (node_id, updates, _future) in enumerate(batch):
             count = 0
             for update in updates:
                 task = self.store.get("task", update["task_id"])
-                if task is None or task.get("node_id") != node_id or not can_move(task["status"]["state"],
-                                                                                  update["state"]):
+                if task is None or task.get("node_id") != node_id:
+                    continue
+                if not can_move(task["status"]["state"], update["state"]):
+                    if update["state"] == task["status"]["state"] and not is_terminal(update["state"]) \
+                            and update.get("health") and update["health"] != task["status"].get("health"):
+                        health[task["id"]] = update
+                        count += 1
                     continue
                 count += 1
                 held = best.get(task["id"])
@@ -147,12 +157,17 @@ class StatusBatcher:
         for task_id, (_index, update) in best.items():
             sets = [(["status", "state"], update["state"]), (["status", "timestamp"], now),
                     (["status", "message"], update.get("message") or update["state"])]
-            for key in ("err", "container_id", "exit_code"):
+            for key in STATUS_KEYS:
                 if update.get(key) is not None:
                     sets.append((["status", key], update[key]))
             if update["state"] == "running":  # when it came up: the updater's delay and monitor count from here
                 sets.append((["status", "running_at"], now))
             ops.append({"op": "patch", "kind": "task", "id": task_id, "missing_ok": True, "set": sets})
+        for task_id, update in health.items():
+            if task_id not in best:
+                sets = [(["status", key], update[key]) for key in ("health", "health_output")
+                        if update.get(key) is not None]
+                ops.append({"op": "patch", "kind": "task", "id": task_id, "missing_ok": True, "set": sets})
         return counts, ops
 
 

@@ -18,8 +18,9 @@ from swarmctl.manager.scheduler import constraints, preferences
 from swarmctl.mesh import ports as mesh_ports
 from swarmctl.agent import templates
 from swarmctl.state.raft import RaftStore
-from swarmctl.state.records import (MODES, PREVIOUS_SPECS, RESTART_CONDITIONS, ROLLBACK_FAILURE_ACTIONS, STRATEGIES,
-                                    UPDATE_FAILURE_ACTIONS, UPDATE_ORDERS, default_task_spec, default_update_config,
+from swarmctl.state.records import (HEALTHCHECK_DEFAULTS, MODES, PREVIOUS_SPECS, RESTART_CONDITIONS,
+                                    ROLLBACK_FAILURE_ACTIONS, STRATEGIES, UPDATE_FAILURE_ACTIONS, UPDATE_ORDERS,
+                                    default_task_spec, default_update_config,
                                     is_terminal, new_id, task_name)
 
 # A request without a version is planned again on the fresh record this often when a concurrent write
@@ -44,7 +45,7 @@ def resolve_service(store: RaftStore, ref: str) -> dict:
 def _merge(base: dict, patch: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("env", "labels"):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("env", "labels", "healthcheck"):
             out[key] = _merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -129,6 +130,7 @@ def validate_spec(spec: dict) -> dict:
             raise BadRequest(f"restart {key} must be >= 0")
     if task.get("network_mode") not in ("host", "none"):
         raise BadRequest("network mode must be host or none")
+    task["healthcheck"] = check_healthcheck(task.get("healthcheck"))
     for key in (task.get("env") or {}):
         if not key or "=" in key:
             raise BadRequest(f"invalid environment variable name {key!r}")
@@ -157,6 +159,55 @@ def validate_spec(spec: dict) -> dict:
         raise BadRequest(f"the task spec is {size} bytes as JSON, more than the limit of {limits.MAX_TASK_SPEC_BYTES} "
                          "(it is copied into every task)")
     return spec
+
+
+_HEALTH_TEST_FORMS = 'expected ["CMD-SHELL", command], ["CMD", arg, ...], ["NONE"] or [] (the image\'s test)'
+
+
+def check_healthcheck(health: dict | None) -> dict | None:
+    """The task's healthcheck with Docker's defaults filled in, or None (the image's HEALTHCHECK applies).
+
+    `test` is Docker's form: ["CMD-SHELL", command], ["CMD", arg, ...], ["NONE"] (the image's check turned off)
+    or [] (the image's test, with these timings). Durations are seconds; 0 leaves the engine's default, as in
+    Docker, and anything else must be at least 1ms (swarmkit's rule)."""
+    if health is None:
+        return None
+    if not isinstance(health, dict):
+        raise BadRequest("healthcheck must be an object or null")
+    unknown = sorted(set(health) - {"test", *HEALTHCHECK_DEFAULTS})
+    if unknown:
+        raise BadRequest(f"unknown healthcheck setting {unknown[0]!r}")
+    test = health.get("test")
+    test = [] if test is None else test
+    if not isinstance(test, list) or not all(isinstance(word, str) for word in test):
+        raise BadRequest(f"invalid healthcheck test {test!r}: {_HEALTH_TEST_FORMS}")
+    if test and not (test == ["NONE"] or (test[0] == "CMD-SHELL" and len(test) == 2 and test[1].strip())
+                     or (test[0] == "CMD" and len(test) > 1 and test[1])):
+        raise BadRequest(f"invalid healthcheck test {test!r}: {_HEALTH_TEST_FORMS}")
+    out = {"test": list(test)}
+    for key, default in HEALTHCHECK_DEFAULTS.items():
+        value = health.get(key)
+        value = default if value is None else value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise BadRequest(f"invalid healthcheck {key} {value!r}: expected a number")
+        if key == "retries":
+            if value < 0:
+                raise BadRequest("healthcheck retries cannot be negative")
+            if value != int(value):
+                raise BadRequest(f"invalid healthcheck retries {value!r}: expected a whole number")
+            out[key] = int(value)
+            continue
+        if value < 0:
+            raise BadRequest(f"healthcheck {key} cannot be negative")
+        if 0 < value < 0.001:
+            raise BadRequest(f"healthcheck {key} cannot be less than 1ms")
+        if value > limits.MAX_DURATION:
+            raise BadRequest(f"healthcheck {key} is too long: at most {limits.MAX_DURATION:g} seconds")
+        out[key] = float(value)
+    if test == ["NONE"] and any(out[key] != default for key, default in HEALTHCHECK_DEFAULTS.items()):
+        raise BadRequest("--no-healthcheck conflicts with --health-* options: "
+                         "a healthcheck with test [\"NONE\"] takes no other settings")
+    return out
 
 
 def build_spec(body: dict) -> dict:

@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 
 #: the container statuses an engine reports (Docker's State.Status values)
 STATUSES = ("created", "running", "restarting", "paused", "exited", "dead", "removing")
+#: what a container's healthcheck says (Docker's State.Health.Status values)
+HEALTH_STATES = ("starting", "healthy", "unhealthy")
+#: a health check's output is kept to this many characters
+HEALTH_OUTPUT_MAX = 200
 
 
 @dataclass
@@ -29,6 +33,8 @@ class ContainerSpec:
     network_mode: str = "host"  # "host" or "none"
     hostname: str | None = None
     dns: list[str] | None = None  # nameservers written into the container's /etc/resolv.conf
+    # None: the image's HEALTHCHECK applies; else the task spec's form (records.HEALTHCHECK_DEFAULTS: test, seconds)
+    healthcheck: dict | None = None
 
 
 @dataclass
@@ -43,6 +49,8 @@ class ContainerState:
     error: str  # the engine's error for a failed start, else ""
     started_at: str | None  # RFC 3339 timestamps as the engine gives them; None if never
     finished_at: str | None
+    health: str | None = None  # "starting", "healthy" or "unhealthy"; None without a healthcheck
+    health_output: str = ""  # the last check's output, stripped and shortened (only from inspect)
 
     @property
     def running(self) -> bool:

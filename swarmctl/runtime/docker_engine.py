@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import threading
 from typing import Iterator
 
@@ -27,6 +28,8 @@ from swarmctl.runtime.base import (
     ContainerSpec,
     ContainerState,
     EngineUnavailable,
+    HEALTH_OUTPUT_MAX,
+    HEALTH_STATES,
     ImageNotFound,
     Runtime,
     RuntimeFailure,
@@ -69,10 +72,44 @@ def _timestamp(value: str | None) -> str | None:
     return value
 
 
+def healthcheck_config(health: dict | None) -> dict | None:
+    """Docker's container `Healthcheck` for a task's healthcheck (seconds -> nanoseconds); None leaves the image's."""
+    if health is None:
+        return None
+    config = {"Test": list(health.get("test") or [])}
+    if config["Test"] == ["NONE"]:
+        return config
+    for key, name in (("interval", "Interval"), ("timeout", "Timeout"), ("start_period", "StartPeriod"),
+                      ("start_interval", "StartInterval")):
+        if health.get(key) is not None:
+            config[name] = int(round(float(health[key]) * 1e9))
+    if health.get("retries") is not None:
+        config["Retries"] = int(health["retries"])
+    return config
+
+
+def _health(st: dict) -> tuple[str | None, str]:
+    """(status, last output) of the engine's State.Health; (None, "") without a healthcheck."""
+    health = st.get("Health") or {}
+    status = health.get("Status")
+    if status not in HEALTH_STATES:
+        return None, ""
+    entries = health.get("Log") or []
+    output = " ".join(str((entries[-1] or {}).get("Output") or "").split()) if entries else ""
+    if len(output) > HEALTH_OUTPUT_MAX:
+        output = output[:HEALTH_OUTPUT_MAX - 1] + "…"
+    return status, output
+
+
+# the container list gives a running container's health only in its Status text: "Up 3 seconds (health: starting)"
+_SUMMARY_HEALTH = re.compile(r"\((?:health: )?(starting|healthy|unhealthy)\)\s*$")
+
+
 def _state(info: dict) -> ContainerState:
     st = info.get("State") or {}
     status = st.get("Status") or ("running" if st.get("Running") else "exited")
     exit_code = st.get("ExitCode") if status in ("exited", "dead") else None
+    health, output = _health(st)
     return ContainerState(
         id=info["Id"],
         name=(info.get("Name") or "").lstrip("/"),
@@ -82,15 +119,19 @@ def _state(info: dict) -> ContainerState:
         error=st.get("Error") or "",
         started_at=_timestamp(st.get("StartedAt")),
         finished_at=_timestamp(st.get("FinishedAt")),
+        health=health,
+        health_output=output,
     )
 
 
 def _summary_state(summary: dict) -> ContainerState:
-    """A ContainerState from one entry of the engine's container list (no exit code: not ended)."""
+    """A ContainerState from one entry of the engine's container list (no exit code: not ended; the health but
+    not its output, which only an inspect gives)."""
     names = summary.get("Names") or [""]
+    health = _SUMMARY_HEALTH.search(summary.get("Status") or "")
     return ContainerState(id=summary["Id"], name=names[0].lstrip("/"), labels=dict(summary.get("Labels") or {}),
                           status=summary.get("State") or "created", exit_code=None, error="",
-                          started_at=None, finished_at=None)
+                          started_at=None, finished_at=None, health=health.group(1) if health else None)
 
 
 class DockerRuntime(Runtime):
@@ -213,17 +254,24 @@ class DockerRuntime(Runtime):
                 mem_limit=int(spec.memory_limit) if spec.memory_limit else None,
                 dns=list(spec.dns) if spec.dns else None,
             )
-            res = client.create_container(
+            environment = [f"{k}={v}" for k, v in spec.env.items()]
+            proxies = getattr(client, "_proxy_configs", None)  # what create_container adds (use_config_proxy)
+            if proxies is not None:
+                environment = proxies.inject_proxy_environment(environment) or None
+            config = client.create_container_config(
                 image=spec.image,
-                name=spec.name,
                 entrypoint=list(spec.command) if spec.command is not None else None,
                 command=list(spec.args) if spec.args is not None else None,
-                environment=[f"{k}={v}" for k, v in spec.env.items()],
+                environment=environment,
                 labels=dict(spec.labels),
                 hostname=spec.hostname or None,
                 host_config=host_config,
                 detach=True,
             )
+            healthcheck = healthcheck_config(spec.healthcheck)
+            if healthcheck is not None:  # set here, as the SDK's Healthcheck type would drop StartInterval
+                config["Healthcheck"] = healthcheck
+            res = client.create_container_from_config(config, name=spec.name)
         return res["Id"]
 
     def start(self, container_id: str) -> None:

@@ -120,7 +120,7 @@ def default_task_spec() -> dict:
         "resources": {"reservations": {"cpus": 0.0, "memory": 0}, "limits": {"cpus": 0.0, "memory": 0}},
         "restart_policy": {"condition": "any", "delay": 5.0, "max_attempts": 0, "window": 0.0},
         "placement": {"constraints": [], "preferences": [], "max_replicas_per_node": 0, "strategy": None},
-        "stop_grace_period": 10.0, "force_update": 0,
+        "stop_grace_period": 10.0, "healthcheck": None, "force_update": 0,
     }
 
 
@@ -137,6 +137,10 @@ def default_update_config(rollback: bool = False) -> dict:
     `progress_deadline`; when either passes, the failure action runs."""
     return {"parallelism": 1, "delay": 0.0, "order": "stop-first", "failure_action": "pause", "monitor": 5.0,
             "max_failure_ratio": 0.0, "healthy_deadline": 300.0, "progress_deadline": 600.0}
+
+
+# A healthcheck's settings when a spec leaves them out: Docker's defaults (`--health-interval` etc.), in seconds.
+HEALTHCHECK_DEFAULTS = {"interval": 30.0, "timeout": 30.0, "retries": 3, "start_period": 0.0, "start_interval": 5.0}
 
 
 def new_task(service: dict, slot: int | None, node_id: str | None, ts: float) -> dict:

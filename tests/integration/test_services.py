@@ -213,3 +213,38 @@ def test_bad_service_input(docker_cluster, engine):
     assert names == ["dup"]
     assert check(m.cli("service", "inspect", "dup")).json()["spec"]["task"]["image"] == IMAGE
     assert len(containers(engine, "dup")) == 1
+
+
+def test_healthchecks(docker_cluster, engine):
+    """Docker's semantics end to end: starting until healthy, an unhealthy task fails and is replaced."""
+    managers, _ = docker_cluster.form(1, 0)
+    m = managers[0]
+    began = time.monotonic()
+    out = check(create(m, "hc", "--health-cmd", "test -f /tmp/ok", "--health-interval", "500ms",
+                       "--health-start-period", "30s", command=["sh", "-c", "sleep 3; touch /tmp/ok; exec sleep 3600"])).out
+    assert "verify: Service converged" in out and time.monotonic() - began >= 3  # running only once healthy
+    status = live(m, "hc")[0]["status"]
+    assert (status["state"], status["health"]) == ("running", "healthy")
+    health = check(m.cli("service", "inspect", "hc")).json()["spec"]["task"]["healthcheck"]
+    assert health == {"test": ["CMD-SHELL", "test -f /tmp/ok"], "interval": 0.5, "timeout": 30.0, "retries": 3,
+                      "start_period": 30.0, "start_interval": 5.0}
+
+    check(create(m, "slow", "-d", "--health-cmd", "test -f /tmp/ok", "--health-interval", "500ms",
+                 "--health-start-period", "60s", command=SLEEP))
+    wait_for(lambda: [t["status"].get("health") for t in live(m, "slow")] == ["starting"], what="a starting task")
+    assert "Starting" in check(m.cli("service", "ps", "slow")).out
+
+    check(create(m, "sick", "-d", "--health-cmd", "echo sick; exit 1", "--health-interval", "300ms",
+                 "--health-retries", "1", "--restart-delay", "0s", command=SLEEP))
+    wait_for(lambda: [t for t in tasks(m, "sick") if t["status"]["state"] == "failed"], timeout=30, what="a failure")
+    failed = [t for t in tasks(m, "sick") if t["status"]["state"] == "failed"][0]["status"]
+    assert (failed["err"], failed["health"], failed["health_output"]) == ("unhealthy container", "unhealthy", "sick")
+    assert '"unhealthy container (last health check: sick)"' in check(m.cli("service", "ps", "--no-trunc", "sick")).out
+    assert '"unhealthy container"' in check(m.cli("service", "ps", "sick")).out
+    wait_for(lambda: len(tasks(m, "sick")) >= 2, timeout=30, what="a replacement task")
+
+    check(m.cli("service", "update", "-d", "--no-healthcheck", "sick"))
+    assert check(m.cli("service", "inspect", "sick")).json()["spec"]["task"]["healthcheck"]["test"] == ["NONE"]
+    wait_for(lambda: [t["status"]["state"] for t in live(m, "sick")] == ["running"], timeout=30, what="sick runs")
+    result = m.cli("service", "update", "--no-healthcheck", "--health-retries", "2", "sick")
+    assert result.code != 0 and result.err == "Error: --no-healthcheck conflicts with --health-* options\n"

@@ -344,3 +344,103 @@ def test_concurrent_use_from_thread_pool(rt, test_image):
         assert all(s.status == "exited" for s in pool.map(rt.inspect, ids))
         list(pool.map(rt.remove, ids))
     assert rt.list({RUN_LABEL: RUN_ID, "par": "yes"}) == []
+
+
+# ---- healthchecks --------------------------------------------------------------------------------
+HEALTH_OK = {"test": ["CMD-SHELL", "test -f /tmp/ok"], "interval": 0.5, "timeout": 2.0, "retries": 3,
+             "start_period": 10.0, "start_interval": 5.0}
+
+
+def test_healthcheck_starting_then_healthy(rt, test_image, engine_api):
+    cid = rt.create(spec("health-ok", test_image, args=["sh", "-c", "sleep 3; touch /tmp/ok; sleep 60"],
+                         healthcheck=HEALTH_OK))
+    config = engine_api.inspect_container(cid)["Config"]["Healthcheck"]
+    assert config["Test"] == HEALTH_OK["test"]
+    assert (config["Interval"], config["Timeout"], config["StartPeriod"], config["Retries"]) == \
+        (500_000_000, 2_000_000_000, 10_000_000_000, 3)
+    began = time.monotonic()
+    rt.start(cid)
+    assert rt.inspect(cid).health == "starting"
+    listed = rt.list({RUN_LABEL: RUN_ID})
+    assert [c.health for c in listed if c.id == cid] == ["starting"]  # the list's status text says it too
+    state = wait_for(lambda: (s := rt.inspect(cid)).health != "starting" and s, timeout=15, interval=0.1)
+    assert state.health == "healthy" and time.monotonic() - began >= 2.5
+    assert [c.health for c in rt.list({RUN_LABEL: RUN_ID}) if c.id == cid] == ["healthy"]
+
+
+def test_healthcheck_unhealthy_with_its_output(rt, test_image):
+    failing = {"test": ["CMD-SHELL", "echo 'no /tmp/ok here'; exit 1"], "interval": 0.3, "timeout": 2.0,
+               "retries": 2, "start_period": 0.0, "start_interval": 5.0}
+    cid = rt.create(spec("health-bad", test_image, command=TERM_LOOP, healthcheck=failing))
+    rt.start(cid)
+    state = wait_for(lambda: (s := rt.inspect(cid)).health == "unhealthy" and s, timeout=15, interval=0.1)
+    assert state.running and state.health_output == "no /tmp/ok here"
+    assert [c.health for c in rt.list({RUN_LABEL: RUN_ID}) if c.id == cid] == ["unhealthy"]
+
+
+def test_no_healthcheck_means_no_health(rt, test_image, engine_api):
+    none = rt.create(spec("health-none", test_image, command=TERM_LOOP,
+                          healthcheck={"test": ["NONE"], "interval": 30.0}))
+    plain = rt.create(spec("health-plain", test_image, command=TERM_LOOP))
+    assert engine_api.inspect_container(none)["Config"]["Healthcheck"] == {"Test": ["NONE"]}
+    assert not engine_api.inspect_container(plain)["Config"].get("Healthcheck")
+    for cid in (none, plain):
+        rt.start(cid)
+        assert rt.inspect(cid).health is None
+
+
+def test_worker_keeps_a_task_starting_until_healthy_and_fails_an_unhealthy_one(rt, test_image):
+    """The agent's rule against the real engine: running only once healthy; unhealthy: stopped, failed."""
+    import asyncio
+
+    from swarmctl.agent.worker import LABEL_NODE, Worker
+    from swarmctl.state.records import can_move, default_task_spec
+
+    node = f"swt-{RUN_ID}-node"
+    tasks = {}
+    for tid, args, health in (
+            (f"ok{RUN_ID}", ["sh", "-c", "sleep 2; touch /tmp/ok; exec sleep 60"], HEALTH_OK),
+            (f"bad{RUN_ID}", ["sh", "-c", "exec sleep 60"], dict(HEALTH_OK, interval=0.3, retries=2, start_period=0))):
+        tasks[tid] = {"id": tid, "service_id": "s1", "service_name": f"swt-{RUN_ID}", "slot": len(tasks) + 1,
+                      "node_id": node, "desired_state": "running", "status": {"state": "assigned"},
+                      "spec": dict(default_task_spec(), image=test_image, args=args, healthcheck=health,
+                                   stop_grace_period=1.0)}
+    seen = {tid: [] for tid in tasks}
+    version = [0]
+
+    async def call(method, path, body=None, timeout=10):
+        if path == "/v1/session/assignments":
+            await asyncio.sleep(0.05)
+            return {"version": str(version[0]), "tasks": [dict(t) for t in tasks.values()]}
+        for update in body["updates"]:
+            task = tasks[update["task_id"]]
+            seen[task["id"]].append(update["state"])
+            if can_move(task["status"]["state"], update["state"]) or update.get("health"):
+                task["status"] = dict(task["status"], **{k: v for k, v in update.items() if k != "task_id"})
+        version[0] += 1
+        return {"applied": len(body["updates"])}
+
+    async def scenario():
+        worker = Worker(node, lambda: DockerRuntime(rt.base_url), call, poll_wait=0.05)
+        worker.start()
+        try:
+            deadline = time.monotonic() + 30
+            ok, bad = (tasks[t]["status"] for t in tasks)
+            while time.monotonic() < deadline and not (ok["state"] == "running" and bad["state"] == "failed"):
+                if ok["state"] == "starting" and ok.get("health") == "starting":
+                    assert "running" not in seen[f"ok{RUN_ID}"]
+                await asyncio.sleep(0.1)
+                ok, bad = (tasks[t]["status"] for t in tasks)
+        finally:
+            await worker.stop()
+    try:
+        asyncio.run(scenario())
+        ok, bad = (tasks[t]["status"] for t in tasks)
+        assert (ok["state"], ok.get("health")) == ("running", "healthy")
+        assert "starting" in seen[f"ok{RUN_ID}"]
+        assert (bad["state"], bad["err"], bad.get("health")) == ("failed", "unhealthy container", "unhealthy")
+        stopped = rt.inspect(bad["container_id"])
+        assert stopped is not None and stopped.status == "exited"
+    finally:
+        for c in rt.list({LABEL_NODE: node}):
+            rt.remove(c.id, force=True)
