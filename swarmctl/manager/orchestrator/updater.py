@@ -75,7 +75,7 @@ def _rollback_op(service: dict, status: dict, message: str, now: float) -> dict 
     from swarmctl.manager.services import port_claims
     version = service["spec_version"] + 1
     new_status = {"state": "rollback_started", "message": message, "started_at": now, "completed_at": None,
-                  "spec_version": version}
+                  "spec_version": version, "cause": message}
     return {"op": "patch", "kind": "service", "id": service["id"], "soft": True,
             "if_version": service.get("version"),
             "set": [(["spec"], kept[-1]), (["previous_spec"], kept[-2] if len(kept) > 1 else None),
@@ -170,5 +170,7 @@ def plan_update(service: dict, slots: SlotUpdate, p: Plan) -> None:
     if last_up is not None and p.now - last_up < config["monitor"]:
         return  # watch the last ones for `monitor` seconds before calling it done
     done = "rollback_completed" if rollback else "completed"
-    p.ops.append(_status_op(service, dict(status, state=done, completed_at=p.now,
-                                          message="rollback completed" if rollback else "update completed")))
+    message = "update completed"
+    if rollback:  # an automatic rollback keeps saying why it happened
+        message = "rollback completed" + (f": {status['cause']}" if status.get("cause") else "")
+    p.ops.append(_status_op(service, dict(status, state=done, completed_at=p.now, message=message)))
