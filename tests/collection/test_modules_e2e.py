@@ -451,6 +451,26 @@ def test_service_lifecycle(env):
     assert observe() == []
 
 
+def test_service_rolling_update_waits_and_fails_when_paused(env):
+    """A changed image or command is a rolling update: the module waits for it (update_config as
+    community.docker's), and a paused one fails the task with the update's message; wait: false returns."""
+    base = {"name": "roll", "image": env.image, "command": ["sleep", "3600"], "stop_grace_period": "1s",
+            "replicas": 2, "placement": {"constraints": [f"node.hostname=={env.manager.name}"]},
+            "update_config": {"parallelism": 1, "monitor": "1s", "failure_action": "pause", "order": "start-first"}}
+    created = env.ansible("service", base)
+    assert ok(created) and created["changed"], created
+    wait_for(lambda: env.api().get("/v1/services/roll")["replicas_status"]["running"] == 2,
+             timeout=60, what="2 running tasks")
+    updated = env.ansible("service", dict(base, env={"V": "2"}))
+    assert ok(updated) and updated["changed"] and updated["update_status"]["state"] == "completed", updated
+    paused = env.ansible("service", dict(base, env={"V": "3"}, command=["sh", "-c", "exit 3"]))
+    assert failed_with(paused, "update paused due to failure or early termination of task"), paused
+    assert env.api().get("/v1/services/roll")["update_status"]["state"] == "paused"
+    back = env.ansible("service", dict(base, env={"V": "4"}, wait=False))
+    assert ok(back) and back["changed"] and "update_status" not in back, back
+    assert ok(env.ansible("service", {"name": "roll", "state": "absent"}))
+
+
 def test_service_bad_input(env):
     base = {"name": "bad", "image": env.image}
     cases = [
