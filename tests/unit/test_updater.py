@@ -25,7 +25,7 @@ def node(name):
 class World:
     """The store, the clock, and the stand-ins for the scheduler and the agents."""
 
-    def __init__(self, replicas=6, rebalance=None, **update):
+    def __init__(self, replicas=6, rebalance=None, mode="replicated", **update):
         self.m = StateMachine()
         self.nodes = list(NODES)
         self.now = 1000.0
@@ -36,7 +36,7 @@ class World:
         spec["image"] = "app:1"
         spec["restart_policy"].update(delay=0.0)
         config = dict(default_update_config(), **update)
-        svc = {"name": "web", "mode": "replicated", "replicas": replicas, "labels": {}, "task": spec,
+        svc = {"name": "web", "mode": mode, "replicas": replicas if mode == "replicated" else None, "labels": {}, "task": spec,
                "endpoint": {"mode": "vip", "ports": []}, "update_config": config,
                "rollback_config": default_update_config(True), "rebalance": rebalance}
         self.write([{"op": "create", "kind": "node", "id": f"id-{n}", "record": node(n)} for n in NODES]
@@ -117,9 +117,11 @@ class World:
         live = [t for t in self.tasks() if not is_terminal(t["status"]["state"])]
         running = [t for t in live if t["status"]["state"] == "running"]
         # a slot in transition: it has no running task of the current version
-        slots = {t["slot"] for t in self.tasks() if t["desired_state"] == "running" or not is_terminal(t["status"]["state"])}
-        settled = {t["slot"] for t in running if t["spec_version"] == version and t["desired_state"] == "running"}
-        old = {t["slot"] for t in running if t["spec_version"] != version and t["desired_state"] == "running"}
+        def key(t):
+            return t["slot"] if t["slot"] is not None else t["node_id"]
+        slots = {key(t) for t in self.tasks() if t["desired_state"] == "running"}
+        settled = {key(t) for t in running if t["spec_version"] == version and t["desired_state"] == "running"}
+        old = {key(t) for t in running if t["spec_version"] != version and t["desired_state"] == "running"}
         return {"time": self.now, "running": len(running), "live": len(live),
                 "transition": len(slots - settled - old), "status": (self.service.get("update_status") or {}),
                 "images": sorted(t["spec"]["image"] for t in running)}
@@ -389,3 +391,22 @@ def test_a_rollback_keeps_the_old_task_that_runs_the_restored_spec_and_stops_the
     assert min(x["running"] for x in w.samples) >= 3
     assert w.samples[-1]["images"] == ["app:1"] * 3
     assert w.service["update_status"]["state"] == "rollback_completed"
+
+
+@pytest.mark.parametrize("order", ["stop-first", "start-first"])
+def test_a_global_service_is_updated_node_by_node(order):
+    w = World(mode="global", parallelism=1, order=order)
+    assert w.samples[-1]["running"] == 3
+    w.update(image="app:2")
+    w.run_until("completed")
+    assert max(s["transition"] for s in w.samples) <= 1
+    assert w.samples[-1]["images"] == ["app:2"] * 3
+    if order == "start-first":
+        assert min(s["running"] for s in w.samples) >= 3
+    else:
+        assert max(s["running"] for s in w.samples) <= 3
+    per_node = {}
+    for t in w.tasks():
+        if t["desired_state"] == "running":
+            per_node[t["node_id"]] = per_node.get(t["node_id"], 0) + 1
+    assert per_node == {f"id-{n}": 1 for n in NODES}

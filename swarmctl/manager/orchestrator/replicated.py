@@ -29,20 +29,6 @@ def by_slot(tasks: list[dict]) -> dict[int, list[dict]]:
     return slots
 
 
-def current_like(service: dict, task: dict) -> bool:
-    return task["spec_version"] == service["spec_version"] or clean(service, task)
-
-
-def clean(service: dict, task: dict) -> bool:
-    """Whether a task of an older spec version runs exactly what the service asks now (swarmkit's
-    !IsTaskDirty): the same task spec, and host ports for the same targets."""
-    if task["spec"] != service["spec"]["task"]:
-        return False
-    wanted = {(p["target_port"], p["protocol"], p.get("publish_mode") or "ingress")
-              for p in (service["spec"].get("endpoint") or {}).get("ports") or []}
-    return {(p["target"], p["protocol"], p["mode"]) for p in task.get("ports") or []} == wanted
-
-
 def plan_replicated(service: dict, tasks: list[dict], p: Plan) -> None:
     slots = by_slot(tasks)
     p.tick()
@@ -53,37 +39,10 @@ def plan_replicated(service: dict, tasks: list[dict], p: Plan) -> None:
     for slot, slot_tasks in slots.items():
         p.tick()
         live = [t for t in slot_tasks if t["desired_state"] == "running"]
-        up = [t for t in live if not is_terminal(t["status"]["state"])]
-        pair = None
-        if len(up) >= 2 and current_like(service, up[-1]):
-            # start-first (an update, or a rebalance move): the new task came up beside the old one, which
-            # stops once the new one runs
-            olds = [t for t in up[:-1] if up[-1].get("replaces") == t["id"] or not current_like(service, t)]
-            if olds:
-                pair = (olds[-1], up[-1])
-        if pair is not None:
-            old, new = pair
-            moved = new.get("replaces") == old["id"]
-            extras = [t for t in live if t is not old and t is not new]
-            if new["status"]["state"] == "running":
-                p.ops.append(shutdown(old, "moved by rebalance" if moved else "replaced by an updated task"))
-            else:
-                update.in_flight += 1
-            live = [new]
-        elif up:
-            # never two live tasks for one slot: keep the one that runs what the service asks (a rollback can
-            # leave an old task that does beside a newer one that does not), running first, newest first
-            keep = next((t for t in reversed(up) if current_like(service, t) and t["status"]["state"] == "running"),
-                        None) or next((t for t in reversed(up) if current_like(service, t)), None) or up[-1]
-            extras = [t for t in live if t is not keep]
-            live = [keep]
-        else:
-            extras = live[:-1]
-            live = live[-1:]
+        current, extras = updater.sort_live(service, live, update, p)
         for extra in extras:  # never two live tasks for one slot
             p.ops.append(shutdown(extra, "duplicate task for slot" if not is_terminal(extra["status"]["state"])
                                   else ""))
-        current = live[-1] if live else None
         if current is None:
             pending = slot_tasks[-1] if slot_tasks else None
             if pending is not None and pending.get("update_pending") == version:
@@ -111,7 +70,7 @@ def plan_replicated(service: dict, tasks: list[dict], p: Plan) -> None:
             p.ops.append(shutdown(current, "task moved: its node is down or drained"))
             p.ops.append(create(restart.moved(service, current, slot, None, p.now)))
         elif current["spec_version"] != version:
-            if clean(service, current):  # e.g. after a rollback to the spec it runs: keep it, as swarmkit does
+            if updater.clean(service, current):  # e.g. after a rollback to the spec it runs: keep it, as swarmkit does
                 p.ops.append({"op": "patch", "kind": "task", "id": current["id"], "soft": True,
                               "if_version": current.get("version"), "set": [(["spec_version"], version)]})
             else:

@@ -83,6 +83,17 @@ def _rollback_op(service: dict, status: dict, message: str, now: float) -> dict 
                     (["claims"], port_claims(kept[-1].get("endpoint"))), (["update_status"], new_status)]}
 
 
+def _key(task: dict):
+    """A task's place: its slot (replicated) or its node (global)."""
+    return task["slot"] if task.get("slot") is not None else task.get("node_id")
+
+
+def _new(service: dict, key, now: float) -> dict:
+    if service["spec"]["mode"] == "global":
+        return new_task(service, None, key, now)
+    return new_task(service, key, None, now)
+
+
 class SlotUpdate:
     """What the replicated planner tells the updater about one pass over a service's slots."""
 
@@ -90,6 +101,43 @@ class SlotUpdate:
         self.outdated: list[tuple[int, dict]] = []   # (slot, running task on an older spec) to replace
         self.in_flight = 0                           # slots in transition (old stopping, new not running yet)
         self.new_tasks: list[dict] = []              # the service's tasks on the current spec version
+
+
+def current_like(service: dict, task: dict) -> bool:
+    return task["spec_version"] == service["spec_version"] or clean(service, task)
+
+
+def clean(service: dict, task: dict) -> bool:
+    """Whether a task of an older spec version runs exactly what the service asks now (swarmkit's
+    !IsTaskDirty): the same task spec, and host ports for the same targets."""
+    if task["spec"] != service["spec"]["task"]:
+        return False
+    wanted = {(p["target_port"], p["protocol"], p.get("publish_mode") or "ingress")
+              for p in (service["spec"].get("endpoint") or {}).get("ports") or []}
+    return {(p["target"], p["protocol"], p["mode"]) for p in task.get("ports") or []} == wanted
+
+
+def sort_live(service: dict, live: list[dict], update: SlotUpdate, p: Plan) -> tuple[dict | None, list[dict]]:
+    """One slot's (or node's) live tasks, oldest first: (its current task, the others to stop). A start-first
+    pair (an update, or a rebalance move) keeps the old task until the new one runs; otherwise the slot keeps
+    the task that runs what the service asks (a rollback can leave an old task that does beside a newer one
+    that does not), running first, newest first."""
+    up = [t for t in live if not is_terminal(t["status"]["state"])]
+    if len(up) >= 2 and current_like(service, up[-1]):
+        olds = [t for t in up[:-1] if up[-1].get("replaces") == t["id"] or not current_like(service, t)]
+        if olds:
+            old, new = olds[-1], up[-1]
+            if new["status"]["state"] == "running":
+                moved = new.get("replaces") == old["id"]
+                p.ops.append(shutdown(old, "moved by rebalance" if moved else "replaced by an updated task"))
+            else:
+                update.in_flight += 1
+            return new, [t for t in live if t is not old and t is not new]
+    if up:
+        keep = next((t for t in reversed(up) if current_like(service, t) and t["status"]["state"] == "running"),
+                    None) or next((t for t in reversed(up) if current_like(service, t)), None) or up[-1]
+        return keep, [t for t in live if t is not keep]
+    return (live[-1] if live else None), live[:-1]
 
 
 def failures(service: dict, status: dict, config: dict, new_tasks: list[dict], now: float) -> list[tuple[dict, str]]:
@@ -129,7 +177,7 @@ def plan_update(service: dict, slots: SlotUpdate, p: Plan) -> None:
     p.waiting.add(service["id"])  # delays, monitor windows and deadlines: look again soon
 
     failed = failures(service, status, config, slots.new_tasks, p.now)
-    updated = len({t["slot"] for t in slots.new_tasks if (t.get("created_at") or 0) >= (status["started_at"] or 0)})
+    updated = len({_key(t) for t in slots.new_tasks if (t.get("created_at") or 0) >= (status["started_at"] or 0)})
     reason = None
     if failed and len(failed) / max(1, updated) > config["max_failure_ratio"]:
         task, why = failed[-1]
@@ -155,16 +203,16 @@ def plan_update(service: dict, slots: SlotUpdate, p: Plan) -> None:
     last_up = max(came_up) if came_up else None
     if room > 0 and config["delay"] and last_up is not None and p.now - last_up < config["delay"]:
         room = 0
-    for slot, old in sorted(slots.outdated, key=lambda item: item[0])[:max(0, room)]:
+    for slot, old in sorted(slots.outdated, key=lambda item: str(item[0]))[:max(0, room)]:
         p.tick()
         if config["order"] == "start-first":
-            p.ops.append(create(new_task(service, slot, None, p.now)))
+            p.ops.append(create(_new(service, slot, p.now)))
         else:
             op = shutdown(old, "replaced by an updated task")
             op["set"] = list(op["set"]) + [(["update_pending"], service["spec_version"])]
             p.ops.append(op)
             if p.finished(old):  # never placed, or its node is gone: nothing to wait for
-                p.ops.append(create(new_task(service, slot, None, p.now)))
+                p.ops.append(create(_new(service, slot, p.now)))
     if slots.outdated or slots.in_flight:
         return
     if last_up is not None and p.now - last_up < config["monitor"]:
