@@ -194,3 +194,27 @@ def test_placement_preferences_spread_over_zones(docker_cluster):
     for node_name, n in per_node(m, "zoned").items():
         by_zone[zones[node_name]] = by_zone.get(zones[node_name], 0) + n
     assert by_zone == {"a": 2, "b": 2, "c": 2}
+
+
+def test_health_gates_a_start_first_update_and_the_healthy_deadline_pauses(docker_cluster):
+    managers, workers = docker_cluster.form(1, 1)
+    m = managers[0]
+    check(m.cli("service", "create", "--name", "gate", "--replicas", "2", "--stop-grace-period", "1s",
+                "--update-order", "start-first", "--update-monitor", "1s", IMAGE, "sleep", "3600", timeout=120))
+    began = time.monotonic()
+    with Sampler(m, "gate") as sampler:
+        check(m.cli("service", "update", "--health-cmd", "test -f /tmp/ok", "--health-interval", "500ms",
+                    "--health-start-period", "30s", "--args", "sh -c 'sleep 2; touch /tmp/ok; exec sleep 3600'",
+                    "gate", timeout=180))
+    assert time.monotonic() - began >= 2  # the new tasks counted only once healthy
+    assert min(s["running"] for s in sampler.samples) >= 2  # the old ones stopped only then
+    tasks = check(m.cli("service", "ps", "--format", "json", "-f", "desired-state=running", "gate")).json()
+    assert {(t["status"]["state"], t["status"].get("health")) for t in tasks} == {("running", "healthy")}
+
+    # a new task that never gets healthy: the healthy deadline pauses the update, and says so
+    stuck = m.cli("service", "update", "--health-cmd", "false", "--health-start-period", "60s",
+                  "--update-healthy-deadline", "3s", "gate", timeout=180)
+    assert stuck.code == 1 and "not running within the healthy deadline (3s)" in stuck.err, stuck.err
+    assert status(m, "gate")["state"] == "paused"
+    assert len([t for t in check(m.cli("service", "ps", "--format", "json", "gate")).json()
+                if t["status"]["state"] == "running" and t["desired_state"] == "running"]) == 2
