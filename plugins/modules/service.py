@@ -148,8 +148,8 @@ options:
         elements: str
       preferences:
         description:
-          - Placement preferences, community.docker.docker_swarm_service's shape, for example
-            C([{spread: node.labels.zone}]). Tasks are spread evenly over the values of the label
+          - Placement preferences, community.docker.docker_swarm_service's shape, for example a list item
+            C(spread) set to V(node.labels.zone). Tasks are spread evenly over the values of the label
             (C(node.labels.KEY) or C(engine.labels.KEY)); nodes without the label count as one group. Several
             preferences form a hierarchy, the first the top level.
           - Given, it replaces the service's preferences; V([]) removes them.
@@ -867,8 +867,8 @@ def build_update_config(given, kind):
         if key in ("delay", "monitor", "healthy_deadline", "progress_deadline"):
             value = _number(value, key, lambda v, k=key: parse_duration(v, "%s.%s" % (kind, k)))
             if value < 0 or (key.endswith("deadline") and value == 0):
-                raise ServiceParamError("%s.%s must be %s" % (kind, key, "more than 0" if key.endswith("deadline")
-                                                                else ">= 0"))
+                bound = "more than 0" if key.endswith("deadline") else ">= 0"
+                raise ServiceParamError("%s.%s must be %s" % (kind, key, bound))
         elif key == "parallelism" and value < 0:
             raise ServiceParamError("%s.parallelism must be >= 0" % kind)
         elif key == "max_failure_ratio" and not 0 <= value <= 1:
