@@ -547,7 +547,7 @@ OPTION_NAMES = {
 }
 OPTION_NAMES.update({"%s.%s" % (kind, key): "%s.%s" % (kind, key)
                      for kind in ("update_config", "rollback_config") for key in DEFAULT_UPDATE})
-OPTION_NAMES["rebalance"] = "rebalance"
+OPTION_NAMES.update(rebalance="rebalance")
 
 # Published ports: the daemon's rules (swarmctl.mesh.ports.check_endpoint), repeated because a module imports
 # only the standard library and module_utils; tests/unit/plugins/test_publish_agreement.py keeps them alike.
