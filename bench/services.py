@@ -140,43 +140,41 @@ def running_images(engine, label: str) -> list[str]:
     return [c["ImageID"] for c in engine.api.containers(filters={"label": label, "status": "running"})]
 
 
+def wait_images(engine, label: str, image_id: str, want: int, timeout: float) -> dict:
+    """Poll until `want` containers run `image_id` and no other; {seconds, first} as wait_count gives them."""
+    t0 = time.perf_counter()
+    first = None
+    while True:
+        images = running_images(engine, label)
+        now = time.perf_counter() - t0
+        new = sum(1 for i in images if i == image_id)
+        if first is None and new:
+            first = now
+        if new == want and len(images) == want:
+            return {"seconds": now, "first": first if first is not None else now}
+        if now > timeout:
+            raise Timeout(f"{new} of {want} on the new image ({len(images)} running) after {timeout:.0f}s")
+        time.sleep(POLL)
+
+
 def timed_update(engine, label: str, action, image_id: str, want: int, timeout: float) -> dict:
     """Run `action` (a rolling update), then wait until `want` containers run `image_id` and no other."""
-    recorder = EventRecorder(engine, label)
-    t0 = time.perf_counter()
-    recorder.t0 = time.time()
-    first = None
-    try:
-        action()
-        call = time.perf_counter() - t0
-        while True:
-            images = running_images(engine, label)
-            now = time.perf_counter() - t0
-            new = sum(1 for i in images if i == image_id)
-            if first is None and new:
-                first = now
-            if new == want and len(images) == want:
-                return {"seconds": now, "first": first, "call": call, "events": recorder.stop()}
-            if now > timeout:
-                raise Timeout(f"{new} of {want} on the new image ({len(images)} running) after {timeout:.0f}s")
-            time.sleep(POLL)
-    except Timeout as exc:
-        exc.events = recorder.stop()
-        raise
-    except BaseException:
-        recorder.stop()
-        raise
+    return _timed(engine, label, action, lambda left: wait_images(engine, label, image_id, want, left), timeout)
 
 
 def timed(engine, label: str, action, want: int, running: bool, timeout: float) -> dict:
     """Run `action`, then wait for the engine to show `want` containers; the clock starts before the action."""
+    return _timed(engine, label, action, lambda left: wait_count(engine, label, want, running, left), timeout)
+
+
+def _timed(engine, label: str, action, wait, timeout: float) -> dict:
     recorder = EventRecorder(engine, label)
     t0 = time.perf_counter()
     recorder.t0 = time.time()
     try:
         action()
         call = time.perf_counter() - t0
-        res = wait_count(engine, label, want, running, max(1.0, timeout - call))
+        res = wait(max(1.0, timeout - call))
     except Timeout as exc:
         exc.events = recorder.stop()
         raise

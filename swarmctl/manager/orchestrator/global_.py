@@ -44,8 +44,7 @@ def plan_global(service: dict, tasks: list[dict], p: Plan) -> None:
             current = None
         elif current is not None and current["spec_version"] != version and not is_terminal(current["status"]["state"]):
             if updater.clean(service, current):
-                p.ops.append({"op": "patch", "kind": "task", "id": current["id"], "soft": True,
-                              "if_version": current.get("version"), "set": [(["spec_version"], version)]})
+                p.ops.append(updater.adopt(current, version))
             else:
                 update.outdated.append((node_id, current))  # the updater decides when
             continue

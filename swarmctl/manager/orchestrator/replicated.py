@@ -71,8 +71,7 @@ def plan_replicated(service: dict, tasks: list[dict], p: Plan) -> None:
             p.ops.append(create(restart.moved(service, current, slot, None, p.now)))
         elif current["spec_version"] != version:
             if updater.clean(service, current):  # e.g. after a rollback to the spec it runs: keep it, as swarmkit does
-                p.ops.append({"op": "patch", "kind": "task", "id": current["id"], "soft": True,
-                              "if_version": current.get("version"), "set": [(["spec_version"], version)]})
+                p.ops.append(updater.adopt(current, version))
             else:
                 update.outdated.append((slot, current))  # the updater decides when
         elif current["status"]["state"] != "running" and any(t["spec_version"] != version for t in slot_tasks):

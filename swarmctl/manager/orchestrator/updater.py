@@ -69,13 +69,12 @@ def _status_op(service: dict, status: dict) -> dict:
 
 def _rollback_op(service: dict, status: dict, message: str, now: float) -> dict | None:
     """Back to the previous spec, as `service rollback` does (services.rollback); None without one."""
-    kept = list(service.get("previous_specs") or ([service["previous_spec"]] if service.get("previous_spec") else []))
+    from swarmctl.manager.services import new_update_status, port_claims, previous_specs
+    kept = previous_specs(service)
     if not kept:
         return None
-    from swarmctl.manager.services import port_claims
     version = service["spec_version"] + 1
-    new_status = {"state": "rollback_started", "message": message, "started_at": now, "completed_at": None,
-                  "spec_version": version, "cause": message}
+    new_status = dict(new_update_status("rollback_started", message, version, now), cause=message)
     return {"op": "patch", "kind": "service", "id": service["id"], "soft": True,
             "if_version": service.get("version"),
             "set": [(["spec"], kept[-1]), (["previous_spec"], kept[-2] if len(kept) > 1 else None),
@@ -115,6 +114,12 @@ def clean(service: dict, task: dict) -> bool:
     wanted = {(p["target_port"], p["protocol"], p.get("publish_mode") or "ingress")
               for p in (service["spec"].get("endpoint") or {}).get("ports") or []}
     return {(p["target"], p["protocol"], p["mode"]) for p in task.get("ports") or []} == wanted
+
+
+def adopt(task: dict, version: int) -> dict:
+    """The op that gives a clean task of an older version the service's version instead of replacing it."""
+    return {"op": "patch", "kind": "task", "id": task["id"], "soft": True, "if_version": task.get("version"),
+            "set": [(["spec_version"], version)]}
 
 
 def sort_live(service: dict, live: list[dict], update: SlotUpdate, p: Plan) -> tuple[dict | None, list[dict]]:
