@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 
 SWARMCTL = [sys.executable, "-m", "swarmctl.cli.main"]
 BASE_PORT = 2377
+# Parallel development sessions shift every harness address by this much (127.0.0.(10 + offset + index)) so that
+# their clusters do not meet; CI leaves it at 0.
+IP_OFFSET = int(os.environ.get("SWARMCTL_TEST_IP_OFFSET", "0"))
 
 
 @dataclass
@@ -47,7 +50,7 @@ class Daemon:
 
     @property
     def ip(self) -> str:
-        return f"127.0.0.{10 + self.index}"
+        return f"127.0.0.{10 + IP_OFFSET + self.index}"
 
     @property
     def addr(self) -> str:
