@@ -195,6 +195,11 @@ class RaftStore:
         # Registered before the tick thread's first tick (it sleeps 0.1 s after binding), and an election
         # takes at least raftMinTimeout: no entry of this node's is counted before this callback runs.
         self._sync.addOnTickCallback(self.journal.on_tick)
+        # What this replica held when it started: until it has applied that much again, its node records may
+        # be older than its own log (see _catching_up).
+        self._restored_end = self.journal[-1][1] if len(self.journal) else 0
+        self._membership_replayed = False
+        self._sync.addOnTickCallback(self._replay_membership)
         self._scaled_timeouts = "raftMinTimeout" not in conf_overrides  # a caller's own timeouts are kept
         if self._scaled_timeouts:
             self._sync.addOnTickCallback(self._scale_timeouts)
@@ -208,6 +213,31 @@ class RaftStore:
             return
         self._timeouts_checked = now
         sync.conf.raftMinTimeout, sync.conf.raftMaxTimeout = election_timeouts(self.machine.count("node"))
+
+    def _replay_membership(self) -> None:
+        """Once, on the first tick after pysyncobj has loaded its snapshot: make the membership changes held in
+        the journal again. pysyncobj makes a change when its entry is appended and never when it loads a journal,
+        so a restarted replica would start with the member list of raft/members.json (saved once a second) or
+        of its snapshot, without the changes appended after them. A manager that took two joins and was killed
+        within that second restarted without the second member, refused its connections ("not a Raft member
+        here") and could not rejoin. Each change sets a member present or absent, so applying every change
+        in the log on top of an older list gives the list of the log's end (the journal is trimmed to the
+        snapshot, so it holds no change the snapshot's list already supersedes). Private pysyncobj API: pinned."""
+        sync = getattr(self, "_sync", None)
+        if self._membership_replayed or sync is None or getattr(sync, "_SyncObj__needLoadDumpFile", False):
+            return
+        self._membership_replayed = True
+        parse = sync._SyncObj__parseChangeClusterRequest
+        change = sync._SyncObj__doChangeCluster
+        for index in range(len(self.journal)):
+            command = self.journal[index][0]
+            try:
+                request = parse(command)
+            except Exception:  # noqa: BLE001 - not a membership entry of pysyncobj's form
+                request = None
+            if request is not None and change(request):
+                log.info("raft member list at restart: %s %s (from the journal)",
+                         "added" if request[0] == "add" else "removed", request[1])
 
     def election_timeouts(self) -> tuple[float, float]:
         return self._sync.conf.raftMinTimeout, self._sync.conf.raftMaxTimeout
@@ -261,8 +291,26 @@ class RaftStore:
         if not self.has_state():
             return self.peers.get(raft_addr) == identity.node_id
         record = self.machine.get("node", identity.node_id)
-        return (record is not None and record["spec"]["role"] == "manager"
-                and (record.get("description") or {}).get("addrs", {}).get("raft") == raft_addr)
+        record_addr = (record.get("description") or {}).get("addrs", {}).get("raft") if record else None
+        if record is not None and record["spec"]["role"] == "manager" and record_addr == raft_addr:
+            return True
+        return self._catching_up(raft_addr, record_addr)
+
+    def _catching_up(self, raft_addr: str, record_addr: str | None) -> bool:
+        """A restarted replica applies only what its lazily saved commit index covers until a leader confirms
+        the rest, so its node records can lag behind its own log: the manager that its last writes promoted,
+        or that joined last, is not yet a manager here. Refusing it would refuse the only peers that can bring
+        this replica up to date. So while this replica has not applied what it held at its start, or has no
+        leader, a manager certificate of this cluster is admitted from a current Raft member's address,
+        unless the records bind that node to another address. Once caught up, the re-check every second
+        applies the ordinary rule again."""
+        sync = getattr(self, "_sync", None)
+        if sync is None:
+            return False
+        behind = sync.raftLastApplied < getattr(self, "_restored_end", 0) or sync._getLeader() is None
+        if not behind or raft_addr not in {n.address for n in sync.otherNodes}:
+            return False
+        return record_addr in (None, raft_addr)
 
     # ---- status ------------------------------------------------------------------------------
     def is_leader(self) -> bool:
