@@ -293,8 +293,10 @@ def _plan_update(service: dict, changes: dict, force: bool, store: RaftStore | N
                                                   else ROLLBACK_FAILURE_ACTIONS)]
     if new["endpoint"] != mesh_ports.check_endpoint(old.get("endpoint")):
         changed.append("endpoint")
-    changed += sorted(f"task.{k}" for k in new["task"] if new["task"][k] != old["task"].get(k)
-                      and not (k in ("secrets", "configs") and not new["task"][k] and not old["task"].get(k)))
+    # keys of either spec: a list emptied (the last secret removed) leaves the new spec without its key
+    changed += sorted(f"task.{k}" for k in set(new["task"]) | set(old["task"])
+                      if new["task"].get(k) != old["task"].get(k)
+                      and not (k in ("secrets", "configs") and not new["task"].get(k) and not old["task"].get(k)))
     return new, changed
 
 
