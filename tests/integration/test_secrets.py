@@ -6,6 +6,8 @@ mounted at /<name>."""
 import os
 import secrets as pysecrets
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import docker
@@ -119,7 +121,6 @@ def test_secret_delivered_only_where_needed_and_never_on_disk(swarm, monkeypatch
     refused = m.cli("secret", "rm", "db_pw")
     assert refused.code == 1
     assert "secret 'db_pw' is in use by the following service: app" in refused.err
-    # the data is immutable; labels may change (the API route; the CLI has no secret update, as Docker)
 
     # enough writes for a Raft snapshot on both managers, then: nothing on disk holds the plaintext
     for i in range(12):
@@ -160,12 +161,9 @@ def test_secret_add_rolls_tasks_and_config_mounted_at_its_name(swarm):
     [config] = check(m.cli("config", "inspect", "app.conf")).json()
     assert config["spec"]["data"] == "bGlzdGVuIDgwODAK"  # a config's data is shown, in base64
     token = pysecrets.token_hex(12)
-    proc_input = token.encode()
-    import subprocess
-    import sys
     env = dict(os.environ, SWARMCTL_HOST=f"unix://{m.socket}")
-    subprocess.run([sys.executable, "-m", "swarmctl.cli.main", "secret", "create", "api_key", "-"],
-                   input=proc_input, env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "swarmctl.cli.main", "secret", "create", "api_key", "-"],  # from stdin
+                   input=token.encode(), env=env, check=True, capture_output=True)
 
     check(m.cli("service", "update", "--secret-add", "source=api_key,target=key,uid=1000,gid=1000,mode=0440",
                 "--config-add", "app.conf", "web", timeout=120))
