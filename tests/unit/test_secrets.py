@@ -180,9 +180,9 @@ def test_secret_and_config_commands_parse():
         secret_cmds.read_data("secret", "-", io.BytesIO(b"x" * 512000))
     with pytest.raises(CLIError, match="^open /nonexistent/x: No such file or directory$"):
         secret_cmds.read_data("config", "/nonexistent/x")
-    rows = secret_cmds.ls_rows([{"id": "abc", "spec": {"name": "pw"}, "created_at": 100.0, "updated_at": 160.0}],
-                               220.0)
-    assert rows == [["abc", "pw", "2 minutes ago", "About a minute ago"]]
+    record = {"id": "abc", "spec": {"name": "pw"}, "created_at": 100.0, "updated_at": 160.0}
+    assert secret_cmds.ls_rows("secret", [record], 220.0) == [["abc", "pw", "", "2 minutes ago", "About a minute ago"]]
+    assert secret_cmds.ls_rows("config", [record], 220.0) == [["abc", "pw", "2 minutes ago", "About a minute ago"]]
 
 
 def test_service_secret_flags():
