@@ -3,6 +3,7 @@ plaintext nowhere on disk (data dirs, Raft journals and snapshots, logs) and on 
 it; removal refused while in use, with Docker's text; `service update --secret-add` rolls the tasks; a config
 mounted at /<name>."""
 
+import json
 import os
 import secrets as pysecrets
 import shutil
@@ -186,3 +187,45 @@ def test_secret_add_rolls_tasks_and_config_mounted_at_its_name(swarm):
     check(m.cli("service", "update", "--secret-rm", "api_key", "--config-rm", "app.conf", "web", timeout=120))
     check(m.cli("secret", "rm", "api_key"))
     check(m.cli("config", "rm", "app.conf"))
+
+
+def test_bad_input_and_docker_texts(swarm):
+    """One line and a non-zero exit for every bad input; the API keeps the data immutable and says whether a
+    file matches without giving the data out."""
+    import base64
+
+    from swarmctl.cli.client import Client, DaemonError
+    cluster, _client = swarm
+    (m,), _ = cluster.form(1, 0)
+    big = os.path.join(cluster.root, "big")
+    with open(big, "wb") as f:
+        f.write(b"x" * (500 * 1024))
+    small = os.path.join(cluster.root, "small")
+    with open(small, "w") as f:
+        f.write("hunter2")
+    cases = [(("secret", "create", "s", big), "secret data must be larger than 0 and less than 512000 bytes"),
+             (("secret", "create", "bad-", small), "invalid name, only 64 [a-zA-Z0-9-_.] characters allowed"),
+             (("secret", "create", "s", "/nonexistent"), "open /nonexistent: No such file or directory"),
+             (("secret", "inspect", "ghost"), "secret ghost not found"),
+             (("config", "rm", "ghost"), "config ghost not found"),
+             (("secret", "create", "--label", "novalue", "s", small), "invalid --label 'novalue'"),
+             (("service", "create", "--secret", "source=ghost", IMAGE), "secret not found: ghost"),
+             (("service", "create", "--config", "source=c,mode=0999", IMAGE), "invalid mode specified")]
+    for args, text in cases:
+        result = m.cli(*args)
+        assert result.code == 1 and text in result.err and result.err.count("\n") == 1, (args, result)
+    check(m.cli("secret", "create", "s", small))
+    dup = m.cli("secret", "create", "s", small)
+    assert dup.code == 1 and dup.err == "Error response from daemon: secret s already exists\n"
+    api = Client(f"unix://{m.socket}")
+    try:
+        with pytest.raises(DaemonError, match="only updates to Labels are allowed"):
+            api.post("/v1/secrets/s/update", {"labels": {}, "data": base64.b64encode(b"other").decode()})
+        assert api.post("/v1/secrets/s/update", {"labels": {"a": "b"}})["spec"] == {"name": "s", "labels": {"a": "b"}}
+        assert api.post("/v1/secrets/s/matches", {"data": base64.b64encode(b"hunter2").decode()}) == {"matches": True}
+        assert api.post("/v1/secrets/s/matches", {"data": base64.b64encode(b"hunter3").decode()}) == {"matches": False}
+        assert "hunter2" not in json.dumps(api.get("/v1/secrets")) + json.dumps(api.get("/v1/secrets/s"))
+    finally:
+        api.close()
+    assert [r["spec"]["name"] for r in check(m.cli("secret", "ls", "--format", "json")).json()] == ["s"]
+    assert check(m.cli("secret", "ls")).out.split("\n")[0].split() == ["ID", "NAME", "DRIVER", "CREATED", "UPDATED"]
