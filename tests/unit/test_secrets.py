@@ -244,3 +244,49 @@ def test_never_on_disk(tmp_path):
         pytest.skip("tmp_path is on a tmpfs")
     with pytest.raises(FilesUnavailable, match="not on a tmpfs"):
         files.write("t1", [])
+
+
+@pytest.mark.skipif(not _is_tmpfs("/dev/shm"), reason="no tmpfs at /dev/shm")
+def test_worker_fetches_a_tasks_files_mounts_them_and_removes_them_when_it_ends():
+    """The worker on the simulated runtime: it asks the session for the task's files, writes them, passes the
+    read-only mounts to the runtime, and removes them once the task is shut down; stopping removes the rest."""
+    from swarmctl.agent.worker import Worker
+    from swarmctl.runtime.simulated import SimulatedRuntime
+    from tests.unit.test_simulated_runtime import FakeManager, _task, _until
+
+    task = _task("t1")
+    task["spec"]["secrets"] = [{"secret_id": "s1", "secret_name": "pw", "target": "pw", "uid": "0", "gid": "0",
+                                "mode": 0o400}]
+    task["spec"]["configs"] = [{"config_id": "c1", "config_name": "app", "target": "/app", "uid": "0", "gid": "0",
+                                "mode": 0o444}]
+    asked = []
+
+    class Manager(FakeManager):
+        async def call(self, method, path, body=None, timeout=10):
+            if path == "/v1/session/files":
+                asked.append(body["task_id"])
+                return {"secrets": [{"id": "s1", "data": b64(PLAIN)}], "configs": [{"id": "c1", "data": b64(b"c")}]}
+            return await super().call(method, path, body, timeout)
+
+    manager = Manager([task])
+    rt = SimulatedRuntime(start_latency=0)
+    files = TaskFiles(None, fallback_name=f"swarmctl-unit-worker-{os.getpid()}")
+
+    async def scenario():
+        worker = Worker("n1", lambda: rt, manager.call, poll_wait=0.05, files=files)
+        worker.start()
+        try:
+            assert await _until(lambda: manager.states()["t1"] == "running")
+            [container] = rt.list({})
+            mounts = dict((target, host) for host, target in rt._containers[container.id].spec.mounts)
+            assert set(mounts) == {"/run/secrets/pw", "/app"} and asked == ["t1"]
+            assert open(mounts["/run/secrets/pw"], "rb").read() == PLAIN
+            assert os.stat(mounts["/run/secrets/pw"]).st_mode & 0o777 == 0o400
+            manager.tasks["t1"]["desired_state"] = "shutdown"
+            manager.version += 1
+            assert await _until(lambda: manager.states()["t1"] == "shutdown")
+            assert await _until(lambda: files.tasks() == [])
+        finally:
+            await worker.stop()
+    asyncio.run(scenario())
+    assert not os.path.exists(files.fallback)
