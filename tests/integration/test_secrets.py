@@ -15,7 +15,9 @@ import docker
 import pytest
 
 from tests.integration.harness import Cluster, check, wait_for
-from tests.integration.test_sealed_at_rest import files_of, find_plaintext
+from swarmctl.manager.keys import place
+from swarmctl.node.keyfile import parse
+from tests.integration.test_sealed_at_rest import files_of, find_plaintext, sealed_values, unseal_any
 
 IMAGE = "swarmctl-test/busybox:latest"
 ROOT = "/tmp/h-secrets"
@@ -133,6 +135,12 @@ def test_secret_delivered_only_where_needed_and_never_on_disk(swarm, monkeypatch
             + [d.log_path for d in cluster.daemons.values()])
     assert len(disk) > 20
     assert find_plaintext(disk, {"secret": plaintext.encode()}) == []
+    # ...while every manager's Raft files do hold it, sealed with the DEK and bound to the secret's place
+    with open(os.path.join(m.data_dir, "certs", "node.key"), "rb") as f:
+        _, ring = parse(f.read()).open(None)
+    for d in managers:
+        sealed = sealed_values(files_of(os.path.join(d.data_dir, "raft")))
+        assert plaintext in unseal_any(ring, sealed, place("secret", secret_id, ["data"])), d.name
 
     # the file goes when the task ends
     check(m.cli("service", "rm", "app"))
