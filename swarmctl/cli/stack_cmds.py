@@ -193,7 +193,8 @@ class Runner:
             self.views[action.name] = self.client.post("/v1/services", action.body)
         else:
             self.say(f"Updating service {action.name} (id: {action.current['id']})")
-            body = dict(action.body, replace=True)
+            body = {k: v for k, v in action.body.items() if k not in ("name", "mode")}
+            body["replace"] = True
             answer = self.client.post(with_version(f"/v1/services/{_ref(action.current['id'])}/update",
                                                    action.current), body)
             self.views[action.name] = answer["service"]

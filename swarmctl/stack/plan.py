@@ -175,6 +175,9 @@ def plan(stack: str, project: Project, state: State, prune: bool = False) -> Pla
             service_actions.append(Action("create", "service", name, None, comparable(desired), key=key, body=body,
                                           depends=depends))
             continue
+        if current["spec"]["mode"] != desired["mode"]:
+            raise StackError(f"service {key}: the mode of a service cannot be changed ({current['spec']['mode']} to "
+                             f"{desired['mode']}): remove the service first")
         before = comparable(current["spec"])
         after = comparable(desired, current["spec"])
         action = "unchanged" if before == after else "update"
