@@ -111,14 +111,19 @@ class _Loader(yaml.SafeLoader):
 
 
 def _mapping(loader, node, deep=False):
-    loader.flatten_mapping(node)
-    out = {}
-    for key_node, value_node in node.value:
+    explicit = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
+    loader.flatten_mapping(node)  # the keys of `<<: *anchor` merges come first; the mapping's own ones override
+    merged = len(node.value) - explicit
+    out: dict = {}
+    own: set = set()
+    for index, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=deep)
         if not isinstance(key, str):
             raise StackError(f"line {key_node.start_mark.line + 1}: non-string key {key!r}")
-        if key in out:
-            raise StackError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+        if index >= merged:
+            if key in own:
+                raise StackError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+            own.add(key)
         out[key] = loader.construct_object(value_node, deep=deep)
     return out
 
@@ -178,7 +183,7 @@ def substitute(text: str, env: dict, unset: set | None = None) -> str:
                         raise StackError(f"required variable {name} is missing a value: {arg}")
                     return value
                 if value is None or (sep == ":-" and value == ""):
-                    return substitute(arg, env, unset)
+                    return arg  # as written: docker/cli does not interpolate defaults again
                 return value
         if expr not in env and unset is not None:
             unset.add(expr)
@@ -356,6 +361,8 @@ def parse_ports(items) -> list[dict]:
     out = []
     for item in items or []:
         if isinstance(item, dict):
+            if item.get("target") in (None, ""):
+                raise StackError(f"ports: {_short(item)}: a port needs a target")
             published = item.get("published")
             targets = [int(item["target"])]
             if published in (None, ""):
@@ -500,7 +507,8 @@ def _unhonoured(value, allowed: dict, prefix: str) -> list[str]:
 
 def check_forbidden(data: dict, name: str) -> None:
     found = {}
-    for service in (data.get("services") or {}).values():
+    services = data.get("services")
+    for service in (services.values() if isinstance(services, dict) else []):
         if isinstance(service, dict):
             found.update({k: FORBIDDEN[k] for k in service if k in FORBIDDEN})
     if found:
@@ -553,12 +561,24 @@ def load(paths: list[str], env: dict | None = None, stdin=None) -> Project:
         check_forbidden(data, name)
         data = interpolate(data, env, name, unset)
         validate(data, name)
-        documents.append(data)
-    unsupported, deprecated = collect_warnings(documents)
+        for section in ("services", "secrets", "configs", "networks", "volumes"):
+            if data.get(section) is not None and not isinstance(data[section], dict):
+                raise StackError(f"{name}: {section} must be a mapping of names")
+        for key, service in (data.get("services") or {}).items():
+            if service is not None and not isinstance(service, dict):
+                raise StackError(f"{name}: service {key}: must be a mapping")
+        documents.append((name, data))
+    unsupported, deprecated = collect_warnings([data for _name, data in documents])
     merged: dict = {}
-    for data in documents:
+    for name, data in documents:
         data = dict(data)
-        data["services"] = {k: normalise_service(k, v) for k, v in (data.get("services") or {}).items()}
+        services = {}
+        for key, service in (data.get("services") or {}).items():
+            try:
+                services[key] = normalise_service(key, service)
+            except StackError as exc:
+                raise StackError(f"{name}: service {key}: {exc}") from None
+        data["services"] = services
         merged = merge(merged, data)
     if not merged.get("services"):
         raise StackError(f"{paths[0]}: no services to deploy")
