@@ -268,6 +268,8 @@ def _plan_update(service: dict, changes: dict, force: bool, replace: bool = Fals
     """The new spec of a service after a partial spec (same shape as create's body), and what changed. With
     `replace`, `changes` is the whole new spec (create's body: what it leaves out takes the defaults), as
     Docker's ServiceUpdate; only the name, the mode and the task's force counter stay the service's."""
+    changes = dict(changes)
+    replace = bool(changes.pop("replace", False)) or replace
     old = service["spec"]
     if "mode" in changes and changes["mode"] != old["mode"]:
         raise BadRequest("the mode of a service cannot be changed")
