@@ -280,6 +280,11 @@ def _describe(error) -> tuple[list, str]:
     if error.validator == "required":
         return path, error.message
     if error.validator in ("oneOf", "anyOf") and error.context:
+        direct = [e for e in error.context if not list(e.relative_path)]
+        if direct and all(e.validator == "type" for e in direct) and len(direct) == len(
+                [e for e in error.context if not list(e.relative_path) or e.validator == "type"]):
+            types = list(dict.fromkeys(t for e in direct for t in _as_list(e.validator_value)))
+            return path, f"{_short(error.instance)} is not of type {' or '.join(map(repr, types))}"
         import jsonschema
         best = jsonschema.exceptions.best_match(error.context)
         if best is not None and list(best.absolute_path):
@@ -364,11 +369,12 @@ def parse_ports(items) -> list[dict]:
             if item.get("target") in (None, ""):
                 raise StackError(f"ports: {_short(item)}: a port needs a target")
             published = item.get("published")
-            targets = [int(item["target"])]
-            if published in (None, ""):
-                published_list = [None]
-            else:
-                published_list = _range(str(published))
+            try:
+                targets = [int(item["target"])]
+                published_list = [None] if published in (None, "") else _range(str(published))
+            except ValueError:
+                raise StackError(f"ports: {_short(item)}: target and published must be port numbers "
+                                 "(published may be a range, 8080-8081)") from None
             if len(published_list) > 1:
                 targets = targets * len(published_list)
             for target, pub in zip(targets, published_list):
@@ -402,8 +408,15 @@ def parse_ports(items) -> list[dict]:
     return out
 
 
-def _references(items) -> list[dict]:
-    return [dict(item) if isinstance(item, dict) else {"source": str(item)} for item in items or []]
+def _references(items, what: str) -> list[dict]:
+    out = []
+    for item in items or []:
+        ref = dict(item) if isinstance(item, dict) else {"source": str(item)}
+        if not ref.get("source"):
+            raise StackError(f"{what}: {_short(item)}: a reference needs a source")
+        ref["source"] = str(ref["source"])
+        out.append(ref)
+    return out
 
 
 def _depends_on(value, service: str) -> dict[str, dict]:
@@ -439,7 +452,7 @@ def normalise_service(name: str, service: dict | None) -> dict:
         s["ports"] = parse_ports(s["ports"])
     for key in ("secrets", "configs"):
         if key in s:
-            s[key] = _references(s[key])
+            s[key] = _references(s[key], key)
     if "depends_on" in s:
         s["depends_on"] = _depends_on(s["depends_on"], name)
     if "env_file" in s:

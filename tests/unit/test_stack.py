@@ -631,3 +631,54 @@ def test_every_compose_spec_example_translates_or_gives_the_warnings(tmp_path, n
         assert key in project.unsupported, (key, project.unsupported)
     if project.unsupported:
         assert project.warnings()[-1 if not project.deprecated else -2].startswith("Ignoring unsupported options: ")
+
+
+# ---- odd input is refused in one line, never with a traceback ---------------------------------------------------
+_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-3, 70000) | st.sampled_from(
+    ["", "x", "80", "8080:80", "1s", "abc", "$$", "${X}", "0.5", "64M", "a=b", "node.role==worker", "-1"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(
+        ["source", "target", "published", "condition", "test", "cpus", "memory", "spread", "mode", "file", "a"]),
+        inner, max_size=3), max_leaves=6)
+_KEYS = ["image", "command", "entrypoint", "environment", "env_file", "labels", "ports", "healthcheck", "secrets",
+         "configs", "stop_grace_period", "hostname", "user", "working_dir", "depends_on", "restart", "build"]
+_DEPLOY = ["mode", "replicas", "labels", "placement", "resources", "restart_policy", "update_config",
+           "rollback_config", "endpoint_mode"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=5),
+       st.dictionaries(st.sampled_from(_DEPLOY), _VALUES, max_size=3))
+def test_odd_services_are_refused_in_one_line_or_deploy(service, deploy):
+    import tempfile
+    doc = {"services": {"web": dict(service, image=service.get("image", IMAGE), deploy=deploy), "db": {"image": IMAGE}},
+           "secrets": {"x": {"file": "x.txt"}}}
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        with open(os.path.join(tmp, "x.txt"), "w") as f:
+            f.write("x")
+        path = os.path.join(tmp, "c.yml")
+        with open(path, "w") as f:
+            yaml.safe_dump(doc, f)
+        try:
+            project = compose.load([path], env={"X": "1"})
+            plan("st", project, State(services=[], secrets=[], configs=[]))
+        except StackError as exc:
+            assert "\n" not in str(exc) and str(exc)
+
+
+def test_stack_ls_groups_services_by_their_namespace():
+    from swarmctl.cli.stack_cmds import stack_list
+    services = [{"spec": {"name": n, "labels": {"com.docker.stack.namespace": s} if s else {}}}
+                for n, s in (("b_x", "b"), ("a_x", "a"), ("a_y", "a"), ("plain", None))]
+    assert stack_list(services) == [{"name": "a", "services": 2}, {"name": "b", "services": 1}]
+
+
+@pytest.mark.parametrize("name,ok", [("shop", True), ("my-app.v2", True), ("bad name", False), ("-x", False),
+                                     ("", False), ("x" * 41, False)])
+def test_stack_names(name, ok):
+    from swarmctl.cli.client import CLIError
+    from swarmctl.cli.stack_cmds import _stack_name
+    if ok:
+        assert _stack_name(name) == name
+    else:
+        with pytest.raises(CLIError):
+            _stack_name(name)
