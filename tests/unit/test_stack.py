@@ -682,3 +682,10 @@ def test_stack_names(name, ok):
     else:
         with pytest.raises(CLIError):
             _stack_name(name)
+
+
+def test_a_compose_file_from_stdin(tmp_path, monkeypatch):
+    import io
+    monkeypatch.chdir(tmp_path)
+    project = compose.load(["-"], env={}, stdin=io.StringIO(f"services:\n  web: {{image: {IMAGE}}}\n"))
+    assert list(project.services) == ["web"] and project.workdir == str(tmp_path)
