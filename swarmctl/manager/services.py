@@ -325,7 +325,7 @@ async def update(store: RaftStore, ref: str, changes: dict, request_id: str | No
         service = resolve_service(store, ref)
         if version is not None and service.get("version") != version:
             raise OutOfSequence()
-        new, changed = _plan_update(service, changes, force, replace)
+        new, changed = _plan_update(service, changes, force, replace=replace)
         if "endpoint" in changed:
             others = [s for s in store.list("service") if s["id"] != service["id"]]
             new["endpoint"] = allocate_published(others, new["endpoint"], service["spec"].get("endpoint"))
