@@ -60,6 +60,7 @@ DEPLOY_HONOURED = {
     "rollback_config": {k: None for k in ("parallelism", "delay", "failure_action", "monitor", "max_failure_ratio",
                                           "order")},
 }
+OBJECT_KEYS = ("file", "environment", "external", "name", "labels")  # of a top-level secret or config
 TOP_LEVEL = ("version", "name", "services", "networks", "volumes", "secrets", "configs")
 DEPENDS_CONDITIONS = ("service_started", "service_healthy")
 
@@ -541,6 +542,11 @@ def collect_warnings(files: list[dict]) -> tuple[list[str], dict[str, str]]:
         for key in data:
             if key not in TOP_LEVEL and not key.startswith("x-"):
                 unsupported.add(key)
+        for section, allowed in (("secrets", OBJECT_KEYS), ("configs", OBJECT_KEYS + ("content",))):
+            for name, obj in (data.get(section) or {}).items():
+                if isinstance(obj, dict):
+                    unsupported.update(f"{section}.{name}.{k}" for k in obj
+                                       if k not in allowed and not k.startswith("x-"))
         for service in (data.get("services") or {}).values():
             for key, value in (service or {}).items():
                 if key.startswith("x-") or key in HONOURED or key in SILENT:

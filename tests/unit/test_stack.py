@@ -689,3 +689,17 @@ def test_a_compose_file_from_stdin(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     project = compose.load(["-"], env={}, stdin=io.StringIO(f"services:\n  web: {{image: {IMAGE}}}\n"))
     assert list(project.services) == ["web"] and project.workdir == str(tmp_path)
+
+
+def test_prune_removes_the_stack_s_objects_no_longer_in_the_files(tmp_path):
+    project = load(tmp_path, f"services:\n  web: {{image: {IMAGE}}}\nsecrets:\n  s: {{file: ./s.txt, driver: x}}\n")
+    assert project.unsupported == ["secrets.s.driver"]
+    (tmp_path / "s.txt").write_text("x")
+    gone = secret_view("st_old", "st", "old", "sid-old")
+    used = secret_view("st_used", "st", "used", "sid-used")
+    user = running({"name": "other_user", "task": {"image": IMAGE, "secrets": [{"secret_name": "st_used"}]}}, "u")
+    state = State(services=[user], secrets=[gone, used, secret_view("st_s", "st", "s", "sid-s")], configs=[],
+                  secret_matches=lambda view, data: True)
+    assert plan("st", project, state).cleanup == []  # without --prune objects of other keys stay
+    cleanup = plan("st", project, state, prune=True).cleanup
+    assert [(a.action, a.name) for a in cleanup] == [("remove", "st_old")]  # st_used is still used by a service
