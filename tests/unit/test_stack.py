@@ -582,7 +582,6 @@ REFUSED = {
     "05-services-10.yml": "extends",
     "05-services-29.yml": "additional property is not allowed",  # pre_start: newer than the vendored schema
     "05-services-30.yml": "depends on undefined service", "11-extension-3.yml": "depends on undefined service",
-    "build-4.yml": "duplicate key",
 }
 
 
