@@ -548,7 +548,7 @@ def collect_warnings(files: list[dict]) -> tuple[list[str], dict[str, str]]:
                     unsupported.update(f"{section}.{name}.{k}" for k in obj
                                        if k not in allowed and not k.startswith("x-"))
         for service in (data.get("services") or {}).values():
-            for key, value in (service or {}).items():
+            for key in service or {}:
                 if key.startswith("x-") or key in HONOURED or key in SILENT:
                     continue
                 if key in DEPRECATED:

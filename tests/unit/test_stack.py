@@ -607,8 +607,9 @@ def test_every_compose_spec_example_translates_or_gives_the_warnings(tmp_path, n
                 target = tmp_path / obj["file"]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text("data")
-    externals = lambda kind: [{"id": f"id-{k}", "spec": {"name": v.get("name") or k, "labels": {}, "data": ""}}
-                              for k, v in (data.get(kind) or {}).items() if isinstance(v, dict) and v.get("external")]
+    def externals(kind):
+        return [{"id": f"id-{k}", "spec": {"name": v.get("name") or k, "labels": {}, "data": ""}}
+                for k, v in (data.get(kind) or {}).items() if isinstance(v, dict) and v.get("external")]
     state = State(services=[], secrets=externals("secrets"), configs=externals("configs"))
     builds_only = [s for s, v in (data.get("services") or {}).items() if isinstance(v, dict) and "image" not in v]
     try:
