@@ -44,8 +44,18 @@ def stack_cluster(docker_engine, test_image):
                 except docker.errors.APIError:
                     pass
         client.close()
+        unmount_under(root)
         if os.environ.get("SWARMCTL_KEEP_LOGS") is None:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def unmount_under(root: str) -> None:
+    """A killed daemon leaves the tmpfs of its tasks' secret files mounted in its root: this test's only."""
+    import subprocess
+    with open("/proc/mounts") as f:
+        mounts = [line.split()[1] for line in f if line.split()[1].startswith(root + "/")]
+    for mount in sorted(mounts, reverse=True):
+        subprocess.run(["umount", mount], capture_output=True, timeout=10)
 
 
 def write(directory: str, name: str, text: str) -> str:
