@@ -14,11 +14,13 @@ python3 -m pytest -q -p no:cacheprovider --timeout=300 --durations=25 tests "$@"
 bash scripts/collection-checks.sh
 # molecule: the local 5-node swarm formed, scaled out and upgraded by the playbooks over SSH
 bash scripts/molecule.sh
-# nothing the tests started is left behind: no mesh or fault-test tables (nftables), no swarmctl processes
+# nothing the tests started is left behind: no mesh or fault-test tables (nftables), no swarmctl processes,
+# no tmpfs of task files
 left=$( (nft list tables 2>/dev/null || true) | grep -E ' swarmctl_' || true)
 procs=$(pgrep -af 'swarmctl(\.mesh\.proxy| daemon| hollow)' | grep -v pgrep || true)
-if [ -n "$left$procs" ]; then
+mounts=$(awk '$3 == "tmpfs" && $2 ~ /\.files$/ {print $2}' /proc/mounts | grep -i swarmctl || true)  # task files
+if [ -n "$left$procs$mounts" ]; then
   echo "left behind by the tests:" >&2
-  printf '%s\n%s\n' "$left" "$procs" >&2
+  printf '%s\n%s\n%s\n' "$left" "$procs" "$mounts" >&2
   exit 1
 fi

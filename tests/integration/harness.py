@@ -185,6 +185,15 @@ class Cluster:
             d.kill() if d.running else None
         for d in self.daemons.values():
             remove_mesh_table(d.ip)
+            unmount_task_files(d.socket)
+
+
+def unmount_task_files(socket_path: str) -> None:
+    """A daemon killed with SIGKILL leaves the tmpfs of its tasks' secrets and configs mounted next to its socket
+    (swarmctl/agent/taskfiles.py); the test that started it unmounts it."""
+    path = f"{socket_path}.files"
+    if os.geteuid() == 0 and os.path.ismount(path):
+        subprocess.run(["umount", "-l", path], capture_output=True, timeout=10)
 
 
 def remove_mesh_table(ip: str) -> None:
