@@ -98,6 +98,21 @@ def users(store, kind: str, record_id: str) -> list[str]:
                   if any(ref.get(id_key) == record_id for ref in s["spec"]["task"].get(field) or ()))
 
 
+def ref_claims(task: dict) -> list[str]:
+    """What a service's record claims of its task spec's references (`refs`: "secret:<id>", "config:<id>"). A
+    removal commits only while no service claims the record, and a service write only while every record it
+    claims exists, so a removal and a service create or update that race cannot both succeed: the loser is
+    planned again and gets Docker's text ("... is in use by the following service", "secret not found")."""
+    return sorted({f"{kind}:{ref[f'{kind}_id']}" for kind in KINDS for ref in task.get(f"{kind}s") or ()
+                   if ref.get(f"{kind}_id")})
+
+
+def ref_asserts(task: dict) -> list[dict]:
+    """The preconditions of a service write whose task spec has references: each referenced record exists."""
+    return [{"op": "assert", "kind": kind, "id": claim.split(":", 1)[1]}
+            for claim in ref_claims(task) for kind in (claim.split(":", 1)[0],)]
+
+
 # ---- create, update, remove --------------------------------------------------------------------------------
 async def create(store, keys, kind: str, body: dict, request_id: str | None = None) -> dict:
     """Create a secret (data sealed before it is written) or config; a retry with the same request id returns
@@ -159,9 +174,9 @@ async def update(store, keys, kind: str, ref: str, body: dict, version: int | No
 
 
 async def remove(store, kind: str, ref: str, request_id: str | None = None) -> None:
-    """Remove one that no service uses (Docker's text names the services that do). The store checks no condition
-    across records, so a service planned at the very same moment may still commit a reference to it; its tasks
-    then fail with "secret X not found" instead of starting without the file."""
+    """Remove one that no service uses (Docker's text names the services that do). The write commits only while
+    no service's `refs` claims it (ref_claims), so a service create or update that races with the removal and
+    commits first makes the removal plan again and refuse."""
     def plan():
         record = resolve(store, kind, ref)
         names = users(store, kind, record["id"])
@@ -169,7 +184,8 @@ async def remove(store, kind: str, ref: str, request_id: str | None = None) -> N
             plural = "s" if len(names) > 1 else ""
             raise BadRequest(f"{kind} '{record['spec']['name']}' is in use by the following service{plural}: "
                              + ", ".join(names))
-        return [{"op": "delete", "kind": kind, "id": record["id"], "if_version": record["version"]}], \
+        return [{"op": "unclaimed", "kind": "service", "path": "refs", "claim": f"{kind}:{record['id']}"},
+                {"op": "delete", "kind": kind, "id": record["id"], "if_version": record["version"]}], \
             {"id": record["id"]}
 
     await run_once(store, f"{kind}.remove", request_id, plan, lambda _reply: None, retries=UNVERSIONED_RETRIES)

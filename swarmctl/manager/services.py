@@ -249,8 +249,11 @@ async def create(store: RaftStore, body: dict, request_id: str | None = None) ->
         final["endpoint"] = allocate_published(services, final["endpoint"], None)
         record = {"id": service_id, "spec": final, "spec_version": 1, "previous_spec": None,
                   "vip_index": free_vip_index(services), "claims": port_claims(final["endpoint"])}
-        return [{"op": "create", "kind": "service", "id": service_id, "record": record,
-                 "unique": ["spec.name", "claims"]}], \
+        if secrets.ref_claims(final["task"]):
+            record["refs"] = secrets.ref_claims(final["task"])
+        return secrets.ref_asserts(final["task"]) + [
+            {"op": "create", "kind": "service", "id": service_id, "record": record,
+             "unique": ["spec.name", "claims"]}], \
             {"service_id": service_id}
 
     def answer(reply):
@@ -355,7 +358,9 @@ async def update(store: RaftStore, ref: str, changes: dict, request_id: str | No
         if "endpoint" in changed:
             sets.append((["claims"], port_claims(new["endpoint"])))
             patch["unique"] = "claims"
-        return [patch], reply
+        if secrets.ref_claims(new["task"]) != (service.get("refs") or []):
+            sets.append((["refs"], secrets.ref_claims(new["task"])))
+        return secrets.ref_asserts(new["task"]) + [patch], reply
 
     def answer(reply):
         service = store.get("service", reply["service_id"])
@@ -392,6 +397,7 @@ async def rollback(store: RaftStore, ref: str, request_id: str | None = None) ->
         if not kept:
             raise BadRequest(f"service {service['spec']['name']} does not have a previous spec")
         spec = copy.deepcopy(kept[-1])
+        secrets.resolve_refs(store, spec["task"])  # a secret removed since: "secret not found: NAME"
         others = [s for s in store.list("service") if s["id"] != service["id"]]
         spec["endpoint"] = allocate_published(others, mesh_ports.check_endpoint(spec.get("endpoint")),
                                               service["spec"].get("endpoint"))
@@ -399,9 +405,11 @@ async def rollback(store: RaftStore, ref: str, request_id: str | None = None) ->
         sets = [(["spec"], spec), (["previous_spec"], kept[-2] if len(kept) > 1 else None),
                 (["previous_specs"], kept[:-1]), (["spec_version"], version),
                 (["claims"], port_claims(spec.get("endpoint"))),
-                (["update_status"], new_update_status("rollback_started", "manually requested rollback", version))]
-        return [{"op": "patch", "kind": "service", "id": service["id"], "if_version": service["version"],
-                 "set": sets, "unique": "claims"}], {"service_id": service["id"]}
+                (["update_status"], new_update_status("rollback_started", "manually requested rollback", version)),
+                (["refs"], secrets.ref_claims(spec["task"]))]
+        return secrets.ref_asserts(spec["task"]) + [
+            {"op": "patch", "kind": "service", "id": service["id"], "if_version": service["version"],
+             "set": sets, "unique": "claims"}], {"service_id": service["id"]}
 
     def answer(reply):
         service = store.get("service", reply["service_id"])

@@ -296,6 +296,16 @@ class StateMachine:
                 new["version"] = index
                 staged[(kind, record_id)] = new
                 events.append(("update", kind, record_id, new))
+            elif action == "assert":  # a precondition on another record: it exists (at if_version, if given)
+                if old is None:
+                    raise WriteError(OUT_OF_SEQUENCE, code="out_of_sequence")
+            elif action == "unclaimed":  # a precondition: no record of the kind holds the claim in its list at path
+                claim = op.get("claim")
+                ids = {other_id for other_id in self.data[kind] if (kind, other_id) not in staged}
+                others = [self.data[kind][i] for i in ids] + [
+                    rec for (k, _i), rec in staged.items() if k == kind and rec is not None]
+                if any(claim in (_get_path(other, op.get("path")) or ()) for other in others):
+                    raise WriteError(OUT_OF_SEQUENCE, code="out_of_sequence")
             elif action == "delete":
                 if old is None:
                     if op.get("missing_ok"):

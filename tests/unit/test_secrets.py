@@ -290,3 +290,60 @@ def test_worker_fetches_a_tasks_files_mounts_them_and_removes_them_when_it_ends(
             await worker.stop()
     asyncio.run(scenario())
     assert not os.path.exists(files.fallback)
+
+
+class _HeldStore:
+    """The real store, but the first write whose ops match `hold` waits for `release` after it was planned:
+    two requests planned on the same state, committed in the order the test chooses."""
+
+    def __init__(self, store, hold):
+        self._store, self._hold, self.release, self.held = store, hold, asyncio.Event(), asyncio.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def write(self, ops, *args, **kwargs):
+        if self._hold is not None and self._hold(ops):
+            self._hold = None
+            self.held.set()
+            await self.release.wait()
+        return await self._store.write(ops, *args, **kwargs)
+
+
+def _deletes(kind):
+    return lambda ops: any(op.get("op") == "delete" and op.get("kind") == kind for op in ops)
+
+
+def test_a_removal_and_a_service_that_starts_using_it_never_both_commit(store, keys):  # noqa: F811
+    """Planned on the same state (the secret unused), the service create commits first: the removal must then be
+    refused as in use, not delete a secret the new service's tasks need (without the refs claims it did)."""
+    run(secrets.create(store, keys, "secret", {"name": "pw", "data": b64(PLAIN)}))
+
+    async def race():
+        held = _HeldStore(store, _deletes("secret"))
+        removal = asyncio.ensure_future(secrets.remove(held, "secret", "pw"))
+        await held.held.wait()  # planned: nothing used it
+        await services.create(store, _service("web", secrets=[{"secret_name": "pw"}]))
+        held.release.set()
+        with pytest.raises(BadRequest, match="^secret 'pw' is in use by the following service: web$"):
+            await removal
+    run(race())
+    assert [s["spec"]["name"] for s in store.list("secret")] == ["pw"]
+
+
+def test_a_service_planned_before_its_secret_was_removed_is_refused(store, keys):  # noqa: F811
+    """The other order: the service is planned while the secret exists, the removal commits first; the service
+    write must not commit a reference to a secret that is gone."""
+    run(secrets.create(store, keys, "secret", {"name": "pw", "data": b64(PLAIN)}))
+    creates = lambda ops: any(op.get("op") == "create" and op.get("kind") == "service" for op in ops)  # noqa: E731
+
+    async def race():
+        held = _HeldStore(store, creates)
+        create = asyncio.ensure_future(services.create(held, _service("web", secrets=[{"secret_name": "pw"}])))
+        await held.held.wait()
+        await secrets.remove(store, "secret", "pw")
+        held.release.set()
+        with pytest.raises(BadRequest, match="^secret not found: pw$"):
+            await create
+    run(race())
+    assert store.list("service") == []

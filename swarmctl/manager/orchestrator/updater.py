@@ -69,6 +69,7 @@ def _status_op(service: dict, status: dict) -> dict:
 
 def _rollback_op(service: dict, status: dict, message: str, now: float) -> dict | None:
     """Back to the previous spec, as `service rollback` does (services.rollback); None without one."""
+    from swarmctl.manager.secrets import ref_claims
     from swarmctl.manager.services import new_update_status, port_claims, previous_specs
     kept = previous_specs(service)
     if not kept:
@@ -79,7 +80,10 @@ def _rollback_op(service: dict, status: dict, message: str, now: float) -> dict 
             "if_version": service.get("version"),
             "set": [(["spec"], kept[-1]), (["previous_spec"], kept[-2] if len(kept) > 1 else None),
                     (["previous_specs"], kept[:-1][-PREVIOUS_SPECS:]), (["spec_version"], version),
-                    (["claims"], port_claims(kept[-1].get("endpoint"))), (["update_status"], new_status)]}
+                    (["claims"], port_claims(kept[-1].get("endpoint"))), (["update_status"], new_status),
+                    # what it claims of secrets and configs follows the spec (no precondition here: a secret
+                    # removed since makes the rolled-back tasks fail with "secret ... not found")
+                    (["refs"], ref_claims(kept[-1].get("task") or {}))]}
 
 
 def _key(task: dict):
