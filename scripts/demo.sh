@@ -8,9 +8,12 @@
 #                          3. a private sshd on 127.0.0.11-19:22 (scripts/sshd.sh start)
 #                          4. ansible-playbook -i inventory/local playbooks/site.yml: 3 managers (127.0.0.11-13) and
 #                             2 workers (127.0.0.14-15), each its own daemon reached over SSH, and the service
-#                             demo-web (3 replicas of busybox httpd, published on port 8080 by the routing mesh)
+#                             demo-web (3 replicas of busybox httpd, published on port 8080 by the routing mesh),
+#                             the secret demo_greeting and the stack demo (inventory/local/files/demo-stack.yml: a
+#                             front on port 8081 that asks its backend by name; the backend reads the secret)
 #                          5. prints `swarmctl node ls`, `swarmctl service ls`, `swarmctl service ps demo-web`, and
-#                             an HTTP answer of port 8080 at every node's address (the workers run no replica)
+#                             an HTTP answer of port 8080 at every node's address (the workers run no replica),
+#                             then `swarmctl stack services demo` and the front's answer at every node's port 8081
 #   scripts/demo.sh down   playbooks/teardown.yml (services removed, nodes leave, daemons uninstalled, data
 #                          removed), then stops the sshd and the dockerd this script started (not ones that
 #                          already ran), and checks that no daemon or container of the demo is left.
@@ -103,6 +106,20 @@ up() {
     if http_get "http://$ip:8080/"; then answered=$((answered + 1)); fi
   done
   echo "$answered of ${#NODE_IPS[@]} node addresses answered"
+  say "swarmctl stack services demo   (inventory/local/files/demo-stack.yml, with the secret demo_greeting)"
+  swarmctl_m1 stack services demo
+  say "The stack's front on port 8081: it asks its backend by the short name 'backend', the backend reads its secret"
+  local tries body="" stack_answered=0
+  for ip in "${NODE_IPS[@]}"; do
+    printf 'http://%s:8081/  ->  ' "$ip"
+    for tries in 1 2 3 4 5 6 7 8 9 10; do  # bounded: the front asks the backend every 2 s
+      if body=$(http_get "http://$ip:8081/" 2>/dev/null) && [[ "$body" == *"asked backend"* ]]; then break; fi
+      sleep 1
+    done
+    echo "${body:-no answer}"
+    [[ "${body:-}" == *"asked backend"* ]] && stack_answered=$((stack_answered + 1))
+  done
+  echo "$stack_answered of ${#NODE_IPS[@]} node addresses answered with the backend's data"
   close_ssh_masters
   cat <<EOF
 
