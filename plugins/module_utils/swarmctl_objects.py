@@ -57,10 +57,23 @@ def read_data(params):
     return data.encode("utf-8")
 
 
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9](?:[-_.A-Za-z0-9]*[A-Za-z0-9])?$")
+MAX_NAME = 64
+NAME_MESSAGE = ("invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character "
+                "must be [a-zA-Z0-9]")
+
+
+def check_name(name):
+    """swarmkit's name rule and text (the daemon's), so check mode refuses what the daemon would."""
+    if not name or len(name) > MAX_NAME or not NAME_PATTERN.match(name):
+        raise ObjectParamError("%s: %s" % (NAME_MESSAGE, name))
+
+
 def check_size(kind, data):
-    """Docker's limits (500 KiB for a secret, 1000 KiB for a config), so check mode refuses what the daemon would."""
+    """Docker's limits (less than 500 KiB for a secret, 1000 KiB for a config) and text, so check mode refuses
+    what the daemon would."""
     limit = KINDS[kind]["max_size"]
-    if not data or len(data) > limit:
+    if not data or len(data) >= limit:
         raise ObjectParamError("%s data must be larger than 0 and less than %d bytes" % (kind, limit))
 
 
@@ -157,6 +170,7 @@ def plan(kind, records, params, data, data_matches, services=None):
         if rolling:
             labels[VERSION_LABEL] = "1"
         out.update(action="create", name="%s_v1" % name if rolling else name, labels=labels)
+        check_name(out["name"])
     else:
         current_labels = record_labels(current)
         data_changed = not data_matches(current)
@@ -170,6 +184,7 @@ def plan(kind, records, params, data, data_matches, services=None):
             if rolling:
                 labels[VERSION_LABEL] = str(version + 1)
                 out.update(action="roll", name="%s_v%d" % (name, version + 1), labels=labels)
+                check_name(out["name"])
             else:
                 users = users_of(services, kind, current["id"])
                 if users:

@@ -43,12 +43,22 @@ def test_read_data(tmp_path):
 
 
 def test_size_limits():
-    obj.check_size("secret", b"x" * 500 * 1024)
+    obj.check_size("secret", b"x" * (500 * 1024 - 1))
     with pytest.raises(obj.ObjectParamError, match="secret data must be larger than 0 and less than 512000 bytes"):
-        obj.check_size("secret", b"x" * (500 * 1024 + 1))
-    obj.check_size("config", b"x" * 1000 * 1024)
+        obj.check_size("secret", b"x" * 500 * 1024)
+    obj.check_size("config", b"x" * (1000 * 1024 - 1))
     with pytest.raises(obj.ObjectParamError, match="config data"):
         obj.check_size("config", b"")
+
+
+def test_names():
+    for good in ("a", "db_password", "A.b-c_9"):
+        obj.check_name(good)
+    for bad in ("", "-a", "a-", "a b", "x" * 65):
+        with pytest.raises(obj.ObjectParamError, match=r"invalid name, only 64 \[a-zA-Z0-9-_.\] characters"):
+            obj.check_name(bad)
+    with pytest.raises(obj.ObjectParamError, match="invalid name"):
+        obj.plan("secret", [], params(name="x" * 62, rolling_versions=True), b"pw", never)  # x..x_v1: 65
 
 
 def test_labels_compare_allows_more_present():
