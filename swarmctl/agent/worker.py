@@ -10,11 +10,13 @@ knows Docker: only the runtime interface.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable, Callable
 
 from swarmctl.agent import templates
+from swarmctl.agent.taskfiles import FilesUnavailable, TaskFiles, container_path
 from swarmctl.asyncutil import cancel, wait_event
 from swarmctl.manager.sessions import apply_delta
 from swarmctl.runtime.base import ContainerSpec, ContainerState, ImageNotFound, Runtime, RuntimeFailure
@@ -76,12 +78,13 @@ def container_spec(task: dict, node_id: str, node_addr: str | None = None, node_
 class Worker:
     def __init__(self, node_id: str, runtime_factory: Callable[[], Runtime], call: Call, poll_wait: float = 10.0,
                  node_addr: str | None = None, node_hostname: str = "", dns: list[str] | None = None,
-                 endpoint_drain: float = ENDPOINT_DRAIN):
+                 endpoint_drain: float = ENDPOINT_DRAIN, files: TaskFiles | None = None):
         self.node_id = node_id
         self.node_addr = node_addr
         self.node_hostname = node_hostname
         self.dns = dns
         self.endpoint_drain = endpoint_drain
+        self.files = files  # where tasks' secrets and configs are written (None: not delivered, as in hollow nodes)
         self._runtime_factory = runtime_factory
         self._runtime: Runtime | None = None
         self._call = call
@@ -113,6 +116,11 @@ class Worker:
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._runtime is not None:
             self._runtime.close()
+        if self.files is not None:
+            try:
+                self.files.close()  # every task's files go, and the tmpfs is unmounted
+            except Exception:
+                log.exception("removing the task files failed")
 
     async def _warm_up(self) -> None:
         """Load the runtime and reach the engine now, so the first task does not wait for it."""
@@ -207,6 +215,12 @@ class Worker:
         for task_id, container in by_task.items():
             if task_id not in self.assigned and task_id not in in_flight:
                 self._spawn(task_id, self._remove(container))
+        if self.files is not None:
+            for task_id in self.files.tasks():  # files of tasks that ended, or that this node no longer runs
+                task = self.assigned.get(task_id)
+                if task_id not in in_flight and (task is None or is_terminal(self._state(task))
+                                                 or task["desired_state"] != "running"):
+                    self.files.remove(task_id)
         for task_id in list(self._reported):
             if task_id not in self.assigned and task_id not in by_task:
                 self._reported.pop(task_id, None)
@@ -271,8 +285,17 @@ class Worker:
         self._report(task, "preparing", message="preparing")
         try:
             if container_id is None:
-                container_id = await self._run(self.runtime.create, container_spec(
-                    task, self.node_id, self.node_addr, self.node_hostname, self.dns))
+                spec = container_spec(task, self.node_id, self.node_addr, self.node_hostname, self.dns)
+                try:
+                    spec.mounts = await self._task_files(task)
+                except (FilesUnavailable, OSError, ValueError, KeyError) as exc:
+                    self._report(task, "rejected", err=f"secrets and configs: {exc}", message="task files unavailable")
+                    return
+                except Exception as exc:  # the manager refused or could not be reached: a new task tries again
+                    self._report(task, "rejected", err=f"fetching secrets and configs failed: {exc}",
+                                 message="task files unavailable")
+                    return
+                container_id = await self._run(self.runtime.create, spec)
             self._report(task, "starting", container_id=container_id, message="starting")
             await self._run(self.runtime.start, container_id)
         except ImageNotFound as exc:
@@ -292,6 +315,22 @@ class Worker:
             elif started.health == "starting":  # a healthcheck runs: running once it says healthy (reconcile)
                 self._report_health(task, "starting", started.health_output)
         self._wake.set()
+
+    async def _task_files(self, task: dict) -> list[tuple[str, str]]:
+        """Fetch the data of the task's secrets and configs from the leader (its dispatcher answers only for a
+        task assigned to this node), write them into the tmpfs and return the read-only bind mounts."""
+        spec = task["spec"]
+        refs = [("secret", r) for r in spec.get("secrets") or ()] + [("config", r) for r in spec.get("configs") or ()]
+        if not refs or self.files is None:
+            return []
+        answer = await self._call("POST", "/v1/session/files", {"task_id": task["id"]}, timeout=10)
+        data = {(kind, item["id"]): base64.b64decode(item["data"])
+                for kind in ("secret", "config") for item in answer.get(f"{kind}s") or ()}
+        files = []
+        for index, (kind, ref) in enumerate(refs):
+            files.append({"name": f"{kind}-{index}", "data": data[(kind, ref[f"{kind}_id"])], "uid": ref["uid"],
+                          "gid": ref["gid"], "mode": ref["mode"], "path": container_path(kind, ref["target"])})
+        return self.files.write(task["id"], files)  # a few small files on a tmpfs: no need for a thread
 
     async def _health_output(self, container: ContainerState) -> str:
         """The last check's output: only an inspect has it (the container list gives just the health)."""
@@ -332,6 +371,8 @@ class Worker:
                 await self._run(self.runtime.remove, container.id, True)  # with no grace: one forced remove
             except RuntimeFailure as exc:
                 log.warning("task %s: stopping its container failed: %s", task["id"], exc)
+        if self.files is not None:
+            self.files.remove(task["id"])
         self._report(task, "shutdown", message="shutdown")
 
     async def _remove(self, container: ContainerState) -> None:

@@ -45,6 +45,16 @@ MAX_CPUS = 1_000_000.0
 MAX_MEMORY = 2 ** 62                    # bytes
 MAX_ATTEMPTS = 2 ** 31 - 1
 
+# ---- secrets and configs (swarmkit's MaxSecretSize and MaxConfigSize; the data must be smaller) --------
+MAX_SECRET_SIZE = 500 * 1024            # bytes of a secret's data
+MAX_CONFIG_SIZE = 1000 * 1024           # bytes of a config's data
+MAX_SECRET_NAME = 64                    # swarmkit's rule and text (controlapi.validateConfigOrSecretAnnotations)
+SECRET_NAME_PATTERN = r"^[A-Za-z0-9](?:[-_.A-Za-z0-9]*[A-Za-z0-9])?$"
+SECRET_NAME_MESSAGE = ("invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character "
+                       "must be [a-zA-Z0-9]")
+MAX_FILE_REFS = 64                      # secrets (and configs) one task spec may use
+MAX_FILE_TARGET = 4096                  # characters of a secret's or config's target path
+
 # ---- labels (services and nodes) and node descriptions ------------------------------------------
 MAX_LABELS = 128                        # labels of one service or node
 MAX_LABEL_KEY = 256
@@ -61,7 +71,9 @@ MAX_MESSAGE = 4096                      # a task status message or error
 MAX_ID = 128                            # task ids, container ids, refs in paths
 
 # ---- requests -----------------------------------------------------------------------------------
-MAX_BODY = 1024 * 1024                  # bytes of one request body; larger: 413
+# bytes of one request body; larger: 413. Room for a config of MAX_CONFIG_SIZE bytes, which travels as base64
+# (4/3 of its size) in JSON.
+MAX_BODY = 2 * 1024 * 1024
 MAX_REQUEST_ID = 128                    # the X-Request-Id header
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:/+=-]{1,128}$"
 MAX_LOG_TAIL = 100_000                  # lines of ?tail=N
@@ -91,6 +103,9 @@ def table() -> list[tuple[str, str, str]]:
         ("MAX_CONSTRAINTS / MAX_CONSTRAINT", f"{MAX_CONSTRAINTS} / {MAX_CONSTRAINT}",
          "placement constraints (and preferences) / characters of one"),
         ("MAX_IMAGE", str(MAX_IMAGE), "characters of an image reference"),
+        ("MAX_SECRET_SIZE / MAX_CONFIG_SIZE", f"{MAX_SECRET_SIZE:,} / {MAX_CONFIG_SIZE:,}",
+         "bytes of a secret's / config's data (at least 1, less than this)"),
+        ("MAX_FILE_REFS", str(MAX_FILE_REFS), "secrets, and configs, one task spec may use"),
         ("MAX_BODY", f"{MAX_BODY:,}", "bytes of a request body (413 beyond)"),
         ("MAX_REQUEST_ID", str(MAX_REQUEST_ID), "characters of X-Request-Id (letters, digits and ._:/+=-)"),
         ("MAX_CONNECTIONS", f"{MAX_CONNECTIONS:,}", "open connections to the management port (more are closed at once)"),

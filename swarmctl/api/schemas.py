@@ -170,6 +170,38 @@ class HealthCheck(Body):
     start_interval: Optional[Duration] = None
 
 
+def _mode(value: int) -> int:
+    if not 0 <= value <= 0o7777:
+        raise ValueError("expected a file mode between 0 and 0o7777, e.g. 292 (0444)")
+    return value
+
+
+FileName = Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_SECRET_NAME)]  # checked by manager/secrets
+FileTarget = Annotated[str, StringConstraints(max_length=L.MAX_FILE_TARGET, pattern=r"^[^\x00]*$")]
+Owner = Annotated[str, StringConstraints(min_length=1, max_length=10, pattern=r"^[0-9]+$")]
+FileMode = Annotated[int, Field(ge=0, le=0o7777), AfterValidator(_mode)]
+
+
+class SecretReference(Body):
+    """A secret a task mounts: at /run/secrets/<target> (target default: the name; an absolute one as it is)."""
+    secret_id: Optional[Id] = None
+    secret_name: Optional[FileName] = None
+    target: Optional[FileTarget] = None
+    uid: Optional[Owner] = None
+    gid: Optional[Owner] = None
+    mode: Optional[FileMode] = None
+
+
+class ConfigReference(Body):
+    """A config a task mounts: at <target> (default /<name>; a relative one under /)."""
+    config_id: Optional[Id] = None
+    config_name: Optional[FileName] = None
+    target: Optional[FileTarget] = None
+    uid: Optional[Owner] = None
+    gid: Optional[Owner] = None
+    mode: Optional[FileMode] = None
+
+
 class TaskSpec(Body):
     image: Optional[str] = Field(default=None, max_length=L.MAX_IMAGE)
     command: Optional[Args] = None
@@ -182,6 +214,8 @@ class TaskSpec(Body):
     stop_grace_period: Optional[Duration] = None
     healthcheck: Optional[HealthCheck] = None
     hostname: Optional[Hostname] = None
+    secrets: Optional[Annotated[list[SecretReference], Field(max_length=L.MAX_FILE_REFS)]] = None
+    configs: Optional[Annotated[list[ConfigReference], Field(max_length=L.MAX_FILE_REFS)]] = None
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -267,6 +301,32 @@ class SwarmUpdateRequest(Body):
     task_history_limit: Optional[int] = Field(default=None, ge=0, le=L.MAX_TASK_HISTORY)
     # [low, high]: the host ports the leader gives tasks for their published targets
     task_port_range: Optional[Annotated[list[Port], Field(min_length=2, max_length=2)]] = None
+
+
+# base64 of at most MAX_CONFIG_SIZE bytes; the exact limits (and Docker's texts) are manager/secrets.py's
+FileData = Annotated[str, StringConstraints(max_length=(L.MAX_CONFIG_SIZE + 2) // 3 * 4)]
+
+
+class SecretCreateRequest(Body):
+    """A secret or config: name, labels and the data in base64."""
+    name: FileName
+    labels: Labels = {}
+    data: FileData
+
+
+class SecretUpdateRequest(Body):
+    """Only labels may change; a name or data that differs is refused ("only updates to Labels are allowed")."""
+    labels: Labels = {}
+    name: Optional[FileName] = None
+    data: Optional[FileData] = None
+
+
+class SecretMatchRequest(Body):
+    data: FileData
+
+
+class TaskFilesRequest(Body):
+    task_id: Id
 
 
 # ---- query strings ----------------------------------------------------------------------------------

@@ -169,7 +169,7 @@ def _validation_message(exc: ValidationError) -> str:
 def load_routes() -> list[Route]:
     """Every route of the API (importing the route modules registers them)."""
     from swarmctl.api import (openapi, routes_cluster, routes_debug, routes_local, routes_lock,  # noqa: F401
-                              routes_remote, routes_services)
+                              routes_remote, routes_secrets, routes_services)
     return ROUTES
 
 

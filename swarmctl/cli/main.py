@@ -7,7 +7,7 @@ import os
 import sys
 
 from swarmctl import __version__
-from swarmctl.cli import hollow_cmds, node_cmds, provision, service_cmds, swarm_cmds, version_cmd
+from swarmctl.cli import hollow_cmds, node_cmds, provision, secret_cmds, service_cmds, swarm_cmds, version_cmd
 from swarmctl.cli.client import Client, CLIError, DaemonError
 
 
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     node_cmds.add_parsers(sub)
     provision.add_parser(sub)
     service_cmds.add_parsers(sub)
+    secret_cmds.add_parsers(sub)
     version_cmd.add_parser(sub)
     hollow_cmds.add_parser(sub)
     return parser

@@ -77,6 +77,11 @@ def add_parsers(sub) -> None:
                         "an omitted published port is taken from 30000-32767 (repeatable)")
     p.add_argument("--endpoint-mode", choices=mesh_ports.ENDPOINT_MODES,
                    help="vip: the service name resolves to one virtual IP (default); dnsrr: to the tasks' addresses")
+    p.add_argument("--secret", action="append", default=[], metavar="SECRET",
+                   help="give the tasks a secret: NAME, or source=NAME[,target=T][,uid=0][,gid=0][,mode=0444]; "
+                        "mounted read-only at /run/secrets/TARGET (TARGET defaults to NAME; repeatable)")
+    p.add_argument("--config", action="append", default=[], metavar="CONFIG",
+                   help="give the tasks a config, same syntax as --secret; mounted at TARGET (default /NAME)")
     _add_task_options(p)
     p.add_argument("--format", choices=["json"],
                    help="print the created service as JSON (like inspect) instead of its id; no progress output")
@@ -146,6 +151,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--publish-rm", action="append", default=[], metavar="PORT",
                    help="stop publishing a port: its published port, e.g. 8080 or 8080/udp (repeatable)")
     p.add_argument("--endpoint-mode", choices=mesh_ports.ENDPOINT_MODES, help="vip or dnsrr")
+    for kind in ("secret", "config"):
+        p.add_argument(f"--{kind}-add", action="append", default=[], metavar=kind.upper(),
+                       help=f"add or replace a {kind} (same syntax as create's --{kind}; repeatable)")
+        p.add_argument(f"--{kind}-rm", action="append", default=[], metavar="NAME",
+                       help=f"remove a {kind} by name (repeatable)")
     _add_task_options(p)
     p.add_argument("--force", action="store_true", help="replace the tasks even if nothing changed")
     p.add_argument("--rollback", action="store_true",
@@ -482,6 +492,65 @@ def healthcheck_options(args, old: dict | None = None) -> dict | None:
     return health
 
 
+def file_ref(kind: str, text: str, flag: str) -> dict:
+    """Docker's --secret / --config value: NAME, or source=NAME,target=T,uid=U,gid=G,mode=M (mode in Go's
+    integer syntax: 0444 is octal); the task-spec reference with the name only (the leader finds the id)."""
+    text = text or ""
+    fields = [f for f in text.split(",")] if text else []
+    ref: dict = {f"{kind}_name": None}
+    if len(fields) == 1 and "=" not in fields[0]:
+        ref[f"{kind}_name"] = fields[0]
+    else:
+        for field in fields:
+            key, sep, value = field.partition("=")
+            if not sep or not key:
+                raise UnitError(f'invalid argument "{text}" for "{flag}" flag: invalid field \'{field}\' must be a '
+                                "key=value pair")
+            key = key.lower()
+            if key in ("source", "src"):
+                ref[f"{kind}_name"] = value
+            elif key == "target":
+                ref["target"] = value
+            elif key in ("uid", "gid"):
+                if not value.isdigit():
+                    raise UnitError(f'invalid argument "{text}" for "{flag}" flag: invalid {key} {value!r}: '
+                                    "expected a number")
+                ref[key] = value
+            elif key == "mode":
+                try:
+                    ref["mode"] = int(value, 8) if re.fullmatch(r"0[0-7]+", value) else int(value, 0)
+                except ValueError:
+                    raise UnitError(f'invalid argument "{text}" for "{flag}" flag: invalid mode specified: '
+                                    f"{value!r}") from None
+                if not 0 <= ref["mode"] <= 0o7777:
+                    raise UnitError(f'invalid argument "{text}" for "{flag}" flag: invalid mode specified: '
+                                    f"{value!r}")
+            else:
+                raise UnitError(f'invalid argument "{text}" for "{flag}" flag: invalid field in {kind} request: '
+                                f"{key}")
+    if not ref[f"{kind}_name"]:
+        raise UnitError(f'invalid argument "{text}" for "{flag}" flag: source is required')
+    return ref
+
+
+def file_refs(kind: str, items: list[str], flag: str) -> list[dict]:
+    refs = [file_ref(kind, item, flag) for item in items]
+    seen = set()
+    for ref in refs:  # the daemon says it too; here it fails before any request
+        target = ref.get("target") or ref[f"{kind}_name"]
+        if target in seen:
+            raise UnitError(f"duplicate {kind} target for {ref[f'{kind}_name']} not allowed")
+        seen.add(target)
+    return refs
+
+
+def updated_refs(kind: str, old: list[dict], add: list[str], remove: list[str]) -> list[dict]:
+    """--KIND-rm NAME, then --KIND-add (Docker's order); an added one replaces an old one of the same name."""
+    added = file_refs(kind, add, f"--{kind}-add")
+    gone = set(remove) | {r[f"{kind}_name"] for r in added}
+    return [dict(r) for r in old if r.get(f"{kind}_name") not in gone] + added
+
+
 def build_create_body(args, name: str | None = None) -> dict:
     """The POST /v1/services body for parsed `service create` arguments; unset options are left out."""
     name = name or args.name
@@ -504,6 +573,9 @@ def build_create_body(args, name: str | None = None) -> dict:
         task.setdefault("placement", {})["constraints"] = [_check_constraint(c) for c in args.constraint]
     if args.placement_pref:
         task.setdefault("placement", {})["preferences"] = placement_prefs(args.placement_pref, "--placement-pref")
+    for kind in ("secret", "config"):
+        if getattr(args, kind, None):
+            task[f"{kind}s"] = file_refs(kind, getattr(args, kind), f"--{kind}")
     body = {"name": name, "mode": args.mode, "labels": dict(parse_kv(item, "--label") for item in args.label),
             "task": task}
     if args.replicas is not None:
@@ -591,6 +663,10 @@ def build_update_body(args, service: dict) -> dict:
     health = healthcheck_options(args, old_task.get("healthcheck"))
     if health is not None:
         task["healthcheck"] = health
+    for kind in ("secret", "config"):
+        add, remove = getattr(args, f"{kind}_add", []), getattr(args, f"{kind}_rm", [])
+        if add or remove:
+            task[f"{kind}s"] = updated_refs(kind, old_task.get(f"{kind}s") or [], add, remove)
     if task:
         body["task"] = task
     endpoint = updated_endpoint(args, spec.get("endpoint"))
@@ -642,6 +718,9 @@ def update_paths(args) -> list[tuple]:
         paths.append(("spec", "task", "healthcheck"))
     if args.force:
         paths.append(("spec", "task", "force_update"))
+    for kind in ("secret", "config"):
+        if getattr(args, f"{kind}_add", None) or getattr(args, f"{kind}_rm", None):
+            paths.append(("spec", "task", f"{kind}s"))
     if args.publish_add or args.publish_rm or args.endpoint_mode:
         paths.append(("spec", "endpoint"))
     for key, config in update_configs(args).items():

@@ -18,6 +18,7 @@ import logging
 import time
 
 from swarmctl.errors import Unauthorized, Unavailable
+from swarmctl.manager import secrets
 from swarmctl.manager.writes import commit
 from swarmctl.node import looplag
 from swarmctl.state.raft import RaftStore
@@ -484,6 +485,17 @@ class Dispatcher:
                 removed.append(task_id)
         return {"version": self._token(node_id), "full": False, "changed": answer_changed, "removed": removed,
                 "report_window": self.report_window()}
+
+    def task_files(self, node_id: str, task_id: str, keys) -> dict:
+        """The secrets' and configs' data of one task of this node, unsealed here on the leader and sent over the
+        node's mutual-TLS session only while the task is assigned to it and meant to run (swarmkit sends a node
+        only the secrets its assigned tasks use). The agent asks just before it creates the container, so no
+        assignment list, snapshot or log carries the data."""
+        node = self.store.get("node", node_id)
+        if node is None:
+            raise Unauthorized(f"node {node_id} is not part of this swarm")
+        self.seen(node)
+        return secrets.task_files(self.store, keys, node_id, task_id)
 
     async def update_status(self, node_id: str, updates: list[dict]) -> int:
         """Apply a node's batch of task state changes; only forward moves of its own tasks count.

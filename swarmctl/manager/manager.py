@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 class Manager:
     def __init__(self, store: RaftStore, heartbeat_period: float, keys: ClusterKeys):
         self.store = store
+        self.keys = keys  # sealed fields, and secrets' data (manager/secrets.py)
         self.membership = Membership(store, keys)
         self.seal_migration = SealMigration(store, keys, on_sealed=store.compact)
         self.dispatcher = Dispatcher(store, heartbeat_period)

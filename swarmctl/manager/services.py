@@ -13,6 +13,7 @@ import time
 
 from swarmctl.api import limits
 from swarmctl.errors import BadRequest, Conflict, NotFound, OutOfSequence
+from swarmctl.manager import secrets
 from swarmctl.manager.idempotent import derived_id, run_once
 from swarmctl.manager.scheduler import constraints, preferences
 from swarmctl.mesh import ports as mesh_ports
@@ -146,6 +147,7 @@ def validate_spec(spec: dict) -> dict:
             templates.check(task["hostname"])
         except templates.TemplateError as exc:
             raise BadRequest(f"invalid hostname: {exc}") from None
+    secrets.check_refs(task)  # task.secrets and task.configs: targets, owners, modes (ids: resolve_refs)
     if spec.get("rebalance") not in (None, "auto", "never"):
         raise BadRequest(f"invalid rebalance {spec['rebalance']!r}: use auto or never")
     for key, actions in (("update_config", UPDATE_FAILURE_ACTIONS), ("rollback_config", ROLLBACK_FAILURE_ACTIONS)):
@@ -234,6 +236,7 @@ async def create(store: RaftStore, body: dict, request_id: str | None = None) ->
         if any(s["spec"]["name"] == name for s in services):
             raise Conflict(f"service {name} already exists")
         final = copy.deepcopy(spec)
+        secrets.resolve_refs(store, final["task"])  # names to ids; an unknown one is refused
         final["endpoint"] = allocate_published(services, final["endpoint"], None)
         record = {"id": service_id, "spec": final, "spec_version": 1, "previous_spec": None,
                   "vip_index": free_vip_index(services), "claims": port_claims(final["endpoint"])}
@@ -255,7 +258,7 @@ async def create(store: RaftStore, body: dict, request_id: str | None = None) ->
                           retries=UNVERSIONED_RETRIES)
 
 
-def _plan_update(service: dict, changes: dict, force: bool) -> tuple[dict, list[str]]:
+def _plan_update(service: dict, changes: dict, force: bool, store: RaftStore | None = None) -> tuple[dict, list[str]]:
     """The new spec of a service after a partial spec (same shape as create's body), and what changed."""
     old = service["spec"]
     body = {"name": old["name"], "labels": old["labels"], "mode": old["mode"], "replicas": old["replicas"],
@@ -277,6 +280,8 @@ def _plan_update(service: dict, changes: dict, force: bool) -> tuple[dict, list[
     if old["mode"] == "global" and changes.get("replicas") is not None:
         raise BadRequest("replicas can only be used with replicated mode")
     new = validate_spec(dict(body, replicas_set=False))
+    if store is not None:
+        secrets.resolve_refs(store, new["task"])
     if force:
         new["task"]["force_update"] = old["task"].get("force_update", 0) + 1
     changed = sorted(k for k in ("labels", "replicas") if new[k] != old[k])
@@ -288,7 +293,10 @@ def _plan_update(service: dict, changes: dict, force: bool) -> tuple[dict, list[
                                                   else ROLLBACK_FAILURE_ACTIONS)]
     if new["endpoint"] != mesh_ports.check_endpoint(old.get("endpoint")):
         changed.append("endpoint")
-    changed += sorted(f"task.{k}" for k in new["task"] if new["task"][k] != old["task"].get(k))
+    # keys of either spec: a list emptied (the last secret removed) leaves the new spec without its key
+    changed += sorted(f"task.{k}" for k in set(new["task"]) | set(old["task"])
+                      if new["task"].get(k) != old["task"].get(k)
+                      and not (k in ("secrets", "configs") and not new["task"].get(k) and not old["task"].get(k)))
     return new, changed
 
 
@@ -306,7 +314,7 @@ async def update(store: RaftStore, ref: str, changes: dict, request_id: str | No
         service = resolve_service(store, ref)
         if version is not None and service.get("version") != version:
             raise OutOfSequence()
-        new, changed = _plan_update(service, changes, force)
+        new, changed = _plan_update(service, changes, force, store)
         if "endpoint" in changed:
             others = [s for s in store.list("service") if s["id"] != service["id"]]
             new["endpoint"] = allocate_published(others, new["endpoint"], service["spec"].get("endpoint"))

@@ -13,6 +13,7 @@ import logging
 from typing import Awaitable, Callable
 
 from swarmctl.agent.session import Session
+from swarmctl.agent.taskfiles import TaskFiles
 from swarmctl.agent.worker import Worker
 from swarmctl.mesh.agent import MeshAgent
 from swarmctl.node.certrenewal import CertRenewer
@@ -26,12 +27,14 @@ class AgentPart:
                  on_removed: Callable[[str], Awaitable[None]], make_runtime: Callable,
                  read_cert: Callable[[], bytes], renew_cert: Callable[[], Awaitable[None]],
                  node_addr: str | None = None, hostname: str = "", dns_addr: tuple[str, int] | None = None,
-                 mesh: bool = True, dataplane: str = "auto"):
+                 mesh: bool = True, dataplane: str = "auto", files_dir: str | None = None):
         self.session = Session(peer, managers, period, describe, on_answer, on_removed)
         # containers are given this node's DNS server only where resolv.conf can name it (port 53)
         dns = [dns_addr[0]] if dns_addr is not None and dns_addr[1] == 53 else None
+        # secrets and configs: a tmpfs of this node's own in its run dir (files_dir), none for hollow nodes
+        files = TaskFiles(files_dir, fallback_name=f"swarmctl-{node_id[:12]}") if files_dir else None
         self.worker = Worker(node_id, make_runtime, self.session.call, node_addr=node_addr, node_hostname=hostname,
-                             dns=dns)
+                             dns=dns, files=files)
         self.mesh = MeshAgent(self.session.call, node_addr, dns_addr, dataplane=dataplane) if mesh and node_addr else None
         self._renewer = CertRenewer(read_cert, renew_cert)
 

@@ -108,6 +108,12 @@ class DaemonConfig:
     dns_addr: str | None = None  # IP:PORT of the service-discovery DNS; None: the advertise address, port 53; "none": off
     mesh_dataplane: str = "auto"  # nft | proxy | auto (swarmctl/mesh/agent.py start_dataplane)
 
+    def files_dir(self) -> str:
+        """Where the agent mounts the tmpfs for its tasks' secrets and configs: beside the socket, in the node's
+        run dir (/run/swarmctl/swarmctl.files by default), never under the data dir, which is on disk."""
+        base, _ext = os.path.splitext(os.path.basename(self.socket))
+        return os.path.join(os.path.dirname(os.path.abspath(self.socket)), f"{base or 'swarmctl'}.files")
+
     def dns_for(self, advertise: str) -> tuple[str, int] | None:
         """Where this node serves DNS."""
         if self.dns_addr == "none":

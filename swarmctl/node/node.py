@@ -197,7 +197,7 @@ class Node:
                                self._describe, self._on_heartbeat_answer, self._on_removed, self._make_runtime,
                                self._read_cert, self._renew_own_certificate, node_addr=self.addrs.advertise,
                                hostname=self.config.hostname, dns_addr=self.config.dns_for(self.addrs.advertise),
-                               dataplane=self.config.mesh_dataplane)
+                               dataplane=self.config.mesh_dataplane, files_dir=self.config.files_dir())
         await self.agent.start()
 
     async def deactivate(self) -> None:

@@ -35,6 +35,8 @@ class ContainerSpec:
     dns: list[str] | None = None  # nameservers written into the container's /etc/resolv.conf
     # None: the image's HEALTHCHECK applies; else the task spec's form (records.HEALTHCHECK_DEFAULTS: test, seconds)
     healthcheck: dict | None = None
+    # (host path, container path) pairs bind-mounted read-only: the task's secrets and configs (agent/taskfiles.py)
+    mounts: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass

@@ -253,6 +253,7 @@ class DockerRuntime(Runtime):
                 nano_cpus=int(round(spec.cpu_limit * 1e9)) if spec.cpu_limit else None,
                 mem_limit=int(spec.memory_limit) if spec.memory_limit else None,
                 dns=list(spec.dns) if spec.dns else None,
+                binds={host: {"bind": target, "mode": "ro"} for host, target in spec.mounts} or None,
             )
             environment = [f"{k}={v}" for k, v in spec.env.items()]
             proxies = getattr(client, "_proxy_configs", None)  # what create_container adds (use_config_proxy)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 
-KINDS = ("cluster", "node", "service", "task")
+KINDS = ("cluster", "node", "service", "task", "secret", "config")
 
 ROLES = ("manager", "worker")
 AVAILABILITIES = ("active", "pause", "drain")
