@@ -62,7 +62,7 @@ def container_spec(task: dict, node_id: str, node_addr: str | None = None, node_
                    dns: list[str] | None = None) -> ContainerSpec:
     spec = task["spec"]
     limits = spec["resources"]["limits"]
-    labels = {LABEL_NODE: node_id, LABEL_SERVICE: task["service_id"], LABEL_SERVICE_NAME: task["service_name"],
+    labels = {**(spec.get("labels") or {}), LABEL_NODE: node_id, LABEL_SERVICE: task["service_id"], LABEL_SERVICE_NAME: task["service_name"],
               LABEL_TASK: task["id"], LABEL_SLOT: str(task["slot"] if task["slot"] is not None else "")}
     values = templates.context(task, node_id, node_hostname)
     env = {key: templates.expand(value, values) for key, value in (spec.get("env") or {}).items()}
@@ -72,7 +72,9 @@ def container_spec(task: dict, node_id: str, node_addr: str | None = None, node_
                          args=spec.get("args"), env=env, labels=labels,
                          cpu_limit=limits.get("cpus") or None, memory_limit=int(limits.get("memory") or 0) or None,
                          network_mode=spec.get("network_mode") or "host", hostname=hostname,
-                         dns=list(dns) if dns else None, healthcheck=spec.get("healthcheck"))
+                         dns=list(dns) if dns else None, healthcheck=spec.get("healthcheck"),
+                         dns_search=list(spec.get("dns_search") or []) or None, user=spec.get("user") or None,
+                         working_dir=spec.get("working_dir") or None)
 
 
 class Worker:

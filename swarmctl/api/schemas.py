@@ -216,6 +216,10 @@ class TaskSpec(Body):
     hostname: Optional[Hostname] = None
     secrets: Optional[Annotated[list[SecretReference], Field(max_length=L.MAX_FILE_REFS)]] = None
     configs: Optional[Annotated[list[ConfigReference], Field(max_length=L.MAX_FILE_REFS)]] = None
+    user: Optional[Arg] = None  # USER[:GROUP] in the container ("" or left out: the image's)
+    working_dir: Optional[Arg] = None  # the container's working directory ("" or left out: the image's)
+    labels: Optional[Labels] = None  # container labels (service labels are the service's own `labels`)
+    dns_search: Optional[Annotated[list[Hostname], Field(max_length=6)]] = None  # resolv.conf search domains
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -286,6 +290,9 @@ class ServiceUpdateRequest(Body):
     rollback_config: Optional[UpdateConfig] = None
     rebalance: Optional[Literal["auto", "never"]] = None
     force: bool = False
+    # the body is the whole new spec, as create's (what it leaves out goes back to the defaults), not changes to
+    # merge into the current one: Docker's ServiceUpdate, what `stack deploy` sends
+    replace: bool = False
 
 
 class ScaleRequest(Body):

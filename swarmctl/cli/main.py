@@ -7,7 +7,8 @@ import os
 import sys
 
 from swarmctl import __version__
-from swarmctl.cli import hollow_cmds, node_cmds, provision, secret_cmds, service_cmds, swarm_cmds, version_cmd
+from swarmctl.cli import hollow_cmds, node_cmds, provision, secret_cmds, service_cmds, stack_cmds, swarm_cmds, \
+    version_cmd
 from swarmctl.cli.client import Client, CLIError, DaemonError
 
 
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     provision.add_parser(sub)
     service_cmds.add_parsers(sub)
     secret_cmds.add_parsers(sub)
+    stack_cmds.add_parsers(sub)
     version_cmd.add_parser(sub)
     hollow_cmds.add_parser(sub)
     return parser

@@ -25,6 +25,7 @@ from swarmctl.state.records import new_id, task_name
 
 log = logging.getLogger(__name__)
 
+STACK_LABEL = "com.docker.stack.namespace"  # a stack's services (swarmctl/stack): DNS adds "<short>.<stack>"
 KEEP = 4096  # changes kept for deltas; an agent further behind gets the whole table
 # Changes are gathered this long before the touched services are computed again: a status report batch of a
 # large cluster touches many tasks of one service, and the service is rebuilt once for all of them.
@@ -46,7 +47,9 @@ def entry(service: dict, tasks: list[dict], nodes: dict) -> dict:
             members.append({"id": task["id"], "name": task_name(task), "slot": task.get("slot"),
                             "ip": nodes[task["node_id"]]["status"].get("addr"), "ports": task.get("ports") or []})
     members.sort(key=lambda m: (m["slot"] or 0, m["id"]))
+    stack = (service["spec"].get("labels") or {}).get(STACK_LABEL)
     return {"id": service["id"], "name": service["spec"]["name"], "mode": endpoint.get("mode") or "vip",
+            **({"stack": stack} if stack else {}),
             "vip_index": service.get("vip_index"), "ports": endpoint.get("ports") or [], "tasks": members}
 
 

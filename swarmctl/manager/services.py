@@ -148,6 +148,15 @@ def validate_spec(spec: dict) -> dict:
         except templates.TemplateError as exc:
             raise BadRequest(f"invalid hostname: {exc}") from None
     secrets.check_refs(task)  # task.secrets and task.configs: targets, owners, modes (ids: resolve_refs)
+    for key in ("user", "working_dir"):
+        if task.get(key) is not None and not isinstance(task[key], str):
+            raise BadRequest(f"{key.replace('_', ' ')} must be a string")
+    if task.get("labels") is not None and not (isinstance(task["labels"], dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in task["labels"].items())):
+        raise BadRequest("container labels must map strings to strings")
+    if task.get("dns_search") is not None and not (isinstance(task["dns_search"], list) and all(
+            isinstance(d, str) and d for d in task["dns_search"])):
+        raise BadRequest("dns search must be a list of domain names")
     if spec.get("rebalance") not in (None, "auto", "never"):
         raise BadRequest(f"invalid rebalance {spec['rebalance']!r}: use auto or never")
     for key, actions in (("update_config", UPDATE_FAILURE_ACTIONS), ("rollback_config", ROLLBACK_FAILURE_ACTIONS)):
@@ -258,28 +267,36 @@ async def create(store: RaftStore, body: dict, request_id: str | None = None) ->
                           retries=UNVERSIONED_RETRIES)
 
 
-def _plan_update(service: dict, changes: dict, force: bool, store: RaftStore | None = None) -> tuple[dict, list[str]]:
-    """The new spec of a service after a partial spec (same shape as create's body), and what changed."""
+def _plan_update(service: dict, changes: dict, force: bool, store: RaftStore | None = None,
+                 replace: bool = False) -> tuple[dict, list[str]]:
+    """The new spec of a service after a partial spec (same shape as create's body), and what changed. With
+    `replace`, `changes` is the whole new spec (create's body: what it leaves out takes the defaults), as
+    Docker's ServiceUpdate; only the name, the mode and the task's force counter stay the service's. With
+    `store`, the task's secret and config references are resolved to ids."""
     old = service["spec"]
-    body = {"name": old["name"], "labels": old["labels"], "mode": old["mode"], "replicas": old["replicas"],
-            "task": old["task"], "endpoint": old.get("endpoint"), "update_config": old.get("update_config"),
-            "rollback_config": old.get("rollback_config"), "rebalance": old.get("rebalance")}
     if "mode" in changes and changes["mode"] != old["mode"]:
         raise BadRequest("the mode of a service cannot be changed")
     if "name" in changes and changes["name"] != old["name"]:
         raise BadRequest("a service cannot be renamed")
-    body = _merge(body, {k: v for k, v in changes.items()
-                         if k not in ("task", "endpoint", "update_config", "rollback_config")})
-    for key in ("update_config", "rollback_config"):
-        if changes.get(key):
-            body[key] = _merge(body.get(key) or {}, changes[key])
-    if "endpoint" in changes:
-        body["endpoint"] = copy.deepcopy(changes["endpoint"])
-    if changes.get("task"):
-        body["task"] = _merge(old["task"], changes["task"])
     if old["mode"] == "global" and changes.get("replicas") is not None:
         raise BadRequest("replicas can only be used with replicated mode")
-    new = validate_spec(dict(body, replicas_set=False))
+    if replace:
+        new = build_spec(dict(changes, name=old["name"], mode=old["mode"]))
+        new["task"]["force_update"] = old["task"].get("force_update", 0)
+    else:
+        body = {"name": old["name"], "labels": old["labels"], "mode": old["mode"], "replicas": old["replicas"],
+                "task": old["task"], "endpoint": old.get("endpoint"), "update_config": old.get("update_config"),
+                "rollback_config": old.get("rollback_config"), "rebalance": old.get("rebalance")}
+        body = _merge(body, {k: v for k, v in changes.items()
+                             if k not in ("task", "endpoint", "update_config", "rollback_config")})
+        for key in ("update_config", "rollback_config"):
+            if changes.get(key):
+                body[key] = _merge(body.get(key) or {}, changes[key])
+        if "endpoint" in changes:
+            body["endpoint"] = copy.deepcopy(changes["endpoint"])
+        if changes.get("task"):
+            body["task"] = _merge(old["task"], changes["task"])
+        new = validate_spec(dict(body, replicas_set=False))
     if store is not None:
         secrets.resolve_refs(store, new["task"])
     if force:
@@ -309,12 +326,13 @@ async def update(store: RaftStore, ref: str, changes: dict, request_id: str | No
     still the one planned from (if_version), so two updates never both succeed on the same version."""
     changes = dict(changes)
     force = bool(changes.pop("force", False))
+    replace = bool(changes.pop("replace", False))
 
     def plan():
         service = resolve_service(store, ref)
         if version is not None and service.get("version") != version:
             raise OutOfSequence()
-        new, changed = _plan_update(service, changes, force, store)
+        new, changed = _plan_update(service, changes, force, store, replace)
         if "endpoint" in changed:
             others = [s for s in store.list("service") if s["id"] != service["id"]]
             new["endpoint"] = allocate_published(others, new["endpoint"], service["spec"].get("endpoint"))

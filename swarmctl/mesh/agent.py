@@ -81,6 +81,7 @@ def zone_services(services: list[dict], node_addr: str) -> list[dict]:
         vip = vip_for(node_addr, service.get("vip_index")) if has_ingress(service) else None
         mode = "vip" if vip and service.get("mode") == "vip" else "dnsrr"
         out.append({"name": service["name"], "id": service["id"], "mode": mode, "vip": vip,
+                    **({"stack": service["stack"]} if service.get("stack") else {}),
                     "tasks": [{"name": t["name"], "id": t["id"], "ip": t["ip"],
                                "ports": [{"target": p["target"], "protocol": p["protocol"], "port": p["port"]}
                                          for p in t.get("ports") or []]}

@@ -3,6 +3,8 @@
 Docker Swarm's embedded DNS, adapted to a cluster whose tasks share the host's network (see docs/design.md):
 - `<service>` (or its id) A: the service's virtual IP on this node (mode vip), else its running tasks' addresses;
 - `tasks.<service>` A: the addresses of its running tasks;
+- a stack's service (`<stack>_<short>`, labelled com.docker.stack.namespace=<stack>) also as `<short>.<stack>` and
+  `tasks.<short>.<stack>`: its tasks have the search domain `<stack>`, so `nslookup <short>` finds it from them;
 - `<task name>` (web.1) and `<task name>.<task id>` A: that task's address;
 - SRV `_<target>._<proto>.<service>`: one record per task with its real host port, the targets' A records in
   the additional section;
@@ -44,7 +46,7 @@ def _key(name) -> str:
 class Zone:
     """What this node knows about the cluster's services; replaced as a whole on every endpoint change.
     Each service: {"name", "id", "mode": "vip"|"dnsrr", "vip", "tasks": [{"name", "id", "ip", "ports": [{"target",
-    "protocol", "port"}]}]}."""
+    "protocol", "port"}]}], and "stack" for a stack's service}."""
 
     def __init__(self):
         self.addresses: dict[str, list[str]] = {}   # name -> A answers
@@ -59,6 +61,9 @@ class Zone:
             tasks = [t for t in service.get("tasks") or [] if t.get("ip")]
             ips = list(dict.fromkeys(t["ip"] for t in tasks))
             names = [_key(service["name"]), _key(service["id"])]
+            stack = service.get("stack")
+            if stack and _key(service["name"]).startswith(_key(stack) + "_"):
+                names.append(f"{_key(service['name'])[len(stack) + 1:]}.{_key(stack)}")
             for name in names:
                 if service.get("mode") == "vip" and service.get("vip"):
                     addresses[name] = [service["vip"]]

@@ -33,6 +33,9 @@ class ContainerSpec:
     network_mode: str = "host"  # "host" or "none"
     hostname: str | None = None
     dns: list[str] | None = None  # nameservers written into the container's /etc/resolv.conf
+    dns_search: list[str] | None = None  # search domains of the container's /etc/resolv.conf
+    user: str | None = None  # USER[:GROUP] (names or ids); None: the image's
+    working_dir: str | None = None  # None: the image's WORKDIR
     # None: the image's HEALTHCHECK applies; else the task spec's form (records.HEALTHCHECK_DEFAULTS: test, seconds)
     healthcheck: dict | None = None
     # (host path, container path) pairs bind-mounted read-only: the task's secrets and configs (agent/taskfiles.py)

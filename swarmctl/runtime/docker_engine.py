@@ -254,6 +254,7 @@ class DockerRuntime(Runtime):
                 mem_limit=int(spec.memory_limit) if spec.memory_limit else None,
                 dns=list(spec.dns) if spec.dns else None,
                 binds={host: {"bind": target, "mode": "ro"} for host, target in spec.mounts} or None,
+                dns_search=list(spec.dns_search) if spec.dns_search else None,
             )
             environment = [f"{k}={v}" for k, v in spec.env.items()]
             proxies = getattr(client, "_proxy_configs", None)  # what create_container adds (use_config_proxy)
@@ -266,6 +267,8 @@ class DockerRuntime(Runtime):
                 environment=environment,
                 labels=dict(spec.labels),
                 hostname=spec.hostname or None,
+                user=spec.user or None,
+                working_dir=spec.working_dir or None,
                 host_config=host_config,
                 detach=True,
             )
