@@ -141,26 +141,35 @@ def in_use_message(kind, name, users):
         kind, name, "s" if len(users) > 1 else "", ", ".join(users))
 
 
-def plan(kind, records, params, data, data_matches, services=None):
+def plan(kind, records, params, data, data_matches, services=None, strict=True):
     """Decide what to do. records: every record of the kind (GET list); data: the wanted bytes (present);
     data_matches(record) -> whether the record holds data (asked only when needed); services: GET /v1/services,
     to tell which records are in use.
 
     Returns dict(action=create|replace|roll|labels|remove|none, name (of the record afterwards), labels (of a
     new record, or the update), target (the record updated or replaced), remove ([records to delete]),
-    keep_in_use ([(record, users)] old versions kept because services use them), data_changed, labels_changed)."""
+    keep_in_use ([(record, users)] old versions kept because services use them), data_changed, labels_changed,
+    warnings).
+
+    A removal the daemon would refuse (services use the record) raises ObjectParamError with its text; with
+    strict=False (check mode: an earlier task of the play may remove those services) it is a warning instead."""
     name = params["name"]
     rolling = bool(params.get("rolling_versions"))
     mine = managed_records(records, name, rolling)
     out = dict(action="none", name=None, labels=None, target=None, remove=[], keep_in_use=[],
-               data_changed=False, labels_changed=False)
+               data_changed=False, labels_changed=False, warnings=[])
+
+    def refuse(message):
+        if strict:
+            raise ObjectParamError(message)
+        out["warnings"].append("the daemon would refuse this as things are now: " + message)
     if params["state"] == "absent":
         if mine:
             out.update(action="remove", remove=list(mine))
             for record in mine:
                 users = users_of(services, kind, record["id"])
                 if users:
-                    raise ObjectParamError(in_use_message(kind, record_name(record), users))
+                    refuse(in_use_message(kind, record_name(record), users))
         return out
     wanted = normalize_labels(params.get("labels"))
     current = mine[-1] if mine else None
@@ -188,9 +197,8 @@ def plan(kind, records, params, data, data_matches, services=None):
             else:
                 users = users_of(services, kind, current["id"])
                 if users:
-                    raise ObjectParamError(
-                        "%s; the data of a %s cannot change while services use it: remove it from them first, "
-                        "or use rolling_versions=true" % (in_use_message(kind, name, users), kind))
+                    refuse("%s; the data of a %s cannot change while services use it: remove it from them first, "
+                           "or use rolling_versions=true" % (in_use_message(kind, name, users), kind))
                 out.update(action="replace", labels=labels, remove=[current])
         elif labels_changed:
             labels = dict(base)
@@ -362,7 +370,7 @@ def run(module, client, kind):
             return secret_matches(client, record, data)
         return config_data(record) == data
     try:
-        decision = plan(kind, records, params, data, matches, services)
+        decision = plan(kind, records, params, data, matches, services, strict=not module.check_mode)
     except ObjectParamError as exc:
         module.fail_json(msg=str(exc))
     except SwarmctlError as exc:
@@ -379,6 +387,8 @@ def run(module, client, kind):
     result["removed"] = [record_name(r) for r in decision["remove"]]
     if changed:
         result["diff"] = diff_of(kind, decision, records, params, data)
+    for warning in decision["warnings"]:
+        module.warn(warning)
     for record, users in decision["keep_in_use"]:
         module.warn("%s %s is kept although it is beyond versions_to_keep: %s"
                     % (kind, record_name(record), in_use_message(kind, record_name(record), users)))

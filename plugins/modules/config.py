@@ -24,7 +24,9 @@ author:
   - swarmctl maintainers (@swarmctl)
 attributes:
   check_mode:
-    description: Predicts the change without making it.
+    description: Predicts the change without making it. A removal that the daemon would refuse
+      because services use the config is a warning in check mode (an earlier task of the play may take it from them)
+      and a failure in a real run.
     support: full
   diff_mode:
     description: Shows the config's name, labels, data (as text, or C(base64:...) when it is not UTF-8) and versions

@@ -26,7 +26,9 @@ author:
   - swarmctl maintainers (@swarmctl)
 attributes:
   check_mode:
-    description: Predicts the change without making it (the data is still sent to the daemon to compare it).
+    description: Predicts the change without making it (the data is still sent to the daemon to compare it). A removal that the daemon would refuse
+      because services use the secret is a warning in check mode (an earlier task of the play may take it from them)
+      and a failure in a real run.
     support: full
   diff_mode:
     description: Shows the secret's name, labels and versions before and after; the data shows as C(VALUE_HIDDEN).

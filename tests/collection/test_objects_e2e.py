@@ -166,9 +166,10 @@ def test_secret_rolling_versions_and_in_use(env, has_secrets):
     assert names(env, "secret") == ["api_key_v1", "api_key_v2"]
     assert second["diff"]["after"]["versions"] == ["api_key_v1", "api_key_v2"]
     # without rolling versions, changed data of a secret in use is refused (check mode too), nothing changes
-    for check_mode in (True, False):
-        refused = env.batch([("secret", {"name": "api_key_v1", "data": "other-data"})], check=check_mode)[0]
-        assert failed_with(refused, "secret 'api_key_v1' is in use by the following service: uses-key")
+    predicted, refused = env.batch([("secret", {"name": "api_key_v1", "data": "other-data"}, None, {"check_mode": True}),
+                                    ("secret", {"name": "api_key_v1", "data": "other-data"})])
+    assert ok(predicted) and predicted["changed"] and "would refuse this" in json.dumps(predicted["warnings"])
+    assert failed_with(refused, "secret 'api_key_v1' is in use by the following service: uses-key")
     assert env.ansible("secret", {"name": "api_key", "state": "absent", "rolling_versions": True})["_rc"] != 0
     env.api().delete("/v1/services/uses-key")
     pruned = env.ansible("secret", dict(base, data=PLAINTEXT + "-v2"))
@@ -397,9 +398,7 @@ def test_services_role_deploys_secrets_configs_and_stacks(env, has_stacks):
     play = ROLE_PLAY.format(socket=env.manager.socket, cli=env.cli, plaintext=json.dumps(PLAINTEXT), secret=secret,
                             image=env.image)
     extra = ["-e", f"ansible_python_interpreter={sys.executable}"]
-    checked = env.playbook(play, "--check", "--diff", *extra)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert names(env, "secret") == [] and names(env, "config") == []
+    # (no check mode first: the stack refers to a secret that the same play creates, which check mode does not)
     first = env.playbook(play, "--diff", "-vvv", *extra)
     out = first.stdout + first.stderr
     assert first.returncode == 0, out
@@ -408,8 +407,13 @@ def test_services_role_deploys_secrets_configs_and_stacks(env, has_stacks):
     assert names(env, "config") == ["role_site"]
     assert matches(env, "role_file_secret_v1", FILE_PLAINTEXT.encode())
     assert [s["spec"]["name"] for s in env.api().get("/v1/services")] == ["rolestack_app"]
-    again = env.playbook(play, *extra)
-    assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout
-    down = env.playbook(ROLE_TEARDOWN.format(socket=env.manager.socket, cli=env.cli), *extra)
+    for flags in ([], ["--check"]):
+        again = env.playbook(play, *flags, *extra)
+        assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout
+    teardown = ROLE_TEARDOWN.format(socket=env.manager.socket, cli=env.cli)
+    checked = env.playbook(teardown, "--check", "--diff", *extra)
+    assert checked.returncode == 0 and "changed=3" in checked.stdout, checked.stdout + checked.stderr
+    assert names(env, "secret") == ["role_db_password", "role_file_secret_v1"] and names(env, "config") == ["role_site"]
+    down = env.playbook(teardown, *extra)
     assert down.returncode == 0, down.stdout + down.stderr
     assert names(env, "secret") == [] and names(env, "config") == [] and env.api().get("/v1/services") == []

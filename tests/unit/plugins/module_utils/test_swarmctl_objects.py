@@ -97,6 +97,8 @@ def test_plan_changed_data_replaces_unless_in_use():
     with pytest.raises(obj.ObjectParamError,
                        match=r"secret 'db' is in use by the following services: api, web; .*rolling_versions"):
         obj.plan("secret", records, params(), b"new", lambda r: False, services)
+    lenient = obj.plan("secret", records, params(), b"new", lambda r: False, services, strict=False)
+    assert lenient["action"] == "replace" and "would refuse this" in lenient["warnings"][0]
     forced = obj.plan("secret", records, params(force=True, labels={"x": "y"}), b"pw", lambda r: True)
     assert forced["action"] == "replace" and forced["labels"] == {"x": "y"}
 
@@ -143,6 +145,8 @@ def test_plan_absent():
     services = [{"spec": {"name": "web", "task": {"configs": [{"config_id": "id3"}]}}}]
     with pytest.raises(obj.ObjectParamError, match="config 'db' is in use by the following service: web"):
         obj.plan("config", records, params(state="absent"), None, never, services)
+    lenient = obj.plan("config", records, params(state="absent"), None, never, services, strict=False)
+    assert lenient["action"] == "remove" and "in use by the following service: web" in lenient["warnings"][0]
 
 
 def test_diff_never_holds_a_secret():
