@@ -289,6 +289,10 @@ WORKER = """  worker:
 """
 
 
+def stack_names(state: dict, kind: str) -> list:
+    return [name for name, _spec in state[kind]]
+
+
 def stack_state(env, name: str) -> dict:
     out = {}
     for kind in ("service", "secret", "config"):
@@ -305,8 +309,8 @@ def test_stack_lifecycle(env, has_stacks):
     args = {"name": "shop", "compose": [compose], "swarmctl_cli": env.cli}
     real = env.cycle("stack", args, observe=lambda: stack_state(env, "shop"))
     state = stack_state(env, "shop")
-    assert [n for n, _ in state["service"]] == ["shop_web", "shop_worker"]
-    assert [n for n, _ in state["secret"]] == ["shop_db_password"] and [n for n, _ in state["config"]] == ["shop_site"]
+    assert stack_names(state, "service") == ["shop_web", "shop_worker"]
+    assert stack_names(state, "secret") == ["shop_db_password"] and stack_names(state, "config") == ["shop_site"]
     assert sorted(real["stack_spec_diff"]) == ["shop_db_password", "shop_site", "shop_web", "shop_worker"]
     assert real["diff"]["before"] == {} and sorted(real["diff"]["after"]["services"]) == ["shop_web", "shop_worker"]
     assert {a["action"] for a in real["actions"]} == {"create"}
@@ -325,7 +329,7 @@ def test_stack_lifecycle(env, has_stacks):
                                                          worker=""))
     pruned = env.cycle("stack", dict(args, compose=[only_web], prune=True), observe=lambda: stack_state(env, "shop"))
     assert ("remove", "shop_worker") in [(a["action"], a["name"]) for a in pruned["actions"]]
-    assert [n for n, _ in stack_state(env, "shop")["service"]] == ["shop_web"]
+    assert stack_names(stack_state(env, "shop"), "service") == ["shop_web"]
 
     bad = write(env, "bad.yml", "services:\n  web:\n    image: 3\n    replicas: [\n")
     for check_mode in (True, False):
