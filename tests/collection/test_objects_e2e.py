@@ -259,6 +259,51 @@ def test_config_lifecycle(env, has_secrets):
     assert names(env, "config") == []
 
 
+# ---- service with secrets and configs ------------------------------------------------------------------
+def test_service_uses_secret_and_config(env, has_secrets):
+    """The secret module's secret_name into the service module's secrets (docker_swarm_service's options); a new
+    rolling version is a rolling update of the service; the file is in the container with its mode."""
+    made = env.batch([("secret", {"name": "svc_key", "data": PLAINTEXT, "rolling_versions": True}),
+                      ("config", {"name": "svc_conf", "data": "conf one\n"})])
+    assert all(ok(r) for r in made), made
+    base = {"name": "files", "image": env.image, "command": ["sleep", "3600"], "stop_grace_period": "1s",
+            "placement": {"constraints": [f"node.hostname=={env.manager.name}"]},
+            "configs": [{"config_name": "svc_conf", "filename": "/etc/app.conf"}]}
+    real = env.cycle("service", dict(base, secrets=[{"secret_name": made[0]["secret_name"], "filename": "key",
+                                                     "mode": 0o400}]),
+                     observe=lambda: [s["spec"] for s in env.api().get("/v1/services")])
+    refs = real["swarm_service"]["spec"]["task"]["secrets"]
+    assert refs == [{"secret_id": made[0]["secret_id"], "secret_name": "svc_key_v1", "target": "key", "uid": "0",
+                     "gid": "0", "mode": 0o400}]
+    wait_for(lambda: env.api().get("/v1/services/files")["replicas_status"]["running"] == 1, timeout=60,
+             what="the service running with its files")
+    import docker
+    client = docker.DockerClient(base_url=os.environ.get("DOCKER_HOST", "unix:///tmp/swarmctl-dockerd/docker.sock"))
+    try:
+        def container():
+            for c in client.containers.list(filters={"label": f"swarmctl.node.id={next(iter(env.node_ids))}"}):
+                if "files" in c.name:
+                    return c
+            return None
+        wait_for(lambda: container() is not None, timeout=30, what="the container")
+        out = container().exec_run(["sh", "-c", "cat /run/secrets/key; stat -c %a /run/secrets/key; cat /etc/app.conf"])
+        assert out.output.decode() == PLAINTEXT + "400\nconf one\n", out.output
+    finally:
+        client.close()
+    second = env.ansible("secret", {"name": "svc_key", "data": PLAINTEXT + "-next", "rolling_versions": True})
+    assert ok(second) and second["secret_name"] == "svc_key_v2", second
+    rolled = env.ansible("service", dict(base, secrets=[{"secret_name": second["secret_name"], "filename": "key",
+                                                         "mode": 0o400}]), diff=True)
+    assert ok(rolled) and rolled["changes"] == ["secrets"] and rolled["update_status"]["state"] == "completed", rolled
+    assert not leaked(json.dumps([made, real, second, rolled]), PLAINTEXT, PLAINTEXT + "-next")
+    assert ok(env.ansible("service", {"name": "files", "state": "absent"}))
+    wait_for(lambda: env.api().get("/v1/services") == [], what="the service removed")
+    cleanup = env.batch([("secret", {"name": "svc_key", "state": "absent", "rolling_versions": True}),
+                         ("config", {"name": "svc_conf", "state": "absent"})])
+    assert all(ok(r) and r["changed"] for r in cleanup), cleanup
+    assert names(env, "secret") == [] and names(env, "config") == []
+
+
 # ---- stack ---------------------------------------------------------------------------------------------
 COMPOSE = """
 services:
