@@ -286,17 +286,20 @@ class Worker:
     async def _start(self, task: dict, container_id: str | None = None) -> None:
         self._report(task, "preparing", message="preparing")
         try:
+            # the files first, also for a container created before a restart of the agent: its bind mounts name
+            # the same paths (the task's directory, one file per position), which the agent's stop removed
+            try:
+                mounts = await self._task_files(task)
+            except (FilesUnavailable, OSError, ValueError, KeyError) as exc:
+                self._report(task, "rejected", err=f"secrets and configs: {exc}", message="task files unavailable")
+                return
+            except Exception as exc:  # the manager refused or could not be reached: a new task tries again
+                self._report(task, "rejected", err=f"fetching secrets and configs failed: {exc}",
+                             message="task files unavailable")
+                return
             if container_id is None:
                 spec = container_spec(task, self.node_id, self.node_addr, self.node_hostname, self.dns)
-                try:
-                    spec.mounts = await self._task_files(task)
-                except (FilesUnavailable, OSError, ValueError, KeyError) as exc:
-                    self._report(task, "rejected", err=f"secrets and configs: {exc}", message="task files unavailable")
-                    return
-                except Exception as exc:  # the manager refused or could not be reached: a new task tries again
-                    self._report(task, "rejected", err=f"fetching secrets and configs failed: {exc}",
-                                 message="task files unavailable")
-                    return
+                spec.mounts = mounts
                 container_id = await self._run(self.runtime.create, spec)
             self._report(task, "starting", container_id=container_id, message="starting")
             await self._run(self.runtime.start, container_id)

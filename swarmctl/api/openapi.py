@@ -71,7 +71,7 @@ def build(routes=None) -> dict:
             "parameters": [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
                            for name in _PARAM.findall(r.path)],
             "responses": {
-                "200": {"description": "the answer", "content": {"application/json": {"schema": {}}}},
+                str(r.status): {"description": "the answer", "content": {"application/json": {"schema": {}}}},
                 "default": {"description": "an error", "content": {"application/json": {"schema": {
                     "$ref": "#/components/schemas/Error"}}}},
             },

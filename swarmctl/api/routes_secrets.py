@@ -4,6 +4,8 @@ task's files. The logic is manager/secrets.py's; the same routes serve both kind
 
 from __future__ import annotations
 
+from aiohttp import web
+
 from swarmctl.api import listing
 from swarmctl.api.schemas import SecretCreateRequest, SecretMatchRequest, SecretUpdateRequest, TaskFilesRequest, \
     VersionQuery
@@ -33,8 +35,9 @@ def _routes(kind: str) -> None:
     list_.__doc__ = f"List {kind}s, sorted by name (never a secret's data); ?filter=KEY=VALUE (id, label, name)."
 
     async def create(ctx):
-        return await secrets.create(ctx.store, ctx.manager.keys, kind, ctx.body.model_dump(),
+        made = await secrets.create(ctx.store, ctx.manager.keys, kind, ctx.body.model_dump(),
                                     request_id=ctx.request_id)
+        return web.json_response(made, status=201)  # Docker's answer to a create
     create.__doc__ = f"Create a {kind} from base64 data; a retry with the same X-Request-Id creates one."
 
     async def inspect(ctx):
@@ -61,7 +64,7 @@ def _routes(kind: str) -> None:
                           (remove, "remove"), (match, "match")):
         handler.__name__ = handler.__qualname__ = f"{verb}_{kind}"  # the OpenAPI operationId
     route("GET", base, "cluster")(list_)
-    route("POST", base, "cluster", leader=True, body=SecretCreateRequest)(create)
+    route("POST", base, "cluster", leader=True, body=SecretCreateRequest, status=201)(create)
     route("GET", base + "/{ref}", "cluster")(inspect)
     route("POST", base + "/{ref}/update", "cluster", leader=True, body=SecretUpdateRequest, query=VersionQuery)(update)
     route("DELETE", base + "/{ref}", "cluster", leader=True)(remove)

@@ -83,6 +83,7 @@ class Route:
     summary: str = ""
     tags: list[str] = field(default_factory=list)
     timeout: float = 5.0  # how long a forwarded request may take on the leader (membership changes wait for commits)
+    status: int = 200     # the status of a successful answer (documented in the OpenAPI description)
 
 
 ROUTES: list[Route] = []
@@ -90,13 +91,15 @@ SESSION_PREFIX = "/v1/session/"  # a node session's routes: a follower redirects
 
 
 def route(method: str, path: str, access: str, *, leader: bool = False, body: type[BaseModel] | None = None,
-          query: type[BaseModel] | None = None, timeout: float = FORWARD_DEADLINE + 1):
+          query: type[BaseModel] | None = None, timeout: float = FORWARD_DEADLINE + 1, status: int = 200):
     """Register a handler: async def handler(ctx) -> JSON-able value. `body` and `query` are the pydantic
     models that validate the request; the OpenAPI description (openapi.py) is built from the same.
-    `timeout` bounds a forwarded request on the leader (membership changes wait for their commit)."""
+    `timeout` bounds a forwarded request on the leader (membership changes wait for their commit). `status` is a
+    successful answer's (201 for a create whose handler answers so)."""
     def register(handler):
         summary = (handler.__doc__ or "").strip().split("\n")[0]
-        ROUTES.append(Route(method, path, access, leader, body, handler, query, summary, timeout=timeout))
+        ROUTES.append(Route(method, path, access, leader, body, handler, query, summary, timeout=timeout,
+                            status=status))
         return handler
     return register
 

@@ -17,7 +17,8 @@ from swarmctl.cli.output import print_json, print_table
 from swarmctl.cli.units import human_age, parse_kv
 
 MAX_SIZE = {"secret": 500 * 1024, "config": 1000 * 1024}  # swarmkit's; the data must be smaller (limits.py)
-LS_HEADERS = ["ID", "NAME", "CREATED", "UPDATED"]
+LS_HEADERS = {"secret": ["ID", "NAME", "DRIVER", "CREATED", "UPDATED"],  # Docker's columns (no secret drivers here)
+              "config": ["ID", "NAME", "CREATED", "UPDATED"]}
 
 
 def add_parsers(sub) -> None:
@@ -73,10 +74,12 @@ def create_body(kind: str, name: str, labels: list[str], data: bytes) -> dict:
             "data": base64.b64encode(data).decode()}
 
 
-def ls_rows(records: list[dict], now: float) -> list[list[str]]:
+def ls_rows(kind: str, records: list[dict], now: float) -> list[list[str]]:
     def ago(t):
         return f"{human_age(now - t)} ago" if t else ""
-    return [[r["id"], r["spec"]["name"], ago(r.get("created_at")), ago(r.get("updated_at"))] for r in records]
+    driver = [""] if kind == "secret" else []
+    return [[r["id"], r["spec"]["name"], *driver, ago(r.get("created_at")), ago(r.get("updated_at"))]
+            for r in records]
 
 
 def create(client, args) -> int:
@@ -94,7 +97,7 @@ def ls(client, args) -> int:
         for r in records:
             print(r["id"])
     else:
-        print_table(LS_HEADERS, ls_rows(records, time.time()))
+        print_table(LS_HEADERS[args.kind], ls_rows(args.kind, records, time.time()))
     return 0
 
 

@@ -3,16 +3,21 @@ plaintext nowhere on disk (data dirs, Raft journals and snapshots, logs) and on 
 it; removal refused while in use, with Docker's text; `service update --secret-add` rolls the tasks; a config
 mounted at /<name>."""
 
+import json
 import os
 import secrets as pysecrets
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import docker
 import pytest
 
 from tests.integration.harness import Cluster, check, wait_for
-from tests.integration.test_sealed_at_rest import files_of, find_plaintext
+from swarmctl.manager.keys import place
+from swarmctl.node.keyfile import parse
+from tests.integration.test_sealed_at_rest import files_of, find_plaintext, sealed_values, unseal_any
 
 IMAGE = "swarmctl-test/busybox:latest"
 ROOT = "/tmp/h-secrets"
@@ -119,7 +124,6 @@ def test_secret_delivered_only_where_needed_and_never_on_disk(swarm, monkeypatch
     refused = m.cli("secret", "rm", "db_pw")
     assert refused.code == 1
     assert "secret 'db_pw' is in use by the following service: app" in refused.err
-    # the data is immutable; labels may change (the API route; the CLI has no secret update, as Docker)
 
     # enough writes for a Raft snapshot on both managers, then: nothing on disk holds the plaintext
     for i in range(12):
@@ -131,6 +135,12 @@ def test_secret_delivered_only_where_needed_and_never_on_disk(swarm, monkeypatch
             + [d.log_path for d in cluster.daemons.values()])
     assert len(disk) > 20
     assert find_plaintext(disk, {"secret": plaintext.encode()}) == []
+    # ...while every manager's Raft files do hold it, sealed with the DEK and bound to the secret's place
+    with open(os.path.join(m.data_dir, "certs", "node.key"), "rb") as f:
+        _, ring = parse(f.read()).open(None)
+    for d in managers:
+        sealed = sealed_values(files_of(os.path.join(d.data_dir, "raft")))
+        assert plaintext in unseal_any(ring, sealed, place("secret", secret_id, ["data"])), d.name
 
     # the file goes when the task ends
     check(m.cli("service", "rm", "app"))
@@ -160,12 +170,9 @@ def test_secret_add_rolls_tasks_and_config_mounted_at_its_name(swarm):
     [config] = check(m.cli("config", "inspect", "app.conf")).json()
     assert config["spec"]["data"] == "bGlzdGVuIDgwODAK"  # a config's data is shown, in base64
     token = pysecrets.token_hex(12)
-    proc_input = token.encode()
-    import subprocess
-    import sys
     env = dict(os.environ, SWARMCTL_HOST=f"unix://{m.socket}")
-    subprocess.run([sys.executable, "-m", "swarmctl.cli.main", "secret", "create", "api_key", "-"],
-                   input=proc_input, env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "swarmctl.cli.main", "secret", "create", "api_key", "-"],  # from stdin
+                   input=token.encode(), env=env, check=True, capture_output=True)
 
     check(m.cli("service", "update", "--secret-add", "source=api_key,target=key,uid=1000,gid=1000,mode=0440",
                 "--config-add", "app.conf", "web", timeout=120))
@@ -188,3 +195,45 @@ def test_secret_add_rolls_tasks_and_config_mounted_at_its_name(swarm):
     check(m.cli("service", "update", "--secret-rm", "api_key", "--config-rm", "app.conf", "web", timeout=120))
     check(m.cli("secret", "rm", "api_key"))
     check(m.cli("config", "rm", "app.conf"))
+
+
+def test_bad_input_and_docker_texts(swarm):
+    """One line and a non-zero exit for every bad input; the API keeps the data immutable and says whether a
+    file matches without giving the data out."""
+    import base64
+
+    from swarmctl.cli.client import Client, DaemonError
+    cluster, _client = swarm
+    (m,), _ = cluster.form(1, 0)
+    big = os.path.join(cluster.root, "big")
+    with open(big, "wb") as f:
+        f.write(b"x" * (500 * 1024))
+    small = os.path.join(cluster.root, "small")
+    with open(small, "w") as f:
+        f.write("hunter2")
+    cases = [(("secret", "create", "s", big), "secret data must be larger than 0 and less than 512000 bytes"),
+             (("secret", "create", "bad-", small), "invalid name, only 64 [a-zA-Z0-9-_.] characters allowed"),
+             (("secret", "create", "s", "/nonexistent"), "open /nonexistent: No such file or directory"),
+             (("secret", "inspect", "ghost"), "secret ghost not found"),
+             (("config", "rm", "ghost"), "config ghost not found"),
+             (("secret", "create", "--label", "novalue", "s", small), "invalid --label 'novalue'"),
+             (("service", "create", "--secret", "source=ghost", IMAGE), "secret not found: ghost"),
+             (("service", "create", "--config", "source=c,mode=0999", IMAGE), "invalid mode specified")]
+    for args, text in cases:
+        result = m.cli(*args)
+        assert result.code == 1 and text in result.err and result.err.count("\n") == 1, (args, result)
+    check(m.cli("secret", "create", "s", small))
+    dup = m.cli("secret", "create", "s", small)
+    assert dup.code == 1 and dup.err == "Error response from daemon: secret s already exists\n"
+    api = Client(f"unix://{m.socket}")
+    try:
+        with pytest.raises(DaemonError, match="only updates to Labels are allowed"):
+            api.post("/v1/secrets/s/update", {"labels": {}, "data": base64.b64encode(b"other").decode()})
+        assert api.post("/v1/secrets/s/update", {"labels": {"a": "b"}})["spec"] == {"name": "s", "labels": {"a": "b"}}
+        assert api.post("/v1/secrets/s/matches", {"data": base64.b64encode(b"hunter2").decode()}) == {"matches": True}
+        assert api.post("/v1/secrets/s/matches", {"data": base64.b64encode(b"hunter3").decode()}) == {"matches": False}
+        assert "hunter2" not in json.dumps(api.get("/v1/secrets")) + json.dumps(api.get("/v1/secrets/s"))
+    finally:
+        api.close()
+    assert [r["spec"]["name"] for r in check(m.cli("secret", "ls", "--format", "json")).json()] == ["s"]
+    assert check(m.cli("secret", "ls")).out.split("\n")[0].split() == ["ID", "NAME", "DRIVER", "CREATED", "UPDATED"]
