@@ -220,6 +220,8 @@ def deploy(client, args) -> int:
         plan = make_plan(name, project, state, prune=args.prune)
     except StackError as exc:
         raise CLIError(str(exc)) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a shape no check above expected
+        raise CLIError(f"cannot deploy the compose files: {type(exc).__name__}: {exc}") from None
     as_json = args.format == "json"
     if not args.dry_run:
         runner = Runner(client, plan, out=sys.stdout, quiet=args.quiet or as_json, timeout=timeout)

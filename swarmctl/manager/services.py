@@ -273,6 +273,8 @@ def _plan_update(service: dict, changes: dict, force: bool, store: RaftStore | N
     `replace`, `changes` is the whole new spec (create's body: what it leaves out takes the defaults), as
     Docker's ServiceUpdate; only the name, the mode and the task's force counter stay the service's. With
     `store`, the task's secret and config references are resolved to ids."""
+    changes = dict(changes)
+    replace = bool(changes.pop("replace", False)) or replace
     old = service["spec"]
     if "mode" in changes and changes["mode"] != old["mode"]:
         raise BadRequest("the mode of a service cannot be changed")
@@ -332,7 +334,7 @@ async def update(store: RaftStore, ref: str, changes: dict, request_id: str | No
         service = resolve_service(store, ref)
         if version is not None and service.get("version") != version:
             raise OutOfSequence()
-        new, changed = _plan_update(service, changes, force, store, replace)
+        new, changed = _plan_update(service, changes, force, store, replace=replace)
         if "endpoint" in changed:
             others = [s for s in store.list("service") if s["id"] != service["id"]]
             new["endpoint"] = allocate_published(others, new["endpoint"], service["spec"].get("endpoint"))

@@ -60,6 +60,7 @@ DEPLOY_HONOURED = {
     "rollback_config": {k: None for k in ("parallelism", "delay", "failure_action", "monitor", "max_failure_ratio",
                                           "order")},
 }
+OBJECT_KEYS = ("file", "environment", "external", "name", "labels")  # of a top-level secret or config
 TOP_LEVEL = ("version", "name", "services", "networks", "volumes", "secrets", "configs")
 DEPENDS_CONDITIONS = ("service_started", "service_healthy")
 
@@ -111,14 +112,19 @@ class _Loader(yaml.SafeLoader):
 
 
 def _mapping(loader, node, deep=False):
-    loader.flatten_mapping(node)
-    out = {}
-    for key_node, value_node in node.value:
+    explicit = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
+    loader.flatten_mapping(node)  # the keys of `<<: *anchor` merges come first; the mapping's own ones override
+    merged = len(node.value) - explicit
+    out: dict = {}
+    own: set = set()
+    for index, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=deep)
         if not isinstance(key, str):
             raise StackError(f"line {key_node.start_mark.line + 1}: non-string key {key!r}")
-        if key in out:
-            raise StackError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+        if index >= merged:
+            if key in own:
+                raise StackError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+            own.add(key)
         out[key] = loader.construct_object(value_node, deep=deep)
     return out
 
@@ -178,7 +184,7 @@ def substitute(text: str, env: dict, unset: set | None = None) -> str:
                         raise StackError(f"required variable {name} is missing a value: {arg}")
                     return value
                 if value is None or (sep == ":-" and value == ""):
-                    return substitute(arg, env, unset)
+                    return arg  # as written: docker/cli does not interpolate defaults again
                 return value
         if expr not in env and unset is not None:
             unset.add(expr)
@@ -275,6 +281,11 @@ def _describe(error) -> tuple[list, str]:
     if error.validator == "required":
         return path, error.message
     if error.validator in ("oneOf", "anyOf") and error.context:
+        direct = [e for e in error.context if not list(e.relative_path)]
+        if direct and all(e.validator == "type" for e in direct) and len(direct) == len(
+                [e for e in error.context if not list(e.relative_path) or e.validator == "type"]):
+            types = list(dict.fromkeys(t for e in direct for t in _as_list(e.validator_value)))
+            return path, f"{_short(error.instance)} is not of type {' or '.join(map(repr, types))}"
         import jsonschema
         best = jsonschema.exceptions.best_match(error.context)
         if best is not None and list(best.absolute_path):
@@ -356,12 +367,15 @@ def parse_ports(items) -> list[dict]:
     out = []
     for item in items or []:
         if isinstance(item, dict):
+            if item.get("target") in (None, ""):
+                raise StackError(f"ports: {_short(item)}: a port needs a target")
             published = item.get("published")
-            targets = [int(item["target"])]
-            if published in (None, ""):
-                published_list = [None]
-            else:
-                published_list = _range(str(published))
+            try:
+                targets = [int(item["target"])]
+                published_list = [None] if published in (None, "") else _range(str(published))
+            except ValueError:
+                raise StackError(f"ports: {_short(item)}: target and published must be port numbers "
+                                 "(published may be a range, 8080-8081)") from None
             if len(published_list) > 1:
                 targets = targets * len(published_list)
             for target, pub in zip(targets, published_list):
@@ -395,8 +409,15 @@ def parse_ports(items) -> list[dict]:
     return out
 
 
-def _references(items) -> list[dict]:
-    return [dict(item) if isinstance(item, dict) else {"source": str(item)} for item in items or []]
+def _references(items, what: str) -> list[dict]:
+    out = []
+    for item in items or []:
+        ref = dict(item) if isinstance(item, dict) else {"source": str(item)}
+        if not ref.get("source"):
+            raise StackError(f"{what}: {_short(item)}: a reference needs a source")
+        ref["source"] = str(ref["source"])
+        out.append(ref)
+    return out
 
 
 def _depends_on(value, service: str) -> dict[str, dict]:
@@ -432,7 +453,7 @@ def normalise_service(name: str, service: dict | None) -> dict:
         s["ports"] = parse_ports(s["ports"])
     for key in ("secrets", "configs"):
         if key in s:
-            s[key] = _references(s[key])
+            s[key] = _references(s[key], key)
     if "depends_on" in s:
         s["depends_on"] = _depends_on(s["depends_on"], name)
     if "env_file" in s:
@@ -500,7 +521,8 @@ def _unhonoured(value, allowed: dict, prefix: str) -> list[str]:
 
 def check_forbidden(data: dict, name: str) -> None:
     found = {}
-    for service in (data.get("services") or {}).values():
+    services = data.get("services")
+    for service in (services.values() if isinstance(services, dict) else []):
         if isinstance(service, dict):
             found.update({k: FORBIDDEN[k] for k in service if k in FORBIDDEN})
     if found:
@@ -520,8 +542,13 @@ def collect_warnings(files: list[dict]) -> tuple[list[str], dict[str, str]]:
         for key in data:
             if key not in TOP_LEVEL and not key.startswith("x-"):
                 unsupported.add(key)
+        for section, allowed in (("secrets", OBJECT_KEYS), ("configs", OBJECT_KEYS + ("content",))):
+            for name, obj in (data.get(section) or {}).items():
+                if isinstance(obj, dict):
+                    unsupported.update(f"{section}.{name}.{k}" for k in obj
+                                       if k not in allowed and not k.startswith("x-"))
         for service in (data.get("services") or {}).values():
-            for key, value in (service or {}).items():
+            for key in service or {}:
                 if key.startswith("x-") or key in HONOURED or key in SILENT:
                     continue
                 if key in DEPRECATED:
@@ -553,12 +580,24 @@ def load(paths: list[str], env: dict | None = None, stdin=None) -> Project:
         check_forbidden(data, name)
         data = interpolate(data, env, name, unset)
         validate(data, name)
-        documents.append(data)
-    unsupported, deprecated = collect_warnings(documents)
+        for section in ("services", "secrets", "configs", "networks", "volumes"):
+            if data.get(section) is not None and not isinstance(data[section], dict):
+                raise StackError(f"{name}: {section} must be a mapping of names")
+        for key, service in (data.get("services") or {}).items():
+            if service is not None and not isinstance(service, dict):
+                raise StackError(f"{name}: service {key}: must be a mapping")
+        documents.append((name, data))
+    unsupported, deprecated = collect_warnings([data for _name, data in documents])
     merged: dict = {}
-    for data in documents:
+    for name, data in documents:
         data = dict(data)
-        data["services"] = {k: normalise_service(k, v) for k, v in (data.get("services") or {}).items()}
+        services = {}
+        for key, service in (data.get("services") or {}).items():
+            try:
+                services[key] = normalise_service(key, service)
+            except StackError as exc:
+                raise StackError(f"{name}: service {key}: {exc}") from None
+        data["services"] = services
         merged = merge(merged, data)
     if not merged.get("services"):
         raise StackError(f"{paths[0]}: no services to deploy")

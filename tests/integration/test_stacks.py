@@ -44,8 +44,18 @@ def stack_cluster(docker_engine, test_image):
                 except docker.errors.APIError:
                     pass
         client.close()
+        unmount_under(root)
         if os.environ.get("SWARMCTL_KEEP_LOGS") is None:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def unmount_under(root: str) -> None:
+    """A killed daemon leaves the tmpfs of its tasks' secret files mounted in its root: this test's only."""
+    import subprocess
+    with open("/proc/mounts") as f:
+        mounts = [line.split()[1] for line in f if line.split()[1].startswith(root + "/")]
+    for mount in sorted(mounts, reverse=True):
+        subprocess.run(["umount", mount], capture_output=True, timeout=10)
 
 
 def write(directory: str, name: str, text: str) -> str:
@@ -310,6 +320,14 @@ def test_stack_secrets_and_configs_roll_to_new_versions(stack_cluster):
     first = check(stack(m, "deploy", "-c", path, "--detach=false", "--format", "json", name)).json()
     assert {(a["action"], a["kind"], a["name"]) for a in first["actions"]} >= {
         ("create", "secret", f"{name}_pw"), ("create", "config", f"{name}_app.conf"), ("create", "service", f"{name}_app")}
+    service = check(m.cli("service", "inspect", f"{name}_app")).json()
+    assert [(r["secret_name"], r["target"], r["mode"]) for r in service["spec"]["task"]["secrets"]] == [
+        (f"{name}_pw", "pw", 0o444)]
+    assert [(r["config_name"], r["target"]) for r in service["spec"]["task"]["configs"]] == [
+        (f"{name}_app.conf", "/app.conf")]
+    wait_for(lambda: "first" in check(m.cli("service", "logs", f"{name}_app")).out, timeout=30,
+             what="the secret read inside the task")
+    assert "setting=1" in check(m.cli("service", "logs", f"{name}_app")).out
     again = check(stack(m, "deploy", "-c", path, "--format", "json", name)).json()
     assert again["changed"] is False
     write(work, "pw.txt", "second\n")
@@ -321,6 +339,8 @@ def test_stack_secrets_and_configs_roll_to_new_versions(stack_cluster):
     assert [s["secret_name"] for s in service["spec"]["task"]["secrets"]] == [f"{name}_pw-v2"]
     secrets = json.loads(check(m.cli("secret", "ls", "--format", "json")).out)
     assert sorted(s["spec"]["name"] for s in secrets if s["spec"]["name"].startswith(name)) == [f"{name}_pw-v2"]
+    wait_for(lambda: "second" in check(m.cli("service", "logs", f"{name}_app")).out, timeout=30,
+             what="the new secret version read inside the new task")
     check(stack(m, "rm", name))
     secrets = json.loads(check(m.cli("secret", "ls", "--format", "json")).out)
     assert not [s for s in secrets if s["spec"]["name"].startswith(name)]
