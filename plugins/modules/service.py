@@ -1254,7 +1254,7 @@ def main():
             start_interval=dict(type="str"),
         )),
         force_update=dict(type="bool", default=False),
-        secrets=dict(type="list", elements="dict", options=dict(
+        secrets=dict(type="list", elements="dict", no_log=False, options=dict(
             secret_id=dict(type="str"),
             secret_name=dict(type="str", required=True),
             filename=dict(type="str"),

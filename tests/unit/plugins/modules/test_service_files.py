@@ -7,11 +7,17 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.swarmctl.cluster.plugins.modules import service as svc
-from tests.unit.plugins.modules.test_service import IMAGE, fake, run_cycle  # noqa: F401 - fake is a fixture
+from tests.unit.plugins.modules.test_service import IMAGE, FakeServices, run_cycle
 
 secrets_mod = pytest.importorskip("swarmctl.manager.secrets")
 if not hasattr(secrets_mod, "check_refs"):
     pytest.skip("this daemon has no secret references", allow_module_level=True)
+
+
+@pytest.fixture
+def fake(fake_daemon, run_module):
+    run_module.fake = fake_daemon
+    return FakeServices(fake_daemon)
 
 
 def test_refs_match_the_daemons_rules():
@@ -19,8 +25,8 @@ def test_refs_match_the_daemons_rules():
              {"secret_name": "tls", "secret_id": None, "filename": "/etc/tls.key", "uid": 1000, "gid": "1000",
               "mode": 0o400}]
     refs = svc.build_file_refs("secret", given)
-    daemon = {"secrets": [{"secret_name": "db"}, {"secret_name": "tls", "target": "/etc/tls.key", "uid": "1000",
-                                                 "gid": "1000", "mode": 0o400}]}
+    daemon = {"secrets": [{"secret_name": "db"},
+                          {"secret_name": "tls", "target": "/etc/tls.key", "uid": "1000", "gid": "1000", "mode": 0o400}]}
     secrets_mod.check_refs(daemon)
     assert refs == daemon["secrets"]
     config = svc.build_file_refs("config", [{"config_name": "site"}])
@@ -33,7 +39,7 @@ def test_refs_match_the_daemons_rules():
         svc.build_file_refs("config", [{"config_name": "c", "mode": 0o17777}])
 
 
-def test_service_with_secrets_and_configs(fake, run_module):  # noqa: F811
+def test_service_with_secrets_and_configs(fake, run_module):
     fake.daemon.routes[("GET", "/v1/secrets")] = (200, [{"id": "sec1", "spec": {"name": "db_v1", "labels": {}}},
                                                         {"id": "sec2", "spec": {"name": "db_v2", "labels": {}}}])
     fake.daemon.routes[("GET", "/v1/configs")] = (200, [{"id": "cfg1", "spec": {"name": "site", "labels": {}}}])
