@@ -363,6 +363,14 @@ def test_stack_lifecycle(env, has_stacks):
     wait_for(lambda: env.api().get("/v1/services/shop_web")["replicas_status"]["running"] == 1, timeout=60,
              what="shop_web running")
 
+    # a changed secret file: a new version of the secret, which web rolls to; its data in no output
+    write(env, "stack-secret.txt", FILE_PLAINTEXT + "v2")
+    rolled = env.cycle("stack", args, observe=lambda: stack_state(env, "shop"))
+    secret_actions = [(a["action"], a["name"]) for a in rolled["actions"] if a["kind"] == "secret"]
+    assert ("create", "shop_db_password-v2") in secret_actions, rolled["actions"]
+    assert ("update", "shop_web") in [(a["action"], a["name"]) for a in rolled["actions"]]
+    assert not leaked(json.dumps(rolled), FILE_PLAINTEXT, FILE_PLAINTEXT + "v2")
+
     # an inline override (a dict, written to a temp file) scales web; prune removes the worker
     override = {"services": {"web": {"deploy": {"replicas": 2}}}}
     inline = dict(args, compose=[compose, override])
