@@ -254,6 +254,75 @@ options:
         description:
           - Time between running the check during the start period.
         type: str
+  secrets:
+    description:
+      - The secrets the tasks get, as in M(community.docker.docker_swarm_service), each a file under
+        C(/run/secrets/) of the containers (on a tmpfs; see M(swarmctl.cluster.secret)). Replaces all secrets of
+        the service; V([]) removes them. Left out, the service keeps its secrets.
+      - A changed list is a change of the task spec, rolled out like any other.
+    type: list
+    elements: dict
+    suboptions:
+      secret_id:
+        description:
+          - The secret's id. Left out, it is looked up by O(secrets[].secret_name).
+        type: str
+      secret_name:
+        description:
+          - The secret's name, for example the RV(swarmctl.cluster.secret#module:secret_name) of
+            M(swarmctl.cluster.secret) (C(NAME_vN) with rolling versions).
+        type: str
+        required: true
+      filename:
+        description:
+          - The file's name in the container, relative to C(/run/secrets/), or an absolute path. Default the
+            secret's name.
+        type: str
+      uid:
+        description:
+          - The file's owner (numeric). Default V(0).
+        type: str
+      gid:
+        description:
+          - The file's group (numeric). Default V(0).
+        type: str
+      mode:
+        description:
+          - The file's mode, an integer, for example V(0o400) or V(256). Default V(0o444) (V(292)).
+        type: int
+  configs:
+    description:
+      - The configs the tasks get, as in M(community.docker.docker_swarm_service), each a file in the containers
+        (see M(swarmctl.cluster.config)). Replaces all configs of the service; V([]) removes them. Left out, the
+        service keeps its configs.
+    type: list
+    elements: dict
+    suboptions:
+      config_id:
+        description:
+          - The config's id. Left out, it is looked up by O(configs[].config_name).
+        type: str
+      config_name:
+        description:
+          - The config's name.
+        type: str
+        required: true
+      filename:
+        description:
+          - The file's path in the container. Default C(/NAME).
+        type: str
+      uid:
+        description:
+          - The file's owner (numeric). Default V(0).
+        type: str
+      gid:
+        description:
+          - The file's group (numeric). Default V(0).
+        type: str
+      mode:
+        description:
+          - The file's mode, an integer. Default V(0o444) (V(292)).
+        type: int
   force_update:
     description:
       - Redeploy the tasks even if nothing changed. Always a change when the service exists.
@@ -544,6 +613,7 @@ OPTION_NAMES = {
     "task.resources.limits.cpus": "limits.cpus",
     "task.resources.limits.memory": "limits.memory",
     "endpoint.mode": "endpoint_mode", "endpoint.ports": "publish",
+    "task.secrets": "secrets", "task.configs": "configs",
 }
 OPTION_NAMES.update({"%s.%s" % (kind, key): "%s.%s" % (kind, key)
                      for kind in ("update_config", "rollback_config") for key in DEFAULT_UPDATE})
@@ -766,6 +836,65 @@ def build_endpoint(params, base=None, reuse=None):
     return endpoint
 
 
+FILE_KINDS = ("secret", "config")
+DEFAULT_FILE_MODE = 0o444
+
+
+def build_file_refs(kind, refs):
+    """task.secrets / task.configs as the daemon stores them (swarmctl.manager.secrets.check_refs): target
+    defaulting to the name (a secret) or /NAME (a config), uid and gid as numeric strings, mode 0o444; the ids are
+    filled in by resolve_file_refs. None when the option is left out."""
+    if refs is None:
+        return None
+    out = []
+    for ref in refs:
+        name = ref.get(kind + "_name")
+        if not name:
+            raise ServiceParamError("%ss[].%s_name must not be empty" % (kind, kind))
+        target = ref.get("filename") or (name if kind == "secret" else "/" + name)
+        owners = {}
+        for key in ("uid", "gid"):
+            value = "0" if ref.get(key) is None else str(ref[key]).strip()
+            if not value.isdigit():
+                raise ServiceParamError("invalid %ss[].%s %r: expected a numeric id" % (kind, key, ref.get(key)))
+            owners[key] = value
+        mode = DEFAULT_FILE_MODE if ref.get("mode") is None else ref["mode"]
+        if not 0 <= mode <= 0o7777:
+            raise ServiceParamError("invalid %ss[].mode %r: expected a file mode, e.g. 0o444 (292)" % (kind, mode))
+        out.append({kind + "_id": ref.get(kind + "_id"), kind + "_name": name, "target": target,
+                    "uid": owners["uid"], "gid": owners["gid"], "mode": mode})
+    return out
+
+
+def resolve_file_refs(body, records_of, warn):
+    """Fill in the ids of the body's secret and config references from the daemon's lists (records_of(kind)), as
+    the daemon does, so the predicted spec is the one it stores. A name it does not know keeps a null id (the daemon
+    refuses it; in check mode an earlier task of the play may create it)."""
+    for kind in FILE_KINDS:
+        refs = (body.get("task") or {}).get(kind + "s")
+        if not refs:
+            continue
+        records = records_of(kind)
+        by_id = dict((r["id"], r) for r in records)
+        by_name = dict((r["spec"]["name"], r) for r in records)
+        for ref in refs:
+            record = by_id.get(ref.get(kind + "_id") or "")
+            if record is None or record["spec"]["name"] != ref[kind + "_name"]:
+                record = by_name.get(ref[kind + "_name"])
+            if record is None:
+                warn("%s not found: %s" % (kind, ref[kind + "_name"]))
+                continue
+            ref[kind + "_id"] = record["id"]
+
+
+def drop_empty_file_refs(spec):
+    """The daemon keeps no empty task.secrets / task.configs list (a service without any has no such key)."""
+    for kind in FILE_KINDS:
+        if not spec["task"].get(kind + "s"):
+            spec["task"].pop(kind + "s", None)
+    return spec
+
+
 def build_body(params):
     """The create request for the options given; options left out are not in it. Raises ServiceParamError."""
     name = params["name"]
@@ -844,6 +973,10 @@ def build_body(params):
     healthcheck = build_healthcheck(params.get("healthcheck"))
     if healthcheck is not None:
         task["healthcheck"] = healthcheck
+    for kind in FILE_KINDS:
+        refs = build_file_refs(kind, params.get(kind + "s"))
+        if refs is not None:
+            task[kind + "s"] = refs
     body["task"] = task
     endpoint = build_endpoint(params)
     if endpoint is not None:
@@ -966,7 +1099,7 @@ def new_spec(body):
     for kind in ("update_config", "rollback_config"):
         spec[kind] = merge(DEFAULT_UPDATE, body.get(kind) or {})
     spec["rebalance"] = body.get("rebalance")
-    return spec
+    return drop_empty_file_refs(spec)
 
 
 def updated_spec(old, body, force=False):
@@ -986,7 +1119,7 @@ def updated_spec(old, body, force=False):
     new["rebalance"] = body.get("rebalance") or old.get("rebalance")
     if force:
         new["task"]["force_update"] = (old["task"].get("force_update") or 0) + 1
-    return new
+    return drop_empty_file_refs(new)
 
 
 def changed_options(old, new, prefix=""):
@@ -1007,11 +1140,14 @@ def changed_options(old, new, prefix=""):
     return out
 
 
-def plan(current, params):
-    """Decide what to do: dict(action=create|update|rebuild|remove|none, body, spec (predicted), changes)."""
+def plan(current, params, resolve=None):
+    """Decide what to do: dict(action=create|update|rebuild|remove|none, body, spec (predicted), changes).
+    resolve(body): fills in the ids of the secret and config references (resolve_file_refs)."""
     if params["state"] == "absent":
         return dict(action="remove" if current else "none", body=None, spec=None, changes=[])
     body = build_body(params)
+    if resolve is not None:
+        resolve(body)
     if current is None:
         return dict(action="create", body=body, spec=new_spec(body), changes=[])
     old = current["spec"]
@@ -1118,6 +1254,22 @@ def main():
             start_interval=dict(type="str"),
         )),
         force_update=dict(type="bool", default=False),
+        secrets=dict(type="list", elements="dict", no_log=False, options=dict(
+            secret_id=dict(type="str"),
+            secret_name=dict(type="str", required=True),
+            filename=dict(type="str"),
+            uid=dict(type="str"),
+            gid=dict(type="str"),
+            mode=dict(type="int"),
+        )),
+        configs=dict(type="list", elements="dict", options=dict(
+            config_id=dict(type="str"),
+            config_name=dict(type="str", required=True),
+            filename=dict(type="str"),
+            uid=dict(type="str"),
+            gid=dict(type="str"),
+            mode=dict(type="int"),
+        )),
         update_config=dict(type="dict", options=UPDATE_OPTIONS),
         rollback_config=dict(type="dict", options=UPDATE_OPTIONS),
         rebalance=dict(type="str", choices=["auto", "never"]),
@@ -1132,10 +1284,21 @@ def main():
         current = find_service(client, name)
     except SwarmctlError as exc:
         module.fail_json(msg=exc.message, status=exc.status)
+    lists = {}
+
+    def records_of(kind):
+        if kind not in lists:
+            lists[kind] = client.get("/v1/%ss" % kind)
+        return lists[kind]
+
+    def resolve(body):
+        resolve_file_refs(body, records_of, module.warn if module.check_mode else lambda message: None)
     try:
-        decision = plan(current, module.params)
+        decision = plan(current, module.params, resolve)
     except ServiceParamError as exc:
         module.fail_json(msg=str(exc))
+    except SwarmctlError as exc:
+        module.fail_json(msg=exc.message, status=exc.status)
     action = decision["action"]
     result = dict(changed=action != "none", changes=decision["changes"], rebuilt=action == "rebuild",
                   swarm_service=current)
@@ -1160,7 +1323,7 @@ def main():
             path = "/v1/services/%s" % current["id"]
 
             def plan_update(service):
-                fresh = plan(service, module.params)
+                fresh = plan(service, module.params, resolve)
                 body = fresh["body"] if fresh["action"] == "update" else decision["body"]
                 return body, update_paths(body)
 

@@ -272,10 +272,10 @@ async def create(store: RaftStore, body: dict, request_id: str | None = None) ->
 
 def _plan_update(service: dict, changes: dict, force: bool, store: RaftStore | None = None,
                  replace: bool = False) -> tuple[dict, list[str]]:
-    """The new spec of a service after a partial spec (same shape as create's body), and what changed (store: the
-    replica that resolves secret and config names to ids). With
+    """The new spec of a service after a partial spec (same shape as create's body), and what changed. With
     `replace`, `changes` is the whole new spec (create's body: what it leaves out takes the defaults), as
-    Docker's ServiceUpdate; only the name, the mode and the task's force counter stay the service's."""
+    Docker's ServiceUpdate; only the name, the mode and the task's force counter stay the service's. With
+    `store`, the task's secret and config references are resolved to ids."""
     changes = dict(changes)
     replace = bool(changes.pop("replace", False)) or replace
     old = service["spec"]

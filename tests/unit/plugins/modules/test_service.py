@@ -87,7 +87,8 @@ def daemon_update(service, changes, others=()):
     """swarmctl.manager.services.update without the store: the spec it would store, and its changes."""
     changes = dict(changes)
     force = bool(changes.pop("force", False))
-    new, changed = services._plan_update(service, changes, force)
+    replace = bool(changes.pop("replace", False))
+    new, changed = services._plan_update(service, changes, force, replace=replace)
     if "endpoint" in changed:
         new["endpoint"] = services.allocate_published(list(others), new["endpoint"], service["spec"].get("endpoint"))
         if new["endpoint"] == service["spec"].get("endpoint"):
