@@ -7,13 +7,8 @@ import os
 import sys
 
 from swarmctl import __version__
-<<<<<<< HEAD
 from swarmctl.cli import (hollow_cmds, node_cmds, provision, secret_cmds, service_cmds, stack_cmds, swarm_cmds,
                           version_cmd)
-=======
-from swarmctl.cli import hollow_cmds, node_cmds, provision, secret_cmds, service_cmds, stack_cmds, swarm_cmds, \
-    version_cmd
->>>>>>> modules
 from swarmctl.cli.client import Client, CLIError, DaemonError
 
 
