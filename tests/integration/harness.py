@@ -191,7 +191,7 @@ class Cluster:
 def unmount_task_files(socket_path: str) -> None:
     """A daemon killed with SIGKILL leaves the tmpfs of its tasks' secrets and configs mounted next to its socket
     (swarmctl/agent/taskfiles.py); the test that started it unmounts it."""
-    path = f"{socket_path}.files"
+    path = os.path.splitext(socket_path)[0] + ".files"  # NodeConfig.files_dir: the socket's name without .sock
     if os.geteuid() == 0 and os.path.ismount(path):
         subprocess.run(["umount", "-l", path], capture_output=True, timeout=10)
 
