@@ -20,14 +20,12 @@ from swarmctl.node.keyfile import parse
 from tests.integration.test_sealed_at_rest import files_of, find_plaintext, sealed_values, unseal_any
 
 IMAGE = "swarmctl-test/busybox:latest"
-ROOT = "/tmp/h-secrets"
 
 
 @pytest.fixture
 def swarm(docker_engine, test_image):
-    """Daemons on the private engine, under /tmp/h-secrets (this session's place); everything removed after."""
-    os.makedirs(ROOT, exist_ok=True)
-    root = tempfile.mkdtemp(prefix="s-", dir=ROOT)
+    """Daemons on the private engine, in a temporary dir; everything removed after."""
+    root = tempfile.mkdtemp(prefix="swarmctl-secrets-")
     c = Cluster(root, heartbeat=0.5, docker_host=docker_engine)
     client = docker.DockerClient(base_url=docker_engine)
     try:

@@ -20,15 +20,13 @@ import pytest
 from tests.integration.harness import Cluster, check, wait_for
 
 IMAGE = "swarmctl-test/busybox:latest"
-ROOT = "/tmp/h-stacks"
 
 
 @pytest.fixture
 def stack_cluster(docker_engine, test_image):
-    """Two daemons (a manager and a worker) on the private engine, under /tmp/h-stacks; removes the containers
+    """Two daemons (a manager and a worker) on the private engine, in a temporary dir; removes the containers
     of this test's stacks only (their com.docker.stack.namespace label): other sessions share the engine."""
-    os.makedirs(ROOT, exist_ok=True)
-    root = tempfile.mkdtemp(prefix="c-", dir=ROOT)
+    root = tempfile.mkdtemp(prefix="swarmctl-stacks-")
     c = Cluster(root, heartbeat=0.5, docker_host=docker_engine)
     c.stacks = []
     try:
