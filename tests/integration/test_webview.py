@@ -106,6 +106,15 @@ def test_web_view_live_in_chromium(docker_cluster, browser):
 
     path = os.path.join(artifacts_dir(), "webview.png")
     assert browser.save_screenshot(path) and os.path.getsize(path) > 0
+
+    # scaled down, the ended tasks stay as dimmed cards; the toggle hides all but the running ones
+    check(first.cli("service", "scale", "-d", "viz=4"))
+    wait_for(lambda: len(cards(browser)) == 4 and browser.find_elements(
+        "css selector", '#nodes .task:not([data-state="running"])'), timeout=30, what="2 ended cards")
+    browser.find_element("id", "running-only").click()
+    shown = [e for e in browser.find_elements("css selector", "#nodes .task") if e.is_displayed()]
+    assert len(shown) == 4 and all(e.get_attribute("data-state") == "running" for e in shown)
+    assert browser.execute_script("return window.swarmctlLoadId") == load_id
     print(f"\nweb view: new cards after {seen_after:.2f}s; screenshot saved to {path}")
 
 
