@@ -143,3 +143,26 @@ def test_web_view_refused_off_loopback_without_auth():
         assert not os.path.exists(data_dir)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_web_view_basic_auth_on_a_real_daemon(cluster):
+    import base64
+    import urllib.error
+
+    from swarmctl.web.auth import make_line
+    path = os.path.join(cluster.root, "web-users")
+    with open(path, "w") as f:
+        f.write(make_line("admin", "correct horse") + "\n")
+    d = cluster.daemon(4, extra_args=["--web-addr", f"127.0.0.{14 + IP_OFFSET}:{WEB_PORT}", "--web-auth-file", path])
+    check(d.cli("swarm", "init", "--advertise-addr", d.ip))
+    url = f"http://{d.ip}:{WEB_PORT}/api/snapshot"
+    for header in (None, "Basic " + base64.b64encode(b"admin:wrong").decode()):
+        request = urllib.request.Request(url, headers={"Authorization": header} if header else {})
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=5)
+        assert info.value.code == 401 and info.value.headers["WWW-Authenticate"].startswith("Basic")
+    good = urllib.request.Request(url, headers={"Authorization": "Basic " + base64.b64encode(
+        b"admin:correct horse").decode()})
+    snap = wait_for(lambda: (lambda s: s if s["nodes"] else None)(
+        json.loads(urllib.request.urlopen(good, timeout=5).read())), what="a snapshot with the node")
+    assert snap["manager"] and [n["hostname"] for n in snap["nodes"]] == ["node4"] and snap["nodes"][0]["leader"]
