@@ -27,6 +27,7 @@ LOCAL_ROOT=/tmp/swarmctl-local            # inventory/local: swarmctl_home is $L
 DOCKER_URL=unix:///tmp/swarmctl-dockerd/docker.sock
 SERVICE=demo-web
 NODE_IPS=(127.0.0.11 127.0.0.12 127.0.0.13 127.0.0.14 127.0.0.15)
+WEB_URL=http://127.0.0.11:8888/              # the web view: inventory/local/host_vars/manager1.yml swarmctl_web_addr
 export ANSIBLE_CONFIG="$ROOT/ansible.cfg"
 export ANSIBLE_FORCE_COLOR=${ANSIBLE_FORCE_COLOR:-0}
 
@@ -120,8 +121,13 @@ up() {
     [[ "${body:-}" == *"asked backend"* ]] && stack_answered=$((stack_answered + 1))
   done
   echo "$stack_answered of ${#NODE_IPS[@]} node addresses answered with the backend's data"
+  say "The live web view on manager1 (inventory/local/host_vars/manager1.yml: swarmctl_web_addr)"
+  printf '%s  ->  ' "$WEB_URL"
+  if http_get "${WEB_URL}api/snapshot" >/dev/null 2>&1; then echo "answers"; else echo "no answer"; fi
   close_ssh_masters
   cat <<EOF
+
+Web view (nodes, tasks and services, live):  $WEB_URL
 
 Try:  $LOCAL_ROOT/manager2/venv/bin/swarmctl -H unix://$LOCAL_ROOT/manager2/swarmctl.sock node ls
       ansible-playbook -i inventory/local playbooks/site.yml      # again: changes nothing

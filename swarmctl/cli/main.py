@@ -27,6 +27,11 @@ def _daemon_parser(sub) -> None:
     p.add_argument("--mesh-dataplane", default="auto", choices=["auto", "nft", "proxy"],
                    help="how published ports are forwarded: nftables DNAT in the kernel, the userspace proxy,"
                         " or auto (nft when root and nft exist; default)")
+    p.add_argument("--web-addr", metavar="IP:PORT",
+                   help="serve the read-only live web view here (managers; default: off); an address other than "
+                        "loopback needs --web-auth-file")
+    p.add_argument("--web-auth-file", metavar="FILE",
+                   help="HTTP basic auth for the web view: USER:HASH lines from `swarmctl web-passwd USER`")
     p.add_argument("--resources", metavar="cpus=N,memory=BYTES",
                    help="what this node offers to tasks (default: the machine's cpus and memory)")
     p.add_argument("--log-level", default=os.environ.get("SWARMCTL_LOG_LEVEL", "info"),
@@ -44,7 +49,8 @@ def _run_daemon(_client, args) -> int:
     config = DaemonConfig(data_dir=args.data_dir, advertise_addr=args.advertise_addr, listen_addr=args.listen_addr,
                           socket=args.socket, labels=labels, docker_host=args.docker_host,
                           heartbeat_period=args.heartbeat_period, dns_addr=args.dns_addr,
-                          mesh_dataplane=args.mesh_dataplane)
+                          mesh_dataplane=args.mesh_dataplane, web_addr=args.web_addr,
+                          web_auth_file=args.web_auth_file)
     if args.hostname:
         config.hostname = args.hostname
     if args.resources:
@@ -53,6 +59,33 @@ def _run_daemon(_client, args) -> int:
         except ConfigError as exc:
             raise CLIError(str(exc)) from None
     return run(config, args.log_level)
+
+
+def _web_passwd_parser(sub) -> None:
+    p = sub.add_parser("web-passwd", help="print a USER:HASH line for the web view's --web-auth-file")
+    p.add_argument("user")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password from stdin (default: prompt twice, or stdin when it is not a terminal)")
+    p.set_defaults(func=_run_web_passwd, local=True)
+
+
+def _run_web_passwd(_client, args) -> int:
+    import getpass
+
+    from swarmctl.web.auth import AuthFileError, make_line
+    if args.password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise CLIError("the passwords differ")
+    if not password:
+        raise CLIError("empty password")
+    try:
+        print(make_line(args.user, password))
+    except AuthFileError as exc:
+        raise CLIError(str(exc)) from None
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack_cmds.add_parsers(sub)
     version_cmd.add_parser(sub)
     hollow_cmds.add_parser(sub)
+    _web_passwd_parser(sub)
     return parser
 
 

@@ -107,6 +107,9 @@ class DaemonConfig:
     resources: dict = field(default_factory=machine_resources)
     dns_addr: str | None = None  # IP:PORT of the service-discovery DNS; None: the advertise address, port 53; "none": off
     mesh_dataplane: str = "auto"  # nft | proxy | auto (swarmctl/mesh/agent.py start_dataplane)
+    web_addr: str | None = None  # IP:PORT of the read-only web view (swarmctl/web); None: off
+    web_auth_file: str | None = None  # USER:HASH lines (swarmctl/web/auth.py); required off loopback
+    web_users: dict | None = None  # the auth file's users, loaded by validate()
 
     def files_dir(self) -> str:
         """Where the agent mounts the tmpfs for its tasks' secrets and configs: beside the socket, in the node's
@@ -137,6 +140,33 @@ class DaemonConfig:
             raise ConfigError("--heartbeat-period must be a positive number of seconds")
         if not self.hostname:
             raise ConfigError("--hostname must not be empty")
+        self.validate_web()
+
+    def web_bind(self) -> tuple[str, int] | None:
+        """Where the web view listens, or None when it is off."""
+        if not self.web_addr:
+            return None
+        host, port = parse_host_port(self.web_addr, "--web-addr", default_port=8888)
+        return parse_ip(host, "--web-addr"), port
+
+    def validate_web(self) -> None:
+        """The web view's rule, checked before anything is bound: off loopback, basic auth is required."""
+        from swarmctl.web.auth import AuthFileError, load_auth_file
+        bind = self.web_bind()
+        if bind is None:
+            if self.web_auth_file:
+                raise ConfigError("--web-auth-file needs --web-addr IP:PORT")
+            return
+        host, port = bind
+        if not ipaddress.ip_address(host).is_loopback and not self.web_auth_file:
+            raise ConfigError(f"--web-addr {host}:{port} is not a loopback address: the web view would be open "
+                              "to anyone; give --web-auth-file FILE (make a line with `swarmctl web-passwd USER`) "
+                              "or bind to 127.0.0.1")
+        if self.web_auth_file:
+            try:
+                self.web_users = load_auth_file(self.web_auth_file)
+            except AuthFileError as exc:
+                raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True)

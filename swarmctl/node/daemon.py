@@ -33,6 +33,18 @@ async def _serve(config: DaemonConfig) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         await node.stop()
         return 1
+    web = None
+    if config.web_bind() is not None:
+        from swarmctl.web.auth import BasicAuth
+        from swarmctl.web.server import WebView
+        host, port = config.web_bind()
+        web = WebView(node, host, port, BasicAuth(config.web_users) if config.web_users else None)
+        try:
+            await web.start()
+        except OSError as exc:
+            print(f"Error: cannot serve the web view on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+            await node.stop()
+            return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -42,6 +54,8 @@ async def _serve(config: DaemonConfig) -> int:
     collector = asyncio.create_task(gcpolicy.run(), name="gc-policy")
     await stop.wait()
     collector.cancel()
+    if web is not None:
+        await web.stop()
     await node.stop()
     return 0
 
