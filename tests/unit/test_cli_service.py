@@ -370,7 +370,7 @@ class _Handler(BaseHTTPRequestHandler):
         stub.requests.append((self.command, self.path, body))
         stub.request_ids.append(self.headers.get("X-Request-Id"))
         status, data = stub.respond(self.command, self.path, body)
-        raw = json.dumps(data).encode()
+        raw = data if isinstance(data, bytes) else json.dumps(data).encode()  # bytes: a stream (NDJSON)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(raw)))
@@ -571,17 +571,31 @@ def test_rm_inspect_logs_swarm_update(stub, capsys):
     assert [s["id"] for s in json.loads(captured.out)] == [svc["id"]] and "ghost" in captured.err
     assert main(["service", "inspect", "ghost"]) == 1
 
-    stub.routes[("GET", "/v1/services/web/logs?tail=2")] = {"logs": [
-        {"task": "web.1.abc@n1", "lines": ["hello", "world"], "error": None},
-        {"task": "web.2.def@n2", "lines": [], "error": "node is gone"}]}
+    ctx1 = {"service": "web", "slot": "1", "id": "abcdefabcdef0123456789", "node": "n1"}
+    ctx2 = {"service": "web", "slot": "2", "id": "def0123456789abcdef", "node": "n2"}
+    stub.routes[("GET", "/v1/services/web/logs?tail=2")] = "".join(json.dumps(r) + "\n" for r in [
+        {"warning": "logs of task web.2.def012345678@n2 are missing: node n2 is down", "task": ctx2},
+        {"ts": 1796605323123400000, "task": ctx1, "line": "hello"},
+        {"ts": 1796605323123400001, "task": ctx1, "line": "world"}]).encode()
     capsys.readouterr()
-    assert main(["service", "logs", "--tail", "2", "web"]) == 0
+    assert main(["service", "logs", "--tail", "2", "web"]) == 0  # a missing node's tasks: warned, exit 0
     captured = capsys.readouterr()
-    assert captured.out == "web.1.abc@n1 | hello\nweb.1.abc@n1 | world\n"
-    assert captured.err == "error from web.2.def@n2: node is gone\n"
-    stub.routes[("GET", "/v1/services/web/logs")] = {"logs": [{"task": "web.1", "lines": [], "error": "down"}]}
-    assert main(["service", "logs", "web"]) == 1
+    assert captured.out == "web.1.abcdefabcdef@n1    | hello\nweb.1.abcdefabcdef@n1    | world\n"
+    assert captured.err == "warning: logs of task web.2.def012345678@n2 are missing: node n2 is down\n"
+    assert main(["service", "logs", "--tail", "2", "--no-trunc", "-t", "web"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == \
+        "2026-12-07T01:02:03.123400000Z web.1.abcdefabcdef0123456789@n1    | hello"
+    assert main(["service", "logs", "--tail", "2", "--no-task-ids", "web"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "web.1@n1    | hello"
+    assert main(["service", "logs", "--tail", "2", "--raw", "web"]) == 0
+    assert capsys.readouterr().out == "hello\nworld\n"
+    stub.routes[("GET", "/v1/services/web/logs?since=1796605323.000000&follow=1")] = b""
+    assert main(["service", "logs", "-f", "--since", "2026-12-07T01:02:03Z", "web"]) == 0
+    assert main(["service", "logs", "ghost"]) == 1
+    assert "no such task or service: ghost" in capsys.readouterr().err
     assert main(["service", "logs", "--tail", "x", "web"]) == 1
+    assert main(["service", "logs", "--since", "yesterday", "web"]) == 1
+    assert "invalid --since 'yesterday'" in capsys.readouterr().err
 
     stub.routes[("GET", "/v1/swarm")] = {"id": "c", "version": 4, "spec": {"default_strategy": "spread"}}
     stub.routes[("POST", "/v1/swarm/update?version=4")] = {"spec": {"default_strategy": "binpack"}}
