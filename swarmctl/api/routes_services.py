@@ -18,7 +18,7 @@ from swarmctl.api.schemas import (ScaleRequest, ServiceCreateRequest, ServiceUpd
 from swarmctl.api.server import route
 from swarmctl.errors import APIError, BadRequest, NotFound, OutOfSequence
 from swarmctl.manager import logs as logstream
-from swarmctl.manager import services
+from swarmctl.manager import nodes, services
 from swarmctl.manager.idempotent import run_once
 from swarmctl.state.records import public_cluster, task_name
 
@@ -197,6 +197,22 @@ async def _tasks(ctx, filters, service=None):
 async def service_progress(ctx):
     """How far a service has converged on its spec."""
     return services.converged(ctx.store, services.resolve_service(ctx.store, ctx.request.match_info["ref"]))
+
+
+NODE_TASK_FILTERS = ("id", "name", "desired-state")
+
+
+@route("GET", "/v1/nodes/{ref}/tasks", "cluster")
+async def node_tasks(ctx):
+    """The tasks assigned to a node (`node ps`; `self` is this node), history included; ?filter=KEY=VALUE
+    (id, name, desired-state) as Docker's `node ps -f`. A large list is streamed."""
+    filters = listing.parse_filters(ctx.request, NODE_TASK_FILTERS)
+    ref = ctx.request.match_info["ref"]
+    node = nodes.resolve_node(ctx.store, ctx.node.node_id if ref == "self" else ref)
+    keep = task_filter(ctx.store, filters)
+    tasks = [t for t in services.sorted_tasks(ctx.store) if t.get("node_id") == node["id"] and keep(t)]
+    node_names = {}
+    return await listing.respond(ctx.request, tasks, lambda t: services.task_view(ctx.store, t, node_names))
 
 
 @route("GET", "/v1/tasks", "cluster")

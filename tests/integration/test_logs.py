@@ -110,8 +110,30 @@ def test_logs_merged_tail_follow_and_node_down(logs_cluster, test_image):
             numbers[p].append(int(text.split("line=")[1]))
     assert all(n == sorted(n) and len(set(n)) == len(n) for n in numbers.values()), numbers
 
-    # one node killed: the other nodes' lines still come, the missing tasks are named on stderr, exit 0
+    # node ps: a node's tasks (default this node), Docker's columns, filters on the server
     check(m.cli("service", "scale", f"{SERVICE}=3", timeout=120))
+    all_tasks = check(m.cli("service", "ps", "--format", "json", SERVICE)).json()
+    running = {t["id"] for t in all_tasks if t["desired_state"] == "running"}
+    on = {w.name: {t["id"] for t in all_tasks if t["node_name"] == w.name} for w in workers}
+    table = check(m.cli("node", "ps", "node2")).out.splitlines()
+    assert table[0].split() == ["ID", "NAME", "IMAGE", "NODE", "DESIRED", "STATE", "CURRENT", "STATE", "ERROR",
+                                "PORTS"]
+    assert len(table) - 1 == len(on["node2"]) and all(" node2 " in row for row in table[1:])
+    assert check(m.cli("node", "ps")).out.splitlines()[1:] == []  # node1 (self) is drained: no task
+    assert "not a swarm manager" in workers[0].cli("node", "ps").err  # as Docker: managers only
+    quiet = check(m.cli("node", "ps", "-q", "--no-trunc", "-f", "desired-state=running", "node2", "node3")).out
+    assert set(quiet.split()) == (on["node2"] | on["node3"]) & running
+    by_json = check(m.cli("node", "ps", "--format", "json", "-f", "name=" + SERVICE, "node3")).json()
+    assert {t["id"] for t in by_json} == on["node3"]
+    bad = m.cli("node", "ps", "-f", "bogus=1", "node2")
+    assert bad.code == 1 and bad.err.strip() == "Error response from daemon: invalid filter 'bogus'", bad.err
+    missing = m.cli("node", "ps", "nosuchnode")
+    assert missing.code == 1 and "No such node: nosuchnode" in missing.err and "Traceback" not in missing.err
+    ps_node = check(m.cli("service", "ps", "-q", "--no-trunc", "-f", "node=node4", SERVICE)).out
+    assert set(ps_node.split()) == on["node4"]
+    assert len(check(m.cli("node", "ls", "-q", "-f", "role=worker")).out.split()) == 3
+
+    # one node killed: the other nodes' lines still come, the missing tasks are named on stderr, exit 0
     victim = workers[2]
     victim_tasks = [t for t in check(m.cli("service", "ps", "--format", "json", SERVICE)).json()
                     if t["node_name"] == victim.name and t["desired_state"] == "running"]
