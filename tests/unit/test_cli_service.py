@@ -782,3 +782,26 @@ def test_progress_on_a_terminal_draws_a_line_per_slot_in_place():
     sc.wait_for_convergence(Client(), {"id": "x", "version": 1, "spec": {"name": "web"}}, "created", out=plain,
                             sleep=lambda s: None)
     assert "\x1b" not in plain.getvalue() and "1/3" not in plain.getvalue()
+
+
+def test_node_ps_default_self_columns_filters_and_errors(stub, capsys):
+    t1 = dict(_task("aaa", 1, "running", node="n1"), ports=[{"target": 80, "protocol": "tcp", "port": 8080,
+                                                              "mode": "host"},
+                                                             {"target": 81, "protocol": "tcp", "port": 20001,
+                                                              "mode": "ingress"}])
+    t2 = _task("bbb", 2, "running", node="n2", node_name="worker-2")
+    stub.routes[("GET", "/v1/nodes/self/tasks")] = [[t1]]
+    stub.routes[("GET", "/v1/nodes/n1/tasks?filter=desired-state%3Drunning")] = [[t1]]
+    stub.routes[("GET", "/v1/nodes/n2/tasks?filter=desired-state%3Drunning")] = [[t2]]
+    stub.routes[("GET", "/v1/nodes/n1/tasks?filter=bogus%3D1")] = (400, {"message": "invalid filter 'bogus'"})
+    assert main(["node", "ps"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["ID", "NAME", "IMAGE", "NODE", "DESIRED", "STATE", "CURRENT", "STATE", "ERROR",
+                              "PORTS"]
+    assert out[1].startswith("aaaxxxxxxxxx ") and out[1].endswith("*:8080->80/tcp") and "20001" not in out[1]
+    assert main(["node", "ps", "-q", "--no-trunc", "-f", "desired-state=running", "n1", "n2", "n1"]) == 0
+    assert capsys.readouterr().out.split() == [t1["id"], t2["id"]]  # each task once
+    assert main(["node", "ps", "--format", "json", "-f", "desired-state=running", "n2"]) == 0
+    assert [t["id"] for t in json.loads(capsys.readouterr().out)] == [t2["id"]]
+    assert main(["node", "ps", "-f", "bogus=1", "n1"]) == 1
+    assert capsys.readouterr().err == "Error response from daemon: invalid filter 'bogus'\n"
