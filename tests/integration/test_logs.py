@@ -152,3 +152,20 @@ def test_logs_merged_tail_follow_and_node_down(logs_cluster, test_image):
         wait_for(lambda: any(n["description"]["hostname"] == victim.name and n["status"]["state"] == "down"
                              for n in check(m.cli("node", "ls", "--format", "json")).json()),
                  timeout=30, what="the killed node down")
+
+    # following with the node down: the other tasks' lines keep coming, the missing ones are named once
+    follow = subprocess.Popen(SWARMCTL + ["service", "logs", "-f", "--tail", "0", SERVICE], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    reader = threading.Thread(target=lambda: [lines.append(line) for line in follow.stdout], daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: {p.rsplit("@", 1)[1] for p in prefixes("".join(lines))} >= {"node2", "node3"},
+                 timeout=20, what="new lines of the live nodes' tasks")
+    finally:
+        follow.send_signal(signal.SIGINT)
+        code = follow.wait(15)
+    reader.join(5)
+    err = follow.stderr.read()
+    assert code in (0, 130) and "Traceback" not in err, err
+    assert f"@{victim.name} are missing" in err and err.count(victim_tasks[0]["id"][:12]) == 1, err
