@@ -45,7 +45,8 @@ def logs_cluster(docker_engine, test_image):
 
 
 def prefixes(out: str) -> collections.Counter:
-    return collections.Counter(line.split("    | ", 1)[0].split(" ", 1)[-1] for line in out.splitlines() if "    | " in line)
+    return collections.Counter(line.split("    | ", 1)[0].split(" ", 1)[-1]
+                               for line in out.splitlines() if "    | " in line)
 
 
 def stamps(out: str) -> list[str]:
