@@ -328,17 +328,20 @@ async def service_logs(ctx):
         tasks = tasks_now()
         entries, errors = await logstream.fetch_once(tasks, fetch, q.tail, q.since)
         contexts = {t["id"]: ctx_of(t) for t in tasks}
-        await send([{"warning": f"logs of task {logstream.prefix(contexts[tid])} are missing: {err}",
-                     "task": contexts[tid]} for tid, err in errors.items()])
         streams = [[(ts, i, n, line) for ts, n, line in entries[t["id"]]] for i, t in enumerate(tasks)]
-        batch = []
-        for ts, i, _n, line in logstream.merge(streams):
-            batch.append({"ts": ts, "task": contexts[tasks[i]["id"]], "line": line})
-            if len(batch) >= 500:
-                await send(batch)
-                batch = []
-        await send(batch)
-        await response.write_eof()
+        try:
+            await send([{"warning": f"logs of task {logstream.prefix(contexts[tid])} are missing: {err}",
+                         "task": contexts[tid]} for tid, err in errors.items()])
+            batch = []
+            for ts, i, _n, line in logstream.merge(streams):
+                batch.append({"ts": ts, "task": contexts[tasks[i]["id"]], "line": line})
+                if len(batch) >= 500:
+                    await send(batch)
+                    batch = []
+            await send(batch)
+            await response.write_eof()
+        except ConnectionResetError:  # the client went away
+            pass
         return response
 
     buffer = logstream.ReorderBuffer()
