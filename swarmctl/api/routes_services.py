@@ -107,6 +107,8 @@ def task_filter(store, filters: dict[str, list[str]]):
             return False
         if service_ids is not None and task["service_id"] not in service_ids:
             return False
+        if "label" in filters and not listing.match_labels((task.get("spec") or {}).get("labels"), filters["label"]):
+            return False  # `node ps -f label=K[=V]`: the task's (container) labels
         if "desired-state" in filters:
             desired = task["desired_state"]
             wanted = filters["desired-state"]
@@ -199,13 +201,13 @@ async def service_progress(ctx):
     return services.converged(ctx.store, services.resolve_service(ctx.store, ctx.request.match_info["ref"]))
 
 
-NODE_TASK_FILTERS = ("id", "name", "desired-state")
+NODE_TASK_FILTERS = ("id", "name", "label", "desired-state")
 
 
 @route("GET", "/v1/nodes/{ref}/tasks", "cluster")
 async def node_tasks(ctx):
     """The tasks assigned to a node (`node ps`; `self` is this node), history included; ?filter=KEY=VALUE
-    (id, name, desired-state) as Docker's `node ps -f`. A large list is streamed."""
+    (id, name, label, desired-state) as Docker's `node ps -f`. A large list is streamed."""
     filters = listing.parse_filters(ctx.request, NODE_TASK_FILTERS)
     ref = ctx.request.match_info["ref"]
     node = nodes.resolve_node(ctx.store, ctx.node.node_id if ref == "self" else ref)

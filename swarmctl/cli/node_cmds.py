@@ -26,7 +26,8 @@ def add_parsers(sub) -> None:
                                     "`service ps` shows them.")
     p.add_argument("-q", "--quiet", action="store_true", help="only display task IDs")
     p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
-                   help="filter on the server: id, name, desired-state (running|shutdown|accepted) (repeatable)")
+                   help="filter on the server: id, name, label, desired-state (running|shutdown|accepted) "
+                        "(repeatable)")
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
     p.add_argument("--no-trunc", action="store_true", help="do not truncate IDs and errors")
     p.add_argument("nodes", nargs="*", metavar="NODE", help="node id, unique id prefix, hostname, or self")
