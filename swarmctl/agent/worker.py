@@ -395,6 +395,14 @@ class Worker:
             return []
         return await self._run(self.runtime.logs, containers[0].id, tail)
 
+    async def log_entries(self, task_id: str, tail: int | None = None,
+                          since: float | None = None) -> list[tuple[int, str]]:
+        """The task's container output with the engine's timestamps (ns), oldest first."""
+        containers = await self._run(self.runtime.list, {LABEL_NODE: self.node_id, LABEL_TASK: task_id})
+        if not containers:
+            return []
+        return await self._run(self.runtime.log_entries, containers[0].id, tail, since)
+
     # ---- reports -----------------------------------------------------------------------------
     def _report(self, task: dict, state: str, **fields) -> None:
         if not can_move(self._state(task), state):

@@ -1,7 +1,7 @@
 """Routes of the management port used by other nodes: CA, join, Raft membership, sessions."""
 
 from swarmctl.api.schemas import (AssignmentsRequest, CertificateRequest, Empty, EndpointsRequest, HeartbeatRequest,
-                                  ImageQuery, RaftJoinRequest, RemoteJoinRequest, TailQuery, TaskStatusRequest)
+                                  ImageQuery, RaftJoinRequest, RemoteJoinRequest, AgentLogsQuery, TaskStatusRequest)
 from swarmctl.api.server import route
 from swarmctl.errors import NotFound, Unauthorized, Unavailable
 from swarmctl.runtime.base import RuntimeFailure
@@ -77,13 +77,21 @@ async def task_status(ctx):
     return {"applied": await ctx.manager.dispatcher.update_status(ctx.caller, updates)}
 
 
-@route("GET", "/v1/agent/logs/{task_id}", "agent", query=TailQuery)
+@route("GET", "/v1/agent/logs/{task_id}", "agent", query=AgentLogsQuery)
 async def task_logs(ctx):
-    """This node's container output for one of its tasks (asked by a manager for `service logs`)."""
+    """This node's container output for one of its tasks (asked by a manager for `service logs`):
+    `lines`, or with ?timestamps=1 `entries` [[engine timestamp in ns, line], ...] written since ?since=."""
     worker = ctx.node.worker
     if worker is None:
         raise NotFound("this node runs no tasks")
-    return {"lines": await worker.logs(ctx.request.match_info["task_id"], ctx.query.tail)}
+    task_id = ctx.request.match_info["task_id"]
+    try:
+        if ctx.query.timestamps:
+            entries = await worker.log_entries(task_id, ctx.query.tail, ctx.query.since)
+            return {"entries": [[ns, line] for ns, line in entries]}
+        return {"lines": await worker.logs(task_id, ctx.query.tail)}
+    except RuntimeFailure as exc:
+        raise Unavailable(f"container engine unavailable: {exc}") from None
 
 
 @route("GET", "/v1/agent/images", "agent", query=ImageQuery)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import random
 import time
 from urllib.parse import quote
 
+from aiohttp import web
+
 from swarmctl.api import listing
 from swarmctl.api.peer import PeerUnreachable
 from swarmctl.api.schemas import (ScaleRequest, ServiceCreateRequest, ServiceUpdateRequest, SwarmUpdateRequest,
-                                  TailQuery, VersionQuery)
+                                  LogsQuery, VersionQuery)
 from swarmctl.api.server import route
-from swarmctl.errors import APIError, BadRequest, OutOfSequence
-from swarmctl.manager import services
+from swarmctl.errors import APIError, BadRequest, NotFound, OutOfSequence
+from swarmctl.manager import logs as logstream
+from swarmctl.manager import nodes, services
 from swarmctl.manager.idempotent import run_once
 from swarmctl.state.records import public_cluster, task_name
 
@@ -102,6 +107,8 @@ def task_filter(store, filters: dict[str, list[str]]):
             return False
         if service_ids is not None and task["service_id"] not in service_ids:
             return False
+        if "label" in filters and not listing.match_labels((task.get("spec") or {}).get("labels"), filters["label"]):
+            return False  # `node ps -f label=K[=V]`: the task's (container) labels
         if "desired-state" in filters:
             desired = task["desired_state"]
             wanted = filters["desired-state"]
@@ -194,6 +201,22 @@ async def service_progress(ctx):
     return services.converged(ctx.store, services.resolve_service(ctx.store, ctx.request.match_info["ref"]))
 
 
+NODE_TASK_FILTERS = ("id", "name", "label", "desired-state")
+
+
+@route("GET", "/v1/nodes/{ref}/tasks", "cluster")
+async def node_tasks(ctx):
+    """The tasks assigned to a node (`node ps`; `self` is this node), history included; ?filter=KEY=VALUE
+    (id, name, label, desired-state) as Docker's `node ps -f`. A large list is streamed."""
+    filters = listing.parse_filters(ctx.request, NODE_TASK_FILTERS)
+    ref = ctx.request.match_info["ref"]
+    node = nodes.resolve_node(ctx.store, ctx.node.node_id if ref == "self" else ref)
+    keep = task_filter(ctx.store, filters)
+    tasks = [t for t in services.sorted_tasks(ctx.store) if t.get("node_id") == node["id"] and keep(t)]
+    node_names = {}
+    return await listing.respond(ctx.request, tasks, lambda t: services.task_view(ctx.store, t, node_names))
+
+
 @route("GET", "/v1/tasks", "cluster")
 async def list_tasks(ctx):
     """All tasks; ?filter=KEY=VALUE (id, name, node, desired-state, service). A large list is streamed."""
@@ -241,24 +264,128 @@ async def update_swarm(ctx):
                           retries=0 if version is not None else UNVERSIONED_RETRIES)
 
 
-@route("GET", "/v1/services/{ref}/logs", "cluster", query=TailQuery)
-async def service_logs(ctx):
-    """Container output of every task of the service, gathered from each node's agent."""
-    service = services.resolve_service(ctx.store, ctx.request.match_info["ref"])
-    tail = ctx.query.tail
-    tasks = [t for t in ctx.store.find("task", "service_id", service["id"])
-             if t.get("node_id") and t["status"].get("container_id")]
+def _logs_target(store, ref: str) -> tuple[dict, str | None]:
+    """SERVICE or TASK (an id or a unique id prefix of a task): the service and the one task, if a task."""
+    try:
+        return services.resolve_service(store, ref), None
+    except NotFound:
+        tasks = [t for t in store.list("task") if ref and (t["id"] == ref or t["id"].startswith(ref))]
+        if len(tasks) != 1:
+            raise NotFound(f"no such task or service: {ref}") from None
+        service = store.get("service", tasks[0]["service_id"])
+        if service is None:
+            raise NotFound(f"no such task or service: {ref}") from None
+        return service, tasks[0]["id"]
 
-    async def fetch(task):
-        node = ctx.store.get("node", task["node_id"])
-        name = f"{task_name(task)}.{task['id'][:12]}@{node['description']['hostname'] if node else task['node_id']}"
+
+@route("GET", "/v1/services/{ref}/logs", "cluster", query=LogsQuery)
+async def service_logs(ctx):
+    """Container output of every task of the service (or of one task), gathered from each node's agent and
+    merged in timestamp order; streamed as newline-delimited JSON (manager/logs.py). ?follow=1 follows."""
+    store, q = ctx.store, ctx.query
+    service, only = _logs_target(store, ctx.request.match_info["ref"])
+
+    def tasks_now() -> list[dict]:
+        found = store.find("task", "service_id", service["id"])
+        return sorted((t for t in found if (only is None or t["id"] == only)
+                       and t.get("node_id") and t["status"].get("container_id")),
+                      key=lambda t: (t["slot"] if t["slot"] is not None else 0, t["id"]))
+
+    async def fetch(task, tail, since):
+        node = store.get("node", task["node_id"])
         if node is None:
-            return name, [], "node is gone"
-        path = f"/v1/agent/logs/{task['id']}" + (f"?tail={tail}" if tail is not None else "")
+            raise PeerUnreachable("its node has left the swarm")
+        if node["status"]["state"] == "down":
+            raise PeerUnreachable(f"node {node['description']['hostname']} is down")
+        path = f"/v1/agent/logs/{task['id']}?timestamps=1"
+        if tail is not None:
+            path += f"&tail={tail}"
+        if since:
+            path += f"&since={since:.6f}"
         try:
-            answer = await ctx.node.peer.call(node["description"]["addrs"]["manager"], "GET", path, timeout=10)
-            return name, answer["lines"], None
-        except (PeerUnreachable, APIError) as exc:
-            return name, [], str(exc)
-    results = await asyncio.gather(*(fetch(t) for t in sorted(tasks, key=lambda t: (t["slot"] or 0, t["id"]))))
-    return {"logs": [{"task": name, "lines": lines, "error": error} for name, lines, error in results]}
+            answer = await asyncio.wait_for(
+                ctx.node.peer.call(node["description"]["addrs"]["manager"], "GET", path,
+                                   timeout=logstream.NODE_TIMEOUT), logstream.NODE_TIMEOUT + 1)
+        except asyncio.TimeoutError:
+            raise PeerUnreachable(f"node {node['description']['hostname']} did not answer within "
+                                  f"{logstream.NODE_TIMEOUT:g}s") from None
+        except PeerUnreachable as exc:
+            raise PeerUnreachable(f"node {node['description']['hostname']} is unreachable: {exc}") from None
+        if "entries" in answer:
+            return [(int(ns), line) for ns, line in answer["entries"]]
+        return [(0, line) for line in answer.get("lines") or []]  # an agent without timestamps (hollow)
+
+    def ctx_of(task):
+        return logstream.context(task, store.get("node", task["node_id"]))
+
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    response.enable_chunked_encoding()
+    await response.prepare(ctx.request)
+
+    async def send(records: list[dict]) -> None:
+        if records:
+            await response.write("".join(json.dumps(r) + "\n" for r in records).encode())
+
+    if not q.follow:
+        tasks = tasks_now()
+        entries, errors = await logstream.fetch_once(tasks, fetch, q.tail, q.since)
+        contexts = {t["id"]: ctx_of(t) for t in tasks}
+        streams = [[(ts, i, n, line) for ts, n, line in entries[t["id"]]] for i, t in enumerate(tasks)]
+        try:
+            await send([{"warning": f"logs of task {logstream.prefix(contexts[tid])} are missing: {err}",
+                         "task": contexts[tid]} for tid, err in errors.items()])
+            batch = []
+            for ts, i, _n, line in logstream.merge(streams):
+                batch.append({"ts": ts, "task": contexts[tasks[i]["id"]], "line": line})
+                if len(batch) >= 500:
+                    await send(batch)
+                    batch = []
+            await send(batch)
+            await response.write_eof()
+        except ConnectionResetError:  # the client went away
+            pass
+        return response
+
+    buffer = logstream.ReorderBuffer()
+    followers: dict[str, asyncio.Task] = {}
+    contexts: dict[str, dict] = {}
+    pending: list[dict] = []
+
+    def out(task, ts, line):
+        buffer.push(ts, {"ts": ts, "task": contexts[task["id"]], "line": line})
+
+    def warn(task, reason):
+        pending.append({"warning": f"logs of task {logstream.prefix(contexts[task['id']])} are missing: {reason}",
+                        "task": contexts[task["id"]]})
+
+    def is_ended(task_id):
+        t = store.get("task", task_id)
+        return t is None or (t["status"]["state"] in logstream.ENDED and t.get("desired_state") != "running")
+
+    try:
+        while True:
+            if store.get("service", service["id"]) is None and not followers:
+                break
+            for t in tasks_now():
+                if t["id"] in contexts:  # followed already (an ended task's follower fetches once more, then ends)
+                    continue
+                contexts[t["id"]] = ctx_of(t)
+                f = logstream.Follower(t, fetch, out, warn, is_ended, None, q.tail, q.since)
+                followers[t["id"]] = asyncio.ensure_future(f.run())
+            for tid, fut in list(followers.items()):
+                if fut.done():
+                    followers.pop(tid)
+            if only is not None and not followers and only in contexts:
+                await send(pending + buffer.pop_ready(flush=True))
+                break
+            ready, pending[:] = pending[:] + buffer.pop_ready(), []
+            await send(ready)
+            await asyncio.sleep(logstream.POLL_INTERVAL / 2)
+    except ConnectionResetError:  # the client went away (Ctrl-C)
+        pass
+    finally:
+        for fut in followers.values():
+            fut.cancel()
+    with contextlib.suppress(ConnectionResetError, RuntimeError):
+        await response.write_eof()
+    return response

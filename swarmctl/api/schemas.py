@@ -358,5 +358,15 @@ class TailQuery(Query):
     tail: Optional[int] = Field(default=None, ge=0, le=L.MAX_LOG_TAIL)
 
 
+class AgentLogsQuery(TailQuery):
+    since: Optional[float] = Field(default=None, ge=0)  # seconds since the epoch
+    timestamps: bool = False  # answer entries [[ns, line], ...] instead of lines
+
+
+class LogsQuery(TailQuery):
+    since: Optional[float] = Field(default=None, ge=0)  # seconds since the epoch
+    follow: bool = False
+
+
 class ImageQuery(Query):
     name: str = Field(default="", max_length=L.MAX_IMAGE)

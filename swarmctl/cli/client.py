@@ -104,6 +104,36 @@ class Client:
     def get(self, path: str):
         return self.request("GET", path)
 
+    def stream(self, path: str, timeout: float | None = None):
+        """GET a newline-delimited JSON answer on a connection of its own, yielding each record as it comes
+        (timeout None: wait as long as the daemon keeps the answer open, for `logs -f`)."""
+        conn = _UnixConnection(self.path, timeout)
+        try:
+            try:
+                conn.request("GET", path, headers={"X-Request-Id": os.urandom(16).hex()})
+                response = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._error(exc) from None
+            if response.status >= 300:
+                raw = response.read()
+                try:
+                    data = json.loads(raw) if raw else None
+                except ValueError:
+                    data = {"message": raw.decode(errors="replace").strip()}
+                message = data.get("message") if isinstance(data, dict) else None
+                raise DaemonError(message or f"HTTP {response.status}", response.status)
+            while True:
+                try:
+                    line = response.readline()
+                except (OSError, http.client.HTTPException) as exc:
+                    raise self._error(exc) from None
+                if not line:
+                    return
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            conn.close()
+
     def post(self, path: str, body=None):
         return self.request("POST", path, body if body is not None else {})
 

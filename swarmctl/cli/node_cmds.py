@@ -1,12 +1,14 @@
-"""`swarmctl node ...`: ls, inspect, update, promote, demote, rm."""
+"""`swarmctl node ...`: ls, ps, inspect, update, promote, demote, rm."""
 
 from __future__ import annotations
 
 import sys
+import time
 from urllib.parse import quote
 
 from swarmctl.cli.client import CLIError, DaemonError, filter_query, update_with_retry, with_version
 from swarmctl.cli.output import print_json, print_table
+from swarmctl.cli.service_cmds import order_tasks, ps_rows  # node ps shows the rows of service ps
 
 
 def add_parsers(sub) -> None:
@@ -18,6 +20,18 @@ def add_parsers(sub) -> None:
                    help="filter on the server: id, label, node.label, membership, name, role (repeatable)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=ls)
+
+    p = node.add_parser("ps", help="list tasks running on one or more nodes, defaults to the current node",
+                        description="List the tasks assigned to the nodes (default: this node, `self`), as "
+                                    "`service ps` shows them.")
+    p.add_argument("-q", "--quiet", action="store_true", help="only display task IDs")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="filter on the server: id, name, label, desired-state (running|shutdown|accepted) "
+                        "(repeatable)")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate IDs and errors")
+    p.add_argument("nodes", nargs="*", metavar="NODE", help="node id, unique id prefix, hostname, or self")
+    p.set_defaults(func=ps)
 
     p = node.add_parser("inspect", help="show a node")
     p.add_argument("--format", choices=["json"], default="json")
@@ -82,6 +96,36 @@ def ls(client, args) -> int:
         rows.append([n["id"] + (" *" if n["id"] == me else ""), n["description"]["hostname"],
                      _title(n["status"]["state"]), _title(n["spec"]["availability"]), manager])
     print_table(["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"], rows)
+    return 0
+
+
+PS_HEADERS = ["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"]
+
+
+def task_ports(task: dict) -> str:
+    """Docker's PORTS of a task: its host-mode published ports, `*:8080->80/tcp`."""
+    return ", ".join(f"*:{p['port']}->{p['target']}/{p.get('protocol') or 'tcp'}"
+                     for p in task.get("ports") or [] if p.get("mode") == "host")
+
+
+def ps(client, args) -> int:
+    tasks, seen = [], set()
+    query = filter_query(args.filter)
+    for ref in args.nodes or ["self"]:
+        for task in client.get(f"/v1/nodes/{quote(ref, safe='')}/tasks{query}"):
+            if task["id"] not in seen:  # a node named twice
+                seen.add(task["id"])
+                tasks.append(task)
+    if args.format == "json":
+        print_json(tasks)
+    elif args.quiet:
+        for task, _history in order_tasks(tasks):
+            print(task["id"] if args.no_trunc else task["id"][:12])
+    else:
+        ports = {t["id"]: task_ports(t) for t in tasks}
+        rows = ps_rows(tasks, time.time(), no_trunc=args.no_trunc)
+        ordered = [t for t, _history in order_tasks(tasks)]
+        print_table(PS_HEADERS, [row + [ports[t["id"]]] for row, t in zip(rows, ordered)])
     return 0
 
 

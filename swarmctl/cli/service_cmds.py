@@ -17,7 +17,10 @@ from urllib.parse import quote
 from swarmctl.cli.client import CLIError, DaemonError, filter_query, update_with_retry, with_version
 from swarmctl.cli.output import print_json, print_table
 from swarmctl.cli.units import (UnitError, human_age, parse_bytes, parse_cpus, parse_duration, parse_int, parse_key,
+                                parse_since,
                                 parse_kv)
+from swarmctl.logformat import format_log_timestamp
+from swarmctl.logformat import prefix as logprefix
 from swarmctl.mesh import ports as mesh_ports
 
 MODES = ("replicated", "global")
@@ -185,12 +188,21 @@ def add_parsers(sub) -> None:
     p.add_argument("services", nargs="+", metavar="SERVICE")
     p.set_defaults(func=rm)
 
-    p = actions.add_parser("logs", help="show the output of a service's tasks",
-                           description="Print every line of every task as '<task> | <line>'. Tasks whose "
-                                       "logs cannot be fetched are reported on stderr; the command fails "
-                                       "only if no task's logs could be fetched.")
+    p = actions.add_parser("logs", help="fetch the logs of a service or task",
+                           description="Print the output of every task of SERVICE (or of one TASK) as "
+                                       "'<service>.<slot>.<task>@<node>    | <line>', merged from all nodes in "
+                                       "the order of the engines' timestamps. Tasks whose logs cannot be fetched "
+                                       "(a node down or not answering) are named on stderr and the other tasks' "
+                                       "lines are still shown (exit 0).")
+    p.add_argument("-f", "--follow", action="store_true", help="follow the output, also of new tasks (Ctrl-C ends)")
+    p.add_argument("--since", metavar="T", help="only lines since a timestamp (2026-12-07T01:02:03Z, Unix "
+                                                "time) or relative (e.g. 42m for 42 minutes)")
     p.add_argument("-n", "--tail", default="all", metavar="N", help="lines from the end of each task (default all)")
-    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("-t", "--timestamps", action="store_true", help="show the engine's timestamps")
+    p.add_argument("--raw", action="store_true", help="do not prefix the lines with the task")
+    p.add_argument("--no-task-ids", action="store_true", help="leave the task ids out of the prefix")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate the task ids")
+    p.add_argument("service", metavar="SERVICE|TASK")
     p.set_defaults(func=logs)
 
 
@@ -1274,19 +1286,37 @@ def rm(client, args) -> int:
 
 
 def logs(client, args) -> int:
-    path = f"/v1/services/{_ref(args.service)}/logs"
+    query = []
     if args.tail != "all":
-        path += f"?tail={parse_int(args.tail, '--tail')}"
-    answer = client.get(path)
-    entries = answer.get("logs") or []
-    failed = 0
-    for entry in entries:
-        for line in entry.get("lines") or []:
-            print(f"{entry['task']} | {line}")
-        if entry.get("error"):
-            failed += 1
-            print(f"error from {entry['task']}: {entry['error']}", file=sys.stderr)
+        query.append(f"tail={parse_int(args.tail, '--tail')}")
+    if args.since:
+        query.append(f"since={parse_since(args.since):.6f}")
+    if args.follow:
+        query.append("follow=1")
+    path = f"/v1/services/{_ref(args.service)}/logs" + ("?" + "&".join(query) if query else "")
+    try:
+        for record in client.stream(path, timeout=None if args.follow else client.timeout):
+            if "warning" in record:
+                sys.stdout.flush()
+                print(f"warning: {record['warning']}", file=sys.stderr, flush=True)
+                continue
+            print(format_log_line(record, args), flush=args.follow)
+    except DaemonError as exc:
+        if exc.status == 404:
+            raise CLIError(f"no such task or service: {args.service}") from None
+        raise
+    except KeyboardInterrupt:  # Ctrl-C while following: as docker, the end of the command, no traceback
+        sys.stdout.flush()
+        return 130
     sys.stdout.flush()
-    if entries and failed == len(entries):
-        raise CLIError(f"no logs of service {args.service} could be fetched")
     return 0
+
+
+def format_log_line(record: dict, args) -> str:
+    """One line as docker prints it: [timestamp ]<service>.<slot>.<task>@<node>    | line (--raw: no prefix)."""
+    out = ""
+    if args.timestamps:
+        out = (format_log_timestamp(record["ts"]) if record.get("ts") else "-") + " "
+    if not args.raw:
+        out += logprefix(record["task"], no_trunc=args.no_trunc, no_task_ids=args.no_task_ids) + "    | "
+    return out + record.get("line", "")

@@ -55,6 +55,30 @@ def parse_duration(text: str, what: str = "duration") -> float:
     return total
 
 
+def parse_since(text: str, now: float | None = None, what: str = "--since") -> float:
+    """Docker's --since: a Unix timestamp (1700000000[.5]), an RFC 3339 date or time (2026-12-07,
+    2026-12-07T01:02:03[.123][Z|+01:00], no zone: UTC), or a duration back from now (10m, 1h30m).
+    Seconds since the epoch."""
+    import datetime
+    import time as _time
+    value = (text or "").strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    try:
+        return (now if now is not None else _time.time()) - parse_duration(value, what)
+    except UnitError:
+        pass
+    iso = value[:-1] + "+00:00" if value.endswith("Z") else value
+    try:
+        when = datetime.datetime.fromisoformat(iso)
+    except ValueError:
+        raise UnitError(f"invalid {what} {text!r}: expected a timestamp (2026-12-07T01:02:03Z), "
+                        "a Unix time or a duration (10m)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
 # ---- numbers -----------------------------------------------------------------------------------
 def parse_int(text: str, what: str, minimum: int = 0) -> int:
     """A whole number >= minimum ("3"), for counts such as replicas."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 
+from swarmctl.logformat import format_log_timestamp, parse_log_timestamp  # noqa: F401 - runtimes use them
+
 #: the container statuses an engine reports (Docker's State.Status values)
 STATUSES = ("created", "running", "restarting", "paused", "exited", "dead", "removing")
 #: what a container's healthcheck says (Docker's State.Health.Status values)
@@ -40,6 +42,14 @@ class ContainerSpec:
     healthcheck: dict | None = None
     # (host path, container path) pairs bind-mounted read-only: the task's secrets and configs (agent/taskfiles.py)
     mounts: list[tuple[str, str]] = field(default_factory=list)
+    # the container's log driver and its options; None: json-file rotated at LOG_DEFAULTS, so that a task's
+    # output cannot fill the node's disk (Docker's --log-driver / --log-opt)
+    log_driver: str | None = None
+    log_options: dict[str, str] | None = None
+
+
+# json-file rotation unless the task says otherwise: at most 3 files of 10 MB per container
+LOG_DEFAULTS = {"max-size": "10m", "max-file": "3"}
 
 
 @dataclass
@@ -123,6 +133,12 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def logs(self, container_id: str, tail: int | None = None) -> list[str]:
         """The container's stdout and stderr lines, decoded (the last ``tail`` lines if given)."""
+
+    def log_entries(self, container_id: str, tail: int | None = None,
+                    since: float | None = None) -> list[tuple[int, str]]:
+        """(engine timestamp in ns since the epoch, line) pairs, oldest first: the last ``tail`` lines of those
+        written at or after ``since`` (seconds since the epoch). A runtime without timestamps gives 0."""
+        return [(0, line) for line in self.logs(container_id, tail)]
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -24,6 +24,7 @@ from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERS
 from docker.utils import kwargs_from_env, parse_host, version_lt
 
 from swarmctl.runtime.base import (
+    LOG_DEFAULTS,
     ContainerNotFound,
     ContainerSpec,
     ContainerState,
@@ -33,6 +34,7 @@ from swarmctl.runtime.base import (
     ImageNotFound,
     Runtime,
     RuntimeFailure,
+    parse_log_timestamp,
 )
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -255,6 +257,7 @@ class DockerRuntime(Runtime):
                 dns=list(spec.dns) if spec.dns else None,
                 binds={host: {"bind": target, "mode": "ro"} for host, target in spec.mounts} or None,
                 dns_search=list(spec.dns_search) if spec.dns_search else None,
+                log_config=log_config(spec),
             )
             environment = [f"{k}={v}" for k, v in spec.env.items()]
             proxies = getattr(client, "_proxy_configs", None)  # what create_container adds (use_config_proxy)
@@ -332,6 +335,24 @@ class DockerRuntime(Runtime):
             data = data.decode("utf-8", "replace")
         return data.splitlines()
 
+    def log_entries(self, container_id: str, tail: int | None = None,
+                    since: float | None = None) -> list[tuple[int, str]]:
+        client = self._client()
+        with self._errors():
+            data = client.logs(container_id, stdout=True, stderr=True, stream=False, timestamps=True,
+                               tail=max(0, int(tail)) if tail is not None else "all",
+                               since=float(since) if since else None)
+        if isinstance(data, bytes):
+            data = data.decode("utf-8", "replace")
+        out = []
+        for raw in data.splitlines():
+            stamp, _, line = raw.partition(" ")
+            try:
+                out.append((parse_log_timestamp(stamp), line))
+            except ValueError:  # a line the engine wrote without its timestamp: keep it, with the last one's
+                out.append((out[-1][0] if out else 0, raw))
+        return out
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -343,3 +364,13 @@ class DockerRuntime(Runtime):
 
     def __repr__(self) -> str:
         return f"DockerRuntime({self.base_url!r})"
+
+
+def log_config(spec: ContainerSpec) -> dict:
+    """The container's LogConfig: the task's driver and options, else json-file rotated at LOG_DEFAULTS."""
+    driver = spec.log_driver or "json-file"
+    options = dict(spec.log_options or {})
+    if driver in ("json-file", "local"):
+        for key, value in LOG_DEFAULTS.items():
+            options.setdefault(key, value)
+    return {"Type": driver, "Config": options}

@@ -164,6 +164,22 @@ def test_logs_of_stdout_and_stderr(rt, test_image):
     assert rt.logs(cid, tail=0) == []
 
 
+def test_log_entries_carry_engine_timestamps_and_since_and_rotation(rt, test_image, engine_api):
+    import time as _time
+    before = _time.time()
+    cid = rt.create(spec("logts", test_image, command=["sh", "-c", "echo one; sleep 1.2; echo two"]))
+    rt.start(cid)
+    wait_exited(rt, cid)
+    entries = rt.log_entries(cid)
+    assert [line for _, line in entries] == ["one", "two"]
+    (t1, _), (t2, _) = entries
+    assert before - 5 < t1 / 1e9 < t2 / 1e9 < _time.time() + 5 and t2 - t1 > 1_000_000_000
+    assert [line for _, line in rt.log_entries(cid, since=(t1 + t2) / 2e9)] == ["two"]
+    assert [line for _, line in rt.log_entries(cid, tail=1)] == ["two"]
+    log_config = engine_api.inspect_container(cid)["HostConfig"]["LogConfig"]
+    assert log_config == {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
+
+
 def test_command_args_and_env(rt, test_image):
     cid = rt.create(spec("env", test_image, command=["sh", "-c"], args=['echo "$FOO-$BAR"; echo "$0 $1"', "x", "y"],
                          env={"FOO": "foo", "BAR": "b a r"}))

@@ -370,7 +370,7 @@ class _Handler(BaseHTTPRequestHandler):
         stub.requests.append((self.command, self.path, body))
         stub.request_ids.append(self.headers.get("X-Request-Id"))
         status, data = stub.respond(self.command, self.path, body)
-        raw = json.dumps(data).encode()
+        raw = data if isinstance(data, bytes) else json.dumps(data).encode()  # bytes: a stream (NDJSON)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(raw)))
@@ -571,17 +571,31 @@ def test_rm_inspect_logs_swarm_update(stub, capsys):
     assert [s["id"] for s in json.loads(captured.out)] == [svc["id"]] and "ghost" in captured.err
     assert main(["service", "inspect", "ghost"]) == 1
 
-    stub.routes[("GET", "/v1/services/web/logs?tail=2")] = {"logs": [
-        {"task": "web.1.abc@n1", "lines": ["hello", "world"], "error": None},
-        {"task": "web.2.def@n2", "lines": [], "error": "node is gone"}]}
+    ctx1 = {"service": "web", "slot": "1", "id": "abcdefabcdef0123456789", "node": "n1"}
+    ctx2 = {"service": "web", "slot": "2", "id": "def0123456789abcdef", "node": "n2"}
+    stub.routes[("GET", "/v1/services/web/logs?tail=2")] = "".join(json.dumps(r) + "\n" for r in [
+        {"warning": "logs of task web.2.def012345678@n2 are missing: node n2 is down", "task": ctx2},
+        {"ts": 1796605323123400000, "task": ctx1, "line": "hello"},
+        {"ts": 1796605323123400001, "task": ctx1, "line": "world"}]).encode()
     capsys.readouterr()
-    assert main(["service", "logs", "--tail", "2", "web"]) == 0
+    assert main(["service", "logs", "--tail", "2", "web"]) == 0  # a missing node's tasks: warned, exit 0
     captured = capsys.readouterr()
-    assert captured.out == "web.1.abc@n1 | hello\nweb.1.abc@n1 | world\n"
-    assert captured.err == "error from web.2.def@n2: node is gone\n"
-    stub.routes[("GET", "/v1/services/web/logs")] = {"logs": [{"task": "web.1", "lines": [], "error": "down"}]}
-    assert main(["service", "logs", "web"]) == 1
+    assert captured.out == "web.1.abcdefabcdef@n1    | hello\nweb.1.abcdefabcdef@n1    | world\n"
+    assert captured.err == "warning: logs of task web.2.def012345678@n2 are missing: node n2 is down\n"
+    assert main(["service", "logs", "--tail", "2", "--no-trunc", "-t", "web"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == \
+        "2026-12-07T01:02:03.123400000Z web.1.abcdefabcdef0123456789@n1    | hello"
+    assert main(["service", "logs", "--tail", "2", "--no-task-ids", "web"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "web.1@n1    | hello"
+    assert main(["service", "logs", "--tail", "2", "--raw", "web"]) == 0
+    assert capsys.readouterr().out == "hello\nworld\n"
+    stub.routes[("GET", "/v1/services/web/logs?since=1796605323.000000&follow=1")] = b""
+    assert main(["service", "logs", "-f", "--since", "2026-12-07T01:02:03Z", "web"]) == 0
+    assert main(["service", "logs", "ghost"]) == 1
+    assert "no such task or service: ghost" in capsys.readouterr().err
     assert main(["service", "logs", "--tail", "x", "web"]) == 1
+    assert main(["service", "logs", "--since", "yesterday", "web"]) == 1
+    assert "invalid --since 'yesterday'" in capsys.readouterr().err
 
     stub.routes[("GET", "/v1/swarm")] = {"id": "c", "version": 4, "spec": {"default_strategy": "spread"}}
     stub.routes[("POST", "/v1/swarm/update?version=4")] = {"spec": {"default_strategy": "binpack"}}
@@ -768,3 +782,26 @@ def test_progress_on_a_terminal_draws_a_line_per_slot_in_place():
     sc.wait_for_convergence(Client(), {"id": "x", "version": 1, "spec": {"name": "web"}}, "created", out=plain,
                             sleep=lambda s: None)
     assert "\x1b" not in plain.getvalue() and "1/3" not in plain.getvalue()
+
+
+def test_node_ps_default_self_columns_filters_and_errors(stub, capsys):
+    t1 = dict(_task("aaa", 1, "running", node="n1"), ports=[{"target": 80, "protocol": "tcp", "port": 8080,
+                                                              "mode": "host"},
+                                                             {"target": 81, "protocol": "tcp", "port": 20001,
+                                                              "mode": "ingress"}])
+    t2 = _task("bbb", 2, "running", node="n2", node_name="worker-2")
+    stub.routes[("GET", "/v1/nodes/self/tasks")] = [[t1]]
+    stub.routes[("GET", "/v1/nodes/n1/tasks?filter=desired-state%3Drunning")] = [[t1]]
+    stub.routes[("GET", "/v1/nodes/n2/tasks?filter=desired-state%3Drunning")] = [[t2]]
+    stub.routes[("GET", "/v1/nodes/n1/tasks?filter=bogus%3D1")] = (400, {"message": "invalid filter 'bogus'"})
+    assert main(["node", "ps"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["ID", "NAME", "IMAGE", "NODE", "DESIRED", "STATE", "CURRENT", "STATE", "ERROR",
+                              "PORTS"]
+    assert out[1].startswith("aaaxxxxxxxxx ") and out[1].endswith("*:8080->80/tcp") and "20001" not in out[1]
+    assert main(["node", "ps", "-q", "--no-trunc", "-f", "desired-state=running", "n1", "n2", "n1"]) == 0
+    assert capsys.readouterr().out.split() == [t1["id"], t2["id"]]  # each task once
+    assert main(["node", "ps", "--format", "json", "-f", "desired-state=running", "n2"]) == 0
+    assert [t["id"] for t in json.loads(capsys.readouterr().out)] == [t2["id"]]
+    assert main(["node", "ps", "-f", "bogus=1", "n1"]) == 1
+    assert capsys.readouterr().err == "Error response from daemon: invalid filter 'bogus'\n"

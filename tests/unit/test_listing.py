@@ -57,6 +57,8 @@ def test_task_filters_follow_docker():
     assert ids(name=["web.1"]) == ["task0001"]
     assert ids(id=["task000"], service=["svc2"]) == ["task0004"]
     assert ids(node=["nowhere"]) == []
+    tasks[1]["spec"] = {"labels": {"tier": "front", "x": "1"}}  # node ps -f label=: the task's container labels
+    assert ids(label=["tier"]) == ids(label=["tier=front", "x"]) == ["task0002"] and ids(label=["tier=back"]) == []
     with pytest.raises(BadRequest, match="invalid filter 'desired-state=dead'"):
         task_filter(store, {"desired-state": ["dead"]})
 
