@@ -7,8 +7,8 @@ import os
 import sys
 
 from swarmctl import __version__
-from swarmctl.cli import (hollow_cmds, node_cmds, provision, secret_cmds, service_cmds, stack_cmds, swarm_cmds,
-                          version_cmd)
+from swarmctl.cli import (events_cmd, hollow_cmds, node_cmds, provision, secret_cmds, service_cmds, stack_cmds,
+                          swarm_cmds, version_cmd)
 from swarmctl.cli.client import Client, CLIError, DaemonError
 
 
@@ -27,6 +27,8 @@ def _daemon_parser(sub) -> None:
     p.add_argument("--mesh-dataplane", default="auto", choices=["auto", "nft", "proxy"],
                    help="how published ports are forwarded: nftables DNAT in the kernel, the userspace proxy,"
                         " or auto (nft when root and nft exist; default)")
+    p.add_argument("--metrics-addr", metavar="IP:PORT",
+                   help="serve Prometheus metrics at http://IP:PORT/metrics, unauthenticated (default: off)")
     p.add_argument("--resources", metavar="cpus=N,memory=BYTES",
                    help="what this node offers to tasks (default: the machine's cpus and memory)")
     p.add_argument("--log-level", default=os.environ.get("SWARMCTL_LOG_LEVEL", "info"),
@@ -44,7 +46,7 @@ def _run_daemon(_client, args) -> int:
     config = DaemonConfig(data_dir=args.data_dir, advertise_addr=args.advertise_addr, listen_addr=args.listen_addr,
                           socket=args.socket, labels=labels, docker_host=args.docker_host,
                           heartbeat_period=args.heartbeat_period, dns_addr=args.dns_addr,
-                          mesh_dataplane=args.mesh_dataplane)
+                          mesh_dataplane=args.mesh_dataplane, metrics_addr=args.metrics_addr)
     if args.hostname:
         config.hostname = args.hostname
     if args.resources:
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     service_cmds.add_parsers(sub)
     secret_cmds.add_parsers(sub)
     stack_cmds.add_parsers(sub)
+    events_cmd.add_parser(sub)
     version_cmd.add_parser(sub)
     hollow_cmds.add_parser(sub)
     return parser

@@ -1,0 +1,229 @@
+"""Prometheus metrics of one daemon (`swarmctl daemon --metrics-addr IP:PORT`, off by default).
+
+Every daemon has a registry of its own (never prometheus-client's global one: the hollow nodes and the tests run
+several nodes in one process). Gauges of the cluster's state (nodes by state, tasks by state, services, leader)
+are computed at scrape time from the local replica of the store: counts over records already in memory, nothing
+kept by hand that could drift. Latencies and counters are observed where they happen, through the optional
+`metrics` attribute of the store, the API server, the dispatcher and the worker (None: not counted).
+
+Names follow Docker Swarm's (moby/swarmkit) where the concept is the same: swarm_manager_*, swarm_node_*,
+swarm_raft_*, swarm_store_*, swarm_dispatcher_*. swarmctl's own are swarmctl_*.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from swarmctl.state.records import NODE_STATES, TASK_STATES
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_DELAY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class _StateCollector:
+    """The gauges read from the node and its store at scrape time."""
+
+    def __init__(self, node):
+        self.node = node
+
+    def describe(self):  # no describe-time collect (the registry would otherwise call collect() at register)
+        return []
+
+    def collect(self):
+        node = self.node
+        manager = node.manager
+        store = manager.store if manager is not None else None
+        is_manager = GaugeMetricFamily("swarm_node_manager", "Whether this node is a manager or not")
+        is_manager.add_metric([], 1 if store is not None else 0)
+        yield is_manager
+        info = GaugeMetricFamily("swarm_node_info", "Information related to the swarm",
+                                 labels=["node_id", "swarm_id"])
+        info.add_metric([node.node_id or "", node.cluster_id or ""], 1)
+        yield info
+        lag = getattr(node, "loop_lag", None)
+        if lag is not None:
+            g = GaugeMetricFamily("swarmctl_event_loop_lag_seconds",
+                                  "How late the daemon's event loop ran its last probe (every 20 ms)")
+            g.add_metric([], lag.last)
+            yield g
+            g = GaugeMetricFamily("swarmctl_event_loop_lag_max_seconds",
+                                  "The largest event-loop lag since the daemon started")
+            g.add_metric([], lag.max)
+            yield g
+        if store is None:
+            return
+        leader = GaugeMetricFamily("swarm_manager_leader", "Indicates if this manager node is a leader")
+        leader.add_metric([], 1 if store.is_leader() else 0)
+        yield leader
+        nodes = GaugeMetricFamily("swarm_manager_nodes", "The number of nodes in the cluster object store",
+                                  labels=["state"])
+        counts = dict.fromkeys(NODE_STATES, 0)
+        for record in store.list("node"):
+            state = (record.get("status") or {}).get("state") or "unknown"
+            counts[state] = counts.get(state, 0) + 1
+        for state, n in counts.items():
+            nodes.add_metric([state], n)
+        yield nodes
+        tasks = GaugeMetricFamily("swarm_manager_tasks_total", "The number of tasks in the cluster object store",
+                                  labels=["state"])
+        counts = dict.fromkeys(TASK_STATES, 0)
+        for record in store.list("task"):
+            state = (record.get("status") or {}).get("state") or "new"
+            counts[state] = counts.get(state, 0) + 1
+        for state, n in counts.items():
+            tasks.add_metric([state], n)
+        yield tasks
+        services = GaugeMetricFamily("swarm_manager_services_total",
+                                     "The number of services in the cluster object store")
+        services.add_metric([], store.machine.count("service"))
+        yield services
+        for name, doc, value in (
+                ("swarmctl_raft_applied_index", "The index of the last write this replica applied", store.index()),
+                ("swarmctl_raft_log_entries", "Raft log entries held by this replica (since its last snapshot)",
+                 _log_size(store)),
+                ("swarmctl_raft_members", "Members of the Raft configuration", len(store.members()))):
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], value)
+            yield g
+
+
+def _log_size(store) -> int:
+    try:
+        return int(store._sync.getStatus().get("log_len", 0))
+    except Exception:
+        return 0
+
+
+class Metrics:
+    """The daemon's registry and the instruments the components observe into."""
+
+    def __init__(self, node=None):
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self.raft_transaction = Histogram(
+            "swarm_raft_transaction_latency_seconds", "Raft transaction latency (submitted to committed and applied)",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.raft_snapshot = Histogram("swarm_raft_snapshot_latency_seconds", "Raft snapshot create latency",
+                                       buckets=_LATENCY_BUCKETS, registry=r)
+        self.store_write = Histogram("swarm_store_write_tx_latency_seconds",
+                                     "Raft store write tx latency (a write as the caller waits for it)",
+                                     buckets=_LATENCY_BUCKETS, registry=r)
+        self.scheduling_delay = Histogram(
+            "swarm_dispatcher_scheduling_delay_seconds",
+            "Scheduling delay: from a task's creation until it is assigned to a node", buckets=_DELAY_BUCKETS,
+            registry=r)
+        self.api_requests = Counter("swarmctl_api_requests", "API requests answered, by route and status code",
+                                    ["method", "route", "code"], registry=r)
+        self.heartbeats = Counter("swarmctl_dispatcher_heartbeats", "Node heartbeats answered by this manager",
+                                  registry=r)
+        self.heartbeats_sent = Counter("swarmctl_agent_heartbeats", "Heartbeats this node's agent sent",
+                                       ["result"], registry=r)
+        self.container_ops = Counter("swarmctl_agent_container_operations",
+                                     "Container operations of this node's agent on the engine", ["operation", "result"],
+                                     registry=r)
+        self.container_latency = Histogram("swarmctl_agent_container_operation_latency_seconds",
+                                           "Latency of the agent's container operations", ["operation"],
+                                           buckets=_LATENCY_BUCKETS, registry=r)
+        self.mesh_connections = Counter("swarmctl_mesh_connections", "Connections the mesh's userspace proxy forwarded",
+                                        ["protocol"], registry=r)
+        self.mesh_bytes = Counter("swarmctl_mesh_bytes", "Bytes the mesh's userspace proxy forwarded",
+                                  ["direction"], registry=r)
+        self.mesh_backend_errors = Counter("swarmctl_mesh_backend_errors",
+                                           "Connections the mesh could not forward to a backend task", registry=r)
+        if node is not None:
+            r.register(_StateCollector(node))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # ---- observations -------------------------------------------------------------------------
+    def task_changed(self, old: dict | None, new: dict | None) -> None:
+        """A task moved: count its scheduling delay when it becomes assigned."""
+        if new is None:
+            return
+        state = (new.get("status") or {}).get("state")
+        if state != "assigned" or ((old or {}).get("status") or {}).get("state") == "assigned":
+            return
+        created = new.get("created_at")
+        updated = new.get("updated_at")
+        if isinstance(created, (int, float)) and isinstance(updated, (int, float)) and updated >= created:
+            self.scheduling_delay.observe(updated - created)
+
+
+class Timer:
+    """with Timer(histogram): observes the block's duration (histogram may be None)."""
+
+    __slots__ = ("histogram", "start")
+
+    def __init__(self, histogram):
+        self.histogram = histogram
+
+    def __enter__(self):
+        self.start = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        if self.histogram is not None:
+            self.histogram.observe(time.monotonic() - self.start)
+        return False
+
+
+async def serve(metrics: Metrics, host: str, port: int):
+    """Serve GET /metrics on host:port with the daemon's aiohttp; returns the runner (cleanup() stops it)."""
+    from aiohttp import web
+
+    async def handle(_request):
+        body = metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+class InstrumentedRuntime:
+    """A container runtime whose create, start, stop and remove are counted and timed (the rest passes through)."""
+
+    OPERATIONS = ("create", "start", "stop", "remove")
+
+    def __init__(self, runtime, metrics: Metrics):
+        self._runtime = runtime
+        self._metrics = metrics
+
+    def __getattr__(self, name):
+        attr = getattr(self._runtime, name)
+        if name not in self.OPERATIONS:
+            return attr
+        metrics = self._metrics
+
+        def timed(*args, **kwargs):
+            start = time.monotonic()
+            result = "error"
+            try:
+                value = attr(*args, **kwargs)
+                result = "ok"
+                return value
+            finally:
+                metrics.container_ops.labels(name, result).inc()
+                metrics.container_latency.labels(name).observe(time.monotonic() - start)
+        return timed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._runtime.close()
