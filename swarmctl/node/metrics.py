@@ -4,7 +4,8 @@ Every daemon has a registry of its own (never prometheus-client's global one: th
 several nodes in one process). Gauges of the cluster's state (nodes by state, tasks by state, services, leader)
 are computed at scrape time from the local replica of the store: counts over records already in memory, nothing
 kept by hand that could drift. Latencies and counters are observed where they happen, through the optional
-`metrics` attribute of the store, the API server, the dispatcher and the worker (None: not counted).
+`metrics` attribute of the store, the API server and the dispatcher, and a wrapper around the agent's container
+runtime (None: not counted).
 
 Names follow Docker Swarm's (moby/swarmkit) where the concept is the same: swarm_manager_*, swarm_node_*,
 swarm_raft_*, swarm_store_*, swarm_dispatcher_*. swarmctl's own are swarmctl_*.
@@ -85,7 +86,7 @@ class _StateCollector:
         services.add_metric([], store.machine.count("service"))
         yield services
         for name, doc, value in (
-                ("swarmctl_raft_applied_index", "The index of the last write this replica applied", store.index()),
+                ("swarmctl_raft_applied_index", "The index of the last write this replica applied", store.index),
                 ("swarmctl_raft_log_entries", "Raft log entries held by this replica (since its last snapshot)",
                  _log_size(store)),
                 ("swarmctl_raft_members", "Members of the Raft configuration", len(store.members()))):
@@ -123,20 +124,12 @@ class Metrics:
                                     ["method", "route", "code"], registry=r)
         self.heartbeats = Counter("swarmctl_dispatcher_heartbeats", "Node heartbeats answered by this manager",
                                   registry=r)
-        self.heartbeats_sent = Counter("swarmctl_agent_heartbeats", "Heartbeats this node's agent sent",
-                                       ["result"], registry=r)
         self.container_ops = Counter("swarmctl_agent_container_operations",
                                      "Container operations of this node's agent on the engine", ["operation", "result"],
                                      registry=r)
         self.container_latency = Histogram("swarmctl_agent_container_operation_latency_seconds",
                                            "Latency of the agent's container operations", ["operation"],
                                            buckets=_LATENCY_BUCKETS, registry=r)
-        self.mesh_connections = Counter("swarmctl_mesh_connections", "Connections the mesh's userspace proxy forwarded",
-                                        ["protocol"], registry=r)
-        self.mesh_bytes = Counter("swarmctl_mesh_bytes", "Bytes the mesh's userspace proxy forwarded",
-                                  ["direction"], registry=r)
-        self.mesh_backend_errors = Counter("swarmctl_mesh_backend_errors",
-                                           "Connections the mesh could not forward to a backend task", registry=r)
         if node is not None:
             r.register(_StateCollector(node))
 

@@ -176,8 +176,6 @@ class Node:
             if part.manager is not None:
                 part.manager.events.metrics = m
                 part.manager.dispatcher.metrics = m
-        if self.agent is not None:
-            self.agent.metrics = m
 
     def _claim_socket(self) -> None:
         path = self.config.socket
