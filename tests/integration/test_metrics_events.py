@@ -212,6 +212,11 @@ def test_metrics_and_events(observed):
     # the text form, and a filter on the service
     text = events_cli(m, "--since", "10m", "--until", "0s", "--filter", "service=obsweb", "--filter", "event=remove")
     assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()  # the service's removal, and its tasks' (they match service=obsweb too)
+    assert len(lines) > 1 and all(" remove " in line and "obsweb" in line for line in lines), lines
+    assert " task remove " in lines[-1] and "service.name=obsweb" in lines[-1], lines
+    text = events_cli(m, "--since", "10m", "--until", "0s", "--filter", "service=obsweb", "--filter", "event=remove",
+                      "--filter", "type=service")
     lines = text.stdout.splitlines()
     assert len(lines) == 1 and " service remove " in lines[0] and "(name=obsweb)" in lines[0], lines
 
