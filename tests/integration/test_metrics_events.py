@@ -100,6 +100,33 @@ def events_cli(daemon, *args, timeout=60):
     return subprocess.run(SWARMCTL + ["events", *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RUN_INFO = """
+import json, sys
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.swarmctl.cluster.plugins.modules import info
+with patch_module_args(json.loads(sys.argv[1])):
+    try:
+        info.main()
+    except SystemExit:
+        pass
+"""
+
+
+def info_module(daemon, root, args):
+    """The collection's info module, run in a process of its own against the daemon's socket."""
+    pytest.importorskip("ansible")
+    collections_root = os.path.join(root, "coll")
+    if not os.path.exists(collections_root):
+        os.makedirs(os.path.join(collections_root, "ansible_collections", "swarmctl"))
+        os.symlink(REPO, os.path.join(collections_root, "ansible_collections", "swarmctl", "cluster"))
+    env = dict(os.environ, PYTHONPATH=collections_root)
+    proc = subprocess.run([SWARMCTL[0], "-c", RUN_INFO, json.dumps(dict(args, swarmctl_host=f"unix://{daemon.socket}"))],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
 def ours(events):
     """The events of the scenario (service obsweb and node changes), as (type, action, attributes)."""
     return [e for e in events if e["Type"] in ("service", "node")]
@@ -208,6 +235,12 @@ def test_metrics_and_events(observed):
     replayed = [json.loads(line) for line in replay.stdout.splitlines()]
     expect(replayed)
     assert [e["index"] for e in ours(replayed)] == [e["index"] for e in ours(live)]
+
+    # the info module returns the same events
+    result = info_module(m, observed.root, {"events_since": f"{started:.3f}", "events_until": f"{ended:.3f}",
+                                            "events_filters": {"type": ["service", "node"]}})
+    assert not result.get("failed"), result
+    assert [e["index"] for e in result["events"]] == [e["index"] for e in replayed]
 
     # the text form, and a filter on the service
     text = events_cli(m, "--since", "10m", "--until", "0s", "--filter", "service=obsweb", "--filter", "event=remove")
