@@ -78,8 +78,8 @@ async def events(ctx):
             if not await send(batch):
                 break
         await response.write_eof()
-    except (ConnectionError, asyncio.CancelledError):
-        raise
+    except ConnectionError:  # the client went away (`swarmctl events` stopped): nothing more to send
+        pass
     finally:
         hub.unsubscribe(queue)
     return response
