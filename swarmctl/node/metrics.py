@@ -13,11 +13,12 @@ swarm_raft_*, swarm_store_*, swarm_dispatcher_*. swarmctl's own are swarmctl_*.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from swarmctl.state.records import NODE_STATES, TASK_STATES
@@ -31,8 +32,9 @@ _DELAY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 3
 class _StateCollector:
     """The gauges read from the node and its store at scrape time."""
 
-    def __init__(self, node):
+    def __init__(self, node, metrics: "Metrics"):
         self.node = node
+        self.metrics = metrics
 
     def describe(self):  # no describe-time collect (the registry would otherwise call collect() at register)
         return []
@@ -58,6 +60,7 @@ class _StateCollector:
                                   "The largest event-loop lag since the daemon started")
             g.add_metric([], lag.max)
             yield g
+        yield from self._mesh()
         if store is None:
             return
         leader = GaugeMetricFamily("swarm_manager_leader", "Indicates if this manager node is a leader")
@@ -95,6 +98,37 @@ class _StateCollector:
             yield g
 
 
+    def _mesh(self):
+        """The routing mesh's data plane, as read just before this scrape (Metrics.refresh): per published port, its
+        backends, and with the userspace proxy its connections and the ones no backend took."""
+        stats = self.metrics.mesh_stats or {}
+        backends = GaugeMetricFamily("swarmctl_mesh_backends", "Backend tasks of a published port on this node",
+                                     labels=["listener"])
+        active = GaugeMetricFamily("swarmctl_mesh_active_connections",
+                                   "Connections the mesh's userspace proxy is forwarding", labels=["listener"])
+        total = CounterMetricFamily("swarmctl_mesh_connections", "Connections the mesh's userspace proxy took",
+                                    labels=["listener"])
+        failed = CounterMetricFamily("swarmctl_mesh_backend_errors",
+                                     "Connections the mesh's userspace proxy could not forward to any backend",
+                                     labels=["listener"])
+        retried = CounterMetricFamily("swarmctl_mesh_retries",
+                                      "Connections retried on another backend (proxy) or SYNs sent again (nft)",
+                                      labels=["listener"])
+        for key, listener in stats.items():
+            if not isinstance(listener, dict):
+                if key == "retried" and isinstance(listener, (int, float)):
+                    retried.add_metric([""], listener)
+                continue
+            n = listener.get("backends")
+            backends.add_metric([key], len(n) if isinstance(n, dict) else (n or 0))
+            if "total" in listener:
+                active.add_metric([key], listener.get("active") or 0)
+                total.add_metric([key], listener.get("total") or 0)
+                failed.add_metric([key], listener.get("failed") or 0)
+                retried.add_metric([key], listener.get("retried") or 0)
+        yield from (backends, active, total, failed, retried)
+
+
 def _log_size(store) -> int:
     try:
         return int(store._sync.getStatus().get("log_len", 0))
@@ -130,8 +164,10 @@ class Metrics:
         self.container_latency = Histogram("swarmctl_agent_container_operation_latency_seconds",
                                            "Latency of the agent's container operations", ["operation"],
                                            buckets=_LATENCY_BUCKETS, registry=r)
+        self.refresh = None  # async () -> the mesh data plane's stats, read before each scrape
+        self.mesh_stats: dict = {}
         if node is not None:
-            r.register(_StateCollector(node))
+            r.register(_StateCollector(node, self))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -173,6 +209,12 @@ async def serve(metrics: Metrics, host: str, port: int):
     from aiohttp import web
 
     async def handle(_request):
+        if metrics.refresh is not None:
+            try:
+                metrics.mesh_stats = await asyncio.wait_for(metrics.refresh(), 2.0)
+            except Exception as exc:  # the data plane is restarting, say: the scrape goes on without it
+                log.debug("mesh stats unavailable: %s", exc)
+                metrics.mesh_stats = {}
         body = metrics.render()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -156,6 +156,7 @@ class Node:
             return
         from swarmctl.node import metrics
         self.metrics = metrics.Metrics(self)
+        self.metrics.refresh = self._mesh_stats
         self.api.metrics = self.metrics
         try:
             self._metrics_runner = await metrics.serve(self.metrics, *where)
@@ -163,6 +164,11 @@ class Node:
             raise StartupError(f"cannot listen on --metrics-addr {where[0]}:{where[1]}: {exc.strerror or exc}") \
                 from None
         log.info("metrics at http://%s:%d/metrics", *where)
+
+    async def _mesh_stats(self) -> dict:
+        mesh = self.agent.mesh if self.agent is not None else None
+        plane = getattr(mesh, "proxy", None)
+        return await plane.stats() if plane is not None else {}
 
     def _attach_metrics(self) -> None:
         """Give the running parts the daemon's metrics (after every activation)."""

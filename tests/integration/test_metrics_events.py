@@ -21,6 +21,7 @@ pytestmark = pytest.mark.integration
 
 IMAGE = "swarmctl-test/busybox:latest"
 METRICS_PORT = 39123
+MESH_PORT = 39180
 
 
 @pytest.fixture
@@ -72,6 +73,14 @@ def scrape(daemon) -> dict:
 
 def gauge(samples, name, **labels):
     return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def mesh_backends(daemon):
+    """The backends of the published port on the daemon's own address, from its /metrics."""
+    samples = scrape(daemon)
+    found = [v for (name, labels), v in samples.items() if name == "swarmctl_mesh_backends"
+             and dict(labels).get("listener") == f"{daemon.ip}:{MESH_PORT}/tcp"]
+    return found[0] if found else None
 
 
 def counts_match(manager) -> bool:
@@ -153,10 +162,11 @@ def test_metrics_and_events(observed):
     try:
         time.sleep(1.0)
         check(m.cli("service", "create", "--name", "obsweb", "--stop-grace-period", "0s", "--replicas", "1",
-                    IMAGE, "sleep", "3600", timeout=120))
+                    "--publish", f"{MESH_PORT}:80", IMAGE, "sleep", "3600", timeout=120))
         wait_for(lambda: running(m, 1) and counts_match(m), timeout=30, what="metrics after create")
         check(m.cli("service", "scale", "obsweb=3", timeout=120))
         wait_for(lambda: running(m, 3) and counts_match(m), timeout=30, what="metrics after scale")
+        wait_for(lambda: mesh_backends(m) == 3, timeout=30, what="the mesh's 3 backends in the metrics")
         check(m.cli("service", "update", "--image", "swarmctl-test/busybox", "obsweb", timeout=180))
         wait_for(lambda: running(m, 3), timeout=60, what="the update")
         worker = nodes[3]

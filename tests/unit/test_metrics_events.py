@@ -209,3 +209,22 @@ def test_docker_time_forms():
         with pytest.raises(UnitError):
             parse_timestamp(bad)
     assert abs(parse_timestamp("0s") - time.time()) < 5
+
+
+def test_mesh_stats_as_read_before_the_scrape():
+    node = SimpleNamespace(manager=None, node_id="w", cluster_id="c", loop_lag=None)
+    metrics = Metrics(node)
+    metrics.mesh_stats = {
+        "127.0.0.31:8080/tcp": {"proto": "tcp", "total": 5, "active": 1, "failed": 2, "retried": 1,
+                                "backends": {"127.0.0.31:20001": {}, "127.0.0.32:20002": {}}},
+        "127.0.0.31:8081/tcp": {"backends": 3},  # nft: only the routes
+        "retried": 4,
+    }
+    f = families(metrics)
+    key = "127.0.0.31:8080/tcp"
+    assert {s.labels["listener"]: s.value for s in f["swarmctl_mesh_backends"].samples} == {key: 2,
+                                                                                            "127.0.0.31:8081/tcp": 3}
+    assert [s.value for s in f["swarmctl_mesh_connections"].samples if s.labels["listener"] == key] == [5]
+    assert [s.value for s in f["swarmctl_mesh_backend_errors"].samples] == [2]
+    assert [s.value for s in f["swarmctl_mesh_active_connections"].samples] == [1]
+    assert sorted(s.value for s in f["swarmctl_mesh_retries"].samples) == [1, 4]
