@@ -228,3 +228,16 @@ def test_mesh_stats_as_read_before_the_scrape():
     assert [s.value for s in f["swarmctl_mesh_backend_errors"].samples] == [2]
     assert [s.value for s in f["swarmctl_mesh_active_connections"].samples] == [1]
     assert sorted(s.value for s in f["swarmctl_mesh_retries"].samples) == [1, 4]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("nope", "invalid --metrics-addr 'nope'"), ("127.0.0.1", "expected IP:PORT"),
+    ("127.0.0.1:0", "port out of range"), ("localhost:9323", "expected an IP address"),
+])
+def test_metrics_addr_is_checked(value, message):
+    from swarmctl.node.config import ConfigError, DaemonConfig
+    config = DaemonConfig(data_dir="/nonexistent", metrics_addr=value)
+    with pytest.raises(ConfigError, match=message):
+        config.validate()
+    assert DaemonConfig(data_dir="/x", metrics_addr="127.0.0.1:9323").metrics_for() == ("127.0.0.1", 9323)
+    assert DaemonConfig(data_dir="/x").metrics_for() is None
