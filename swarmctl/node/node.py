@@ -154,7 +154,10 @@ class Node:
             raise StartupError(str(exc)) from None
         if where is None:
             return
-        from swarmctl.node import metrics
+        try:
+            from swarmctl.node import metrics
+        except ImportError as exc:  # a dependency, but an install without it should say so, not crash
+            raise StartupError(f"--metrics-addr needs the prometheus-client package ({exc})") from None
         self.metrics = metrics.Metrics(self)
         self.metrics.refresh = self._mesh_stats
         self.api.metrics = self.metrics
