@@ -41,7 +41,8 @@ async def events(ctx):
         async def send(batch) -> bool:
             """False once past `until`."""
             lines = []
-            for event in batch:
+            for change in batch:
+                event = change.event()
                 if limit_ns is not None and event["timeNano"] > limit_ns:
                     return False
                 if matches(event):

@@ -147,6 +147,23 @@ def matches(event: dict, filters: dict[str, set[str]], names: dict | None = None
     return True
 
 
+class Change:
+    """One applied change as the apply thread saw it: kept as is (a few references), and turned into Docker's
+    event shape only when someone reads it, so the apply thread pays about a microsecond per change."""
+
+    __slots__ = ("stamp", "index", "action", "kind", "id", "old", "new", "_event")
+
+    def __init__(self, stamp, index, action, kind, record_id, old, new):
+        self.stamp, self.index, self.action, self.kind, self.id = stamp, index, action, kind, record_id
+        self.old, self.new = old, new
+        self._event = None
+
+    def event(self) -> dict:
+        if self._event is None:
+            self._event = make_event(self.index, self.action, self.kind, self.id, self.old, self.new, self.stamp)
+        return self._event
+
+
 class EventHub:
     """Turns the store's changes into events, keeps the history, and feeds subscribers on the event loop."""
 
@@ -190,11 +207,11 @@ class EventHub:
             key = (kind, record_id)
             if action == "delete":
                 old = self._shadow.pop(key, record)
-                out.append(make_event(index, "remove", kind, record_id, old, None, now))
+                out.append(Change(now, index, "remove", kind, record_id, old, None))
                 continue
             old = self._shadow.get(key)
             self._shadow[key] = record
-            out.append(make_event(index, action, kind, record_id, old, record, now))
+            out.append(Change(record.get("updated_at") or now, index, action, kind, record_id, old, record))
             if kind == "task" and self.metrics is not None:
                 try:
                     self.metrics.task_changed(old, record)
@@ -207,7 +224,7 @@ class EventHub:
         with self._lock:
             self.history.extend(batch)
             horizon = time.time() - self.history_seconds
-            while self.history and self.history[0]["timeNano"] < horizon * 1e9:
+            while self.history and self.history[0].stamp < horizon:
                 self.history.popleft()
             for loop, queue in self._subscribers:
                 try:
@@ -215,12 +232,13 @@ class EventHub:
                 except RuntimeError:  # that loop is closed
                     pass
 
-    def subscribe(self, since: float | None) -> tuple[list[dict], asyncio.Queue]:
-        """The history since a time (None: none) and a queue of the batches applied after it, atomically."""
+    def subscribe(self, since: float | None) -> tuple[list[Change], asyncio.Queue]:
+        """The history since a time (None: none) and a queue of the batches (lists of Change) applied after it,
+        atomically."""
         queue: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
         with self._lock:
-            past = [] if since is None else [e for e in self.history if e["timeNano"] >= since * 1e9]
+            past = [] if since is None else [c for c in self.history if c.stamp >= since]
             self._subscribers.append((loop, queue))
         return past, queue
 

@@ -141,7 +141,7 @@ def test_events_carry_old_and_new_values_in_raft_order():
         await asyncio.sleep(0)
         got = []
         while not queue.empty():
-            got.extend(queue.get_nowait())
+            got.extend(change.event() for change in queue.get_nowait())
         hub.stop()
         return got, hub
 
@@ -158,7 +158,7 @@ def test_events_carry_old_and_new_values_in_raft_order():
     ]
     assert [e["index"] for e in got] == sorted(e["index"] for e in got)
     assert all(e["scope"] == "swarm" and e["time"] == e["timeNano"] // 10 ** 9 for e in got)
-    assert list(hub.history) == got
+    assert [c.event() for c in hub.history] == got
 
 
 def test_history_is_bounded_and_replayed_since_a_time():
@@ -174,12 +174,12 @@ def test_history_is_bounded_and_replayed_since_a_time():
         aged.start()
         put(aged.store.machine, "config", "old", {"spec": {"name": "old"}}, ts=base - 1000)  # older than 15 min
         put(aged.store.machine, "config", "new", {"spec": {"name": "new"}})
-        assert [e["Actor"]["ID"] for e in aged.history] == ["new"]
+        assert [c.id for c in aged.history] == ["new"]
         return hub, past
 
     hub, past = asyncio.run(scenario())
-    assert [e["Actor"]["ID"] for e in hub.history] == ["c2", "c3", "c4"]
-    assert [e["Actor"]["ID"] for e in past] == ["c3", "c4"]
+    assert [c.event()["Actor"]["ID"] for c in hub.history] == ["c2", "c3", "c4"]
+    assert [c.event()["Actor"]["ID"] for c in past] == ["c3", "c4"]
 
 
 def test_filters():
