@@ -164,8 +164,8 @@ class Node:
         try:
             self._metrics_runner = await metrics.serve(self.metrics, *where)
         except OSError as exc:
-            raise StartupError(f"cannot listen on --metrics-addr {where[0]}:{where[1]}: {exc.strerror or exc}") \
-                from None
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StartupError(f"cannot listen on --metrics-addr {where[0]}:{where[1]}: {why}") from None
         log.info("metrics at http://%s:%d/metrics", *where)
 
     async def _mesh_stats(self) -> dict:

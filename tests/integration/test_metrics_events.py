@@ -271,6 +271,15 @@ def test_metrics_and_events(observed):
     # a client that went away (the follower above) is no error of the daemon's
     assert "internal error" not in m.tail(5000) and "Traceback" not in m.tail(5000), m.tail(60)
 
+    # a daemon whose metrics address is taken (node1's) does not start, and says why in one line
+    spare = f"127.0.0.{10 + int(os.environ.get('SWARMCTL_TEST_IP_OFFSET', '0')) + 5}"
+    proc = subprocess.run(SWARMCTL + ["daemon", "--log-level", "error", "--data-dir", os.path.join(observed.root, "d5"),
+                                      "--advertise-addr", spare, "--socket", os.path.join(observed.root, "d5.sock"),
+                                      "--metrics-addr", f"{m.ip}:{METRICS_PORT}"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        f"Error: cannot listen on --metrics-addr {m.ip}:{METRICS_PORT}: Address already in use"], proc.stderr
+
     # bad input: one line, exit 1
     for args in (["--since", "yesterday"], ["--filter", "colour=red"], ["--filter", "type=volume"],
                  ["--since", "10s", "--until", "1h"]):
