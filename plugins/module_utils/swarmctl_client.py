@@ -65,7 +65,8 @@ class SwarmctlClient(object):
         self.path = socket_path(self.host)
         self.timeout = timeout
 
-    def request(self, method, path, body=None):
+    def request(self, method, path, body=None, lines=False):
+        """The parsed JSON answer; with lines=True a streamed answer of JSON lines, as a list."""
         conn = _UnixConnection(self.path, self.timeout)
         try:
             payload = json.dumps(body).encode("utf-8") if body is not None else None
@@ -88,6 +89,11 @@ class SwarmctlClient(object):
             raise SwarmctlError("Error talking to the swarmctl daemon at %s: %s" % (self.host, exc))
         finally:
             conn.close()
+        if lines and status < 300:
+            try:
+                return [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+            except ValueError:
+                raise SwarmctlError("bad answer from the swarmctl daemon to %s %s: not JSON lines" % (method, path))
         try:
             data = json.loads(raw.decode("utf-8")) if raw else None
         except ValueError:
@@ -223,3 +229,46 @@ def parse_duration(value, what="duration"):
     if not text or pos != len(text):
         raise ValueError("invalid %s %r: expected e.g. 10, 500ms, 5s, 1m30s or 2h" % (what, value))
     return total
+
+
+_UNIX = re.compile(r"^\d+(?:\.\d+)?$")
+_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2})?)(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$",
+                      re.IGNORECASE)
+
+
+def parse_timestamp(value, what="time", now=None):
+    """Docker's forms of a point in time, as Unix seconds (the CLI's swarmctl/cli/units.py parse_timestamp):
+    a duration before now (10m), Unix seconds, or RFC 3339 (2006-01-02T15:04:05Z)."""
+    import datetime
+    import time as _time
+    now = _time.time() if now is None else now
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value if value is not None else "").strip()
+    if _UNIX.match(text):
+        return float(text)
+    if text and text[-1:].isalpha() and not _RFC3339.match(text):
+        try:
+            return now - parse_duration(text, what)
+        except ValueError:
+            pass
+    match = _RFC3339.match(text)
+    if match:
+        date, clock, fraction, zone = match.groups()
+        clock = clock or "00:00:00"
+        if clock.count(":") == 1:
+            clock += ":00"
+        try:
+            stamp = datetime.datetime.strptime("%sT%s" % (date, clock), "%Y-%m-%dT%H:%M:%S")
+        except ValueError:
+            match = None
+        else:
+            if zone:
+                zone = "+00:00" if zone.upper() == "Z" else zone
+                sign = 1 if zone[0] == "+" else -1
+                digits = zone[1:].replace(":", "")
+                offset = datetime.timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+                stamp = stamp.replace(tzinfo=datetime.timezone(sign * offset))
+            return stamp.timestamp() + (float(fraction) if fraction else 0.0)
+    raise ValueError("invalid %s %r: expected RFC 3339 (2006-01-02T15:04:05Z), Unix seconds or a duration before "
+                     "now (10m)" % (what, value))

@@ -59,6 +59,26 @@ options:
       - Keys are C(id) (id prefix), C(name) (task name, for example C(web.1)), C(service) (service name or id),
         C(node) (hostname or node id) and C(desired-state) (for example V(running)).
     type: dict
+  events_since:
+    description:
+      - Return the swarm's events (C(GET /v1/events), as C(swarmctl events --since)) from this time on, as kept by
+        the manager the module runs on (the last 10,000 events, at most 15 minutes). Managers only.
+      - Docker's forms of a time, as C(docker events --since), for example C(10m) (that long ago), Unix seconds
+        such as C(1700000000), or RFC 3339 such as C(2026-12-07T01:02:03Z).
+      - Not set means no events are returned.
+    type: str
+  events_until:
+    description:
+      - The end of the events returned with O(events_since), in the same forms. Not set means now.
+    type: str
+  events_filters:
+    description:
+      - Only return events that match all of these filters. Each value is a string or a list of strings (any of
+        them).
+      - Keys are C(type) (V(service), V(node), V(task), V(secret), V(config), V(cluster)), C(event) (V(create),
+        V(update), V(remove)), C(service) (name or id; its events and its tasks'), C(node) (hostname or id),
+        C(secret), C(config) and C(scope).
+    type: dict
 seealso:
   - module: swarmctl.cluster.swarm
 """
@@ -83,6 +103,14 @@ EXAMPLES = r"""
     tasks_filters:
       service: web
       desired-state: running
+  register: result
+
+- name: What happened to the service web in the last 10 minutes
+  swarmctl.cluster.info:
+    events_since: 10m
+    events_filters:
+      type: service
+      service: web
   register: result
 """
 
@@ -125,14 +153,38 @@ tasks:
   returned: When O(tasks=true) and the node is a manager.
   type: list
   elements: dict
+events:
+  description:
+    - The events from O(events_since) to O(events_until) that match O(events_filters), in Raft order, each as
+      C(docker events --format json) prints one, with C(Type), C(Action), C(Actor) (C(ID), C(Attributes)), C(scope),
+      C(time), C(timeNano) and swarmctl's C(index).
+  returned: When O(events_since) is set and the node is a manager.
+  type: list
+  elements: dict
+  sample:
+    - Type: service
+      Action: update
+      Actor:
+        ID: j7n1lawfjfc43pkv4hxq5k0a4
+        Attributes:
+          name: web
+          replicas.old: "1"
+          replicas.new: "3"
+      scope: swarm
+      time: 1796607878
+      timeNano: 1796607878823488256
+      index: 42
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.swarmctl.cluster.plugins.module_utils.swarmctl_client import (
     SwarmctlError,
     client_from_module,
+    parse_timestamp,
     swarmctl_argument_spec,
 )
+
+EVENT_FILTERS = ("type", "event", "service", "node", "secret", "config", "scope")
 
 
 class FilterError(ValueError):
@@ -204,6 +256,29 @@ def apply_filters(kind, items, filters):
             if all(any(matches(kind, item, key, v) for v in _values(value)) for key, value in filters.items())]
 
 
+def _events_path(params):
+    """GET /v1/events?since=...&until=...&filter=K=V for the events options (None without events_since)."""
+    from urllib.parse import quote
+    if params["events_since"] is None:
+        if params["events_until"] is not None or params["events_filters"]:
+            raise ValueError("events_until and events_filters need events_since")
+        return None
+    since = parse_timestamp(params["events_since"], "events_since")
+    until = parse_timestamp(params["events_until"], "events_until") if params["events_until"] is not None else None
+    if until is None:
+        import time
+        until = time.time()
+    if until < since:
+        raise ValueError("events_until is before events_since")
+    query = ["since=%.6f" % since, "until=%.6f" % until]
+    for key, value in sorted((params["events_filters"] or {}).items()):
+        if key not in EVENT_FILTERS:
+            raise ValueError("unknown events_filters key %r: expected one of %s" % (key, ", ".join(EVENT_FILTERS)))
+        for item in _values(value):
+            query.append("filter=" + quote("%s=%s" % (key, item), safe=""))
+    return "/v1/events?" + "&".join(query)
+
+
 def main():
     argument_spec = swarmctl_argument_spec(
         nodes=dict(type="bool", default=False),
@@ -212,12 +287,19 @@ def main():
         services_filters=dict(type="dict"),
         tasks=dict(type="bool", default=False),
         tasks_filters=dict(type="dict"),
+        events_since=dict(type="str"),
+        events_until=dict(type="str"),
+        events_filters=dict(type="dict"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     try:
         for kind in FILTER_KEYS:
             check_filters(kind, module.params["%s_filters" % kind])
     except FilterError as exc:
+        module.fail_json(msg=str(exc))
+    try:
+        events_path = _events_path(module.params)
+    except ValueError as exc:
         module.fail_json(msg=str(exc))
     client = client_from_module(module)
     try:
@@ -235,6 +317,8 @@ def main():
                 if module.params[kind]:
                     items = client.get("/v1/%s" % kind)
                     result[kind] = apply_filters(kind, items, module.params["%s_filters" % kind])
+            if events_path is not None:
+                result["events"] = client.request("GET", events_path, lines=True)
     except SwarmctlError as exc:
         module.fail_json(msg=exc.message, status=exc.status)
     module.exit_json(**result)

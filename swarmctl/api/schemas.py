@@ -354,6 +354,13 @@ class ForceQuery(Query):
     force: Optional[Literal["1", "true", "yes", "0", "false", "no", ""]] = None
 
 
+class EventsQuery(Query):
+    since: Optional[float] = Field(default=None, ge=0, le=1e11,
+                                   description="Unix time (seconds): replay the kept history from then on")
+    until: Optional[float] = Field(default=None, ge=0, le=1e11,
+                                   description="Unix time (seconds): end the stream then")
+
+
 class TailQuery(Query):
     tail: Optional[int] = Field(default=None, ge=0, le=L.MAX_LOG_TAIL)
 

@@ -171,12 +171,14 @@ def _validation_message(exc: ValidationError) -> str:
 
 def load_routes() -> list[Route]:
     """Every route of the API (importing the route modules registers them)."""
-    from swarmctl.api import (openapi, routes_cluster, routes_debug, routes_local, routes_lock,  # noqa: F401
-                              routes_remote, routes_secrets, routes_services)
+    from swarmctl.api import (openapi, routes_cluster, routes_debug, routes_events, routes_local,  # noqa: F401
+                              routes_lock, routes_remote, routes_secrets, routes_services)
     return ROUTES
 
 
 class APIServer:
+    metrics = None  # swarmctl.node.metrics.Metrics: requests by route and code (--metrics-addr)
+
     def __init__(self, node):
         self.node = node
         self.app = web.Application(client_max_size=limits.MAX_BODY, middlewares=[_json_errors, self._limits])
@@ -238,6 +240,12 @@ class APIServer:
     # ---- dispatch ----------------------------------------------------------------------------
     def _make_handler(self, spec: Route):
         async def handle(request: web.Request) -> web.StreamResponse:
+            response = await answer(request)
+            if self.metrics is not None:
+                self.metrics.api_requests.labels(spec.method, spec.path, str(response.status)).inc()
+            return response
+
+        async def answer(request: web.Request) -> web.StreamResponse:
             try:
                 return await self._handle(spec, request)
             except APIError as exc:

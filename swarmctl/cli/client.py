@@ -134,6 +134,40 @@ class Client:
         finally:
             conn.close()
 
+    def stream_lines(self, path: str):
+        """GET a streamed answer (JSON lines) on a connection of its own, without a read timeout: yields each
+        line decoded; an error answer raises DaemonError."""
+        conn = _UnixConnection(self.path, self.timeout)
+        try:
+            try:
+                conn.request("GET", path, headers={"X-Request-Id": os.urandom(16).hex()})
+                conn.sock.settimeout(None)
+                response = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._error(exc) from None
+            if response.status >= 300:
+                raw = response.read()
+                try:
+                    message = json.loads(raw).get("message")
+                except (ValueError, AttributeError):
+                    message = raw.decode(errors="replace").strip()
+                raise DaemonError(message or f"HTTP {response.status}", response.status)
+            while True:
+                try:
+                    line = response.readline()
+                except (OSError, http.client.HTTPException) as exc:
+                    raise self._error(exc) from None
+                if not line:
+                    return
+                line = line.strip()
+                if line:
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        raise CLIError(f"bad line from the daemon: {line[:80]!r}") from None
+        finally:
+            conn.close()
+
     def post(self, path: str, body=None):
         return self.request("POST", path, body if body is not None else {})
 

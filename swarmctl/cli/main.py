@@ -7,8 +7,8 @@ import os
 import sys
 
 from swarmctl import __version__
-from swarmctl.cli import (hollow_cmds, node_cmds, provision, secret_cmds, service_cmds, stack_cmds, swarm_cmds,
-                          version_cmd)
+from swarmctl.cli import (events_cmd, hollow_cmds, node_cmds, provision, secret_cmds, service_cmds, stack_cmds,
+                          swarm_cmds, version_cmd)
 from swarmctl.cli.client import Client, CLIError, DaemonError
 
 
@@ -32,6 +32,8 @@ def _daemon_parser(sub) -> None:
                         "loopback needs --web-auth-file")
     p.add_argument("--web-auth-file", metavar="FILE",
                    help="HTTP basic auth for the web view: USER:HASH lines from `swarmctl web-passwd USER`")
+    p.add_argument("--metrics-addr", metavar="IP:PORT",
+                   help="serve Prometheus metrics at http://IP:PORT/metrics, unauthenticated (default: off)")
     p.add_argument("--resources", metavar="cpus=N,memory=BYTES",
                    help="what this node offers to tasks (default: the machine's cpus and memory)")
     p.add_argument("--log-level", default=os.environ.get("SWARMCTL_LOG_LEVEL", "info"),
@@ -50,7 +52,7 @@ def _run_daemon(_client, args) -> int:
                           socket=args.socket, labels=labels, docker_host=args.docker_host,
                           heartbeat_period=args.heartbeat_period, dns_addr=args.dns_addr,
                           mesh_dataplane=args.mesh_dataplane, web_addr=args.web_addr,
-                          web_auth_file=args.web_auth_file)
+                          web_auth_file=args.web_auth_file, metrics_addr=args.metrics_addr)
     if args.hostname:
         config.hostname = args.hostname
     if args.resources:
@@ -101,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     service_cmds.add_parsers(sub)
     secret_cmds.add_parsers(sub)
     stack_cmds.add_parsers(sub)
+    events_cmd.add_parser(sub)
     version_cmd.add_parser(sub)
     hollow_cmds.add_parser(sub)
     _web_passwd_parser(sub)

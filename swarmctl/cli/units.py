@@ -146,3 +146,47 @@ def human_age(seconds: float) -> str:
     if hours < 24 * 365 * 2:
         return f"{hours // 24 // 30} months"
     return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+# ---- points in time ----------------------------------------------------------------------------
+_UNIX = re.compile(r"^\d+(?:\.\d+)?$")
+_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2})?)(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$",
+                      re.IGNORECASE)
+
+
+def parse_timestamp(text: str, what: str = "time", now: float | None = None) -> float:
+    """Docker's forms of a point in time (`docker events --since`), as Unix seconds: a Go duration relative to now
+    ("10m", "1h30m": that long ago), Unix seconds ("1700000000", "1700000000.5"), or RFC 3339 / ISO 8601
+    ("2026-12-07T01:02:03Z", "2026-12-07T01:02:03.5+01:00", "2026-12-07": local time without an offset)."""
+    import datetime
+    import time as _time
+    value = (text or "").strip()
+    now = _time.time() if now is None else now
+    if _UNIX.match(value):
+        return float(value)
+    if value and value[-1:].isalpha() and not _RFC3339.match(value):
+        try:
+            return now - parse_duration(value, what)
+        except UnitError:
+            pass
+    match = _RFC3339.match(value)
+    if match:
+        date, clock, fraction, zone = match.groups()
+        clock = clock or "00:00:00"
+        if clock.count(":") == 1:
+            clock += ":00"
+        try:
+            stamp = datetime.datetime.fromisoformat(f"{date}T{clock}")
+        except ValueError:
+            match = None
+        else:
+            if zone:
+                zone = "+00:00" if zone.upper() == "Z" else zone
+                sign = 1 if zone[0] == "+" else -1
+                digits = zone[1:].replace(":", "")
+                offset = datetime.timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+                stamp = stamp.replace(tzinfo=datetime.timezone(sign * offset))
+            seconds = stamp.timestamp()
+            return seconds + (float(fraction) if fraction else 0.0)
+    raise UnitError(f"invalid {what} {text!r}: expected RFC 3339 (2006-01-02T15:04:05Z), Unix seconds or a "
+                    "duration before now (10m)")

@@ -265,6 +265,7 @@ class NodeUpdateBatcher:
 
 
 class Dispatcher:
+    metrics = None  # swarmctl.node.metrics.Metrics (heartbeats answered), when the daemon has --metrics-addr
     def __init__(self, store: RaftStore, default_period: float):
         self.store = store
         self.default_period = default_period
@@ -376,6 +377,8 @@ class Dispatcher:
             raise Unauthorized(f"node {node_id} is not part of this swarm (it was removed); "
                                "its certificate is no longer accepted")
         self._last_seen[node_id] = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.heartbeats.inc()
         self._raft_running[node_id] = bool(info.get("raft_running"))
         period = info.get("heartbeat_period")
         self._deadlines.set(node_id, self.now() + MISSED_PERIODS * (period or node["description"].get("heartbeat_period")

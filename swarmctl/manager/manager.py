@@ -13,6 +13,7 @@ import logging
 from swarmctl.asyncutil import cancel
 from swarmctl.manager.dispatcher import Dispatcher
 from swarmctl.manager.endpoints import EndpointTable
+from swarmctl.manager.events import EventHub
 from swarmctl.manager.keys import ClusterKeys, SealMigration
 from swarmctl.manager.membership import Membership
 from swarmctl.manager.orchestrator import Orchestrator
@@ -34,16 +35,19 @@ class Manager:
         self.orchestrator = Orchestrator(store)
         self.scheduler = Scheduler(store)
         self.raft_members = RaftMembers(store, self.membership, self.dispatcher, heartbeat_period)
+        self.events = EventHub(store)  # `swarmctl events`: on every manager, leader or not
         self._leading = False
         self._watch: asyncio.Task | None = None
 
     async def start(self) -> None:
+        self.events.start()
         self._watch = asyncio.create_task(self._watch_leadership(), name="leadership")
 
     async def stop(self) -> None:
         await cancel(self._watch)
         self._watch = None
         await self._stop_leading()
+        self.events.stop()
 
     @property
     def is_leader(self) -> bool:

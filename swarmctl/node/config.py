@@ -110,6 +110,7 @@ class DaemonConfig:
     web_addr: str | None = None  # IP:PORT of the read-only web view (swarmctl/web); None: off
     web_auth_file: str | None = None  # USER:HASH lines (swarmctl/web/auth.py); required off loopback
     web_users: dict | None = None  # the auth file's users, loaded by validate()
+    metrics_addr: str | None = None  # IP:PORT of the Prometheus /metrics endpoint; None: off (as Docker's)
 
     def files_dir(self) -> str:
         """Where the agent mounts the tmpfs for its tasks' secrets and configs: beside the socket, in the node's
@@ -126,6 +127,16 @@ class DaemonConfig:
         host, port = parse_host_port(self.dns_addr, "--dns-addr", default_port=53)
         return parse_ip(host, "--dns-addr"), port
 
+    def metrics_for(self) -> tuple[str, int] | None:
+        """Where this node serves /metrics (None: off)."""
+        if not self.metrics_addr:
+            return None
+        text = self.metrics_addr.strip()
+        if ":" not in text.strip("[]") or text.endswith(":"):
+            raise ConfigError(f"invalid --metrics-addr {self.metrics_addr!r}: expected IP:PORT such as 127.0.0.1:9323")
+        host, port = parse_host_port(text, "--metrics-addr")
+        return parse_ip(host, "--metrics-addr"), port
+
     def validate(self) -> None:
         if self.advertise_addr:
             self.advertise_addr = parse_ip(self.advertise_addr, "--advertise-addr")
@@ -134,6 +145,8 @@ class DaemonConfig:
             self.listen_addr = f"{parse_ip(host, '--listen-addr')}:{port}"
         if self.dns_addr and self.dns_addr != "none":
             self.dns_for("")  # raises ConfigError on a bad value
+        if self.metrics_addr:
+            self.metrics_for()  # raises ConfigError on a bad value
         if self.mesh_dataplane not in ("auto", "nft", "proxy"):
             raise ConfigError(f"invalid --mesh-dataplane {self.mesh_dataplane!r}: expected auto, nft or proxy")
         if not self.heartbeat_period > 0:

@@ -83,6 +83,8 @@ class Node:
         self.stopping = False  # set when the daemon shuts down: the API then says so instead of "not a manager"
         self.locked = False  # restarted under autolock, waiting for `swarm unlock` (nothing runs meanwhile)
         self.loop_lag: looplag.LoopLagProbe | None = None  # how long the event loop was held (GET /v1/info)
+        self.metrics = None  # swarmctl.node.metrics.Metrics with --metrics-addr, else None (nothing is counted)
+        self._metrics_runner = None
 
     # ---- identity shortcuts ------------------------------------------------------------------
     @property
@@ -133,6 +135,7 @@ class Node:
             self._listen_sock = _bind(self.addrs)
             _check_port_free(self.addrs.advertise, self.addrs.listen_port + 1, "the Raft address")
         self._claim_socket()
+        await self._start_metrics()
         if self.locked:
             log.warning("this manager is locked (autolock): run `swarmctl swarm unlock` to start it")
         elif self.identity:
@@ -142,6 +145,46 @@ class Node:
                 await self.deactivate()
                 raise StartupError(str(exc)) from None
         await self._open_socket()  # only now: until activation, a manager would answer "not a manager"
+
+    async def _start_metrics(self) -> None:
+        """--metrics-addr: Prometheus text at http://IP:PORT/metrics, unauthenticated (as dockerd's)."""
+        try:
+            where = self.config.metrics_for()
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from None
+        if where is None:
+            return
+        try:
+            from swarmctl.node import metrics
+        except ImportError as exc:  # a dependency, but an install without it should say so, not crash
+            raise StartupError(f"--metrics-addr needs the prometheus-client package ({exc})") from None
+        self.metrics = metrics.Metrics(self)
+        self.metrics.refresh = self._mesh_stats
+        self.api.metrics = self.metrics
+        try:
+            self._metrics_runner = await metrics.serve(self.metrics, *where)
+        except OSError as exc:
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StartupError(f"cannot listen on --metrics-addr {where[0]}:{where[1]}: {why}") from None
+        log.info("metrics at http://%s:%d/metrics", *where)
+
+    async def _mesh_stats(self) -> dict:
+        mesh = self.agent.mesh if self.agent is not None else None
+        plane = getattr(mesh, "proxy", None)
+        return await plane.stats() if plane is not None else {}
+
+    def _attach_metrics(self) -> None:
+        """Give the running parts the daemon's metrics (after every activation)."""
+        m = self.metrics
+        if m is None:
+            return
+        part = self.manager_part
+        if part is not None and part.store is not None:
+            part.store.metrics = m
+            part.store.snapshots.on_written = m.raft_snapshot.observe
+            if part.manager is not None:
+                part.manager.events.metrics = m
+                part.manager.dispatcher.metrics = m
 
     def _claim_socket(self) -> None:
         path = self.config.socket
@@ -175,6 +218,9 @@ class Node:
             except OSError:
                 pass
         self.data.close()
+        if self._metrics_runner is not None:
+            runner, self._metrics_runner = self._metrics_runner, None
+            await runner.cleanup()
         if self.loop_lag is not None:
             probe, self.loop_lag = self.loop_lag, None
             await looplag.release(probe)
@@ -189,6 +235,7 @@ class Node:
         if self.role == "manager":
             self.manager_part = manager_part or self.new_manager_part()
             await self.manager_part.start()
+            self._attach_metrics()
         await self._start_tls()
         managers = self.identity.get("managers") or []
         if self.role == "manager":
@@ -216,7 +263,11 @@ class Node:
 
     def _make_runtime(self):
         from swarmctl.runtime import make_runtime  # the Docker SDK loads only once tasks arrive
-        return make_runtime(self.config.docker_host)
+        runtime = make_runtime(self.config.docker_host)
+        if self.metrics is not None:
+            from swarmctl.node.metrics import InstrumentedRuntime
+            runtime = InstrumentedRuntime(runtime, self.metrics)
+        return runtime
 
     def make_peer(self) -> PeerClient:
         """A client for other nodes' management ports, presenting this node's certificate."""

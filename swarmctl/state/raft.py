@@ -143,6 +143,7 @@ def election_timeouts(nodes: int) -> tuple[float, float]:
 
 
 class RaftStore:
+    metrics = None  # swarmctl.node.metrics.Metrics of the daemon (set when --metrics-addr is on)
     """One manager's replica: local reads, leader-side writes, membership changes.
 
     Raft runs over mutual TLS (state/transport.py) with this node's certificate (server_context,
@@ -172,6 +173,7 @@ class RaftStore:
         self._pending: list[tuple[tuple, asyncio.Future]] = []
         self._flush_scheduled = False
         self._inflight: dict[int, list] = {}  # entries submitted to Raft, by batch number, until settled
+        self._submitted: dict[int, float] = {}  # when each entry in flight was submitted (transaction latency)
         self._batch_seq = 0
         snapshot_path = os.path.join(data_dir, SNAPSHOT_NAME)
         self._timeouts_checked = 0.0
@@ -391,8 +393,12 @@ class RaftStore:
             request_id = uuid.uuid4().hex
         self._pending.append(((request_id, time.time(), ops), future))
         self._maybe_flush(loop)
+        started = time.monotonic()
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            result = await asyncio.wait_for(asyncio.shield(future), timeout)
+            if self.metrics is not None:
+                self.metrics.store_write.observe(time.monotonic() - started)
+            return result
         except asyncio.TimeoutError:
             if not self.journal.healthy:  # it timed out because this journal could not be written meanwhile
                 raise StorageUnavailable(self.journal.error) from None
@@ -422,6 +428,7 @@ class RaftStore:
         self._batch_seq += 1
         batch_id = self._batch_seq
         self._inflight[batch_id] = batch
+        self._submitted[batch_id] = time.monotonic()
         # Every entry in flight has an end: its callback, the loss of leadership, or this deadline. pysyncobj
         # drops callbacks on some paths (a snapshot installed over the entry, a truncated log), and a slot that
         # was never released would block every later write.
@@ -442,8 +449,11 @@ class RaftStore:
     def _settle(self, loop: asyncio.AbstractEventLoop, batch_id: int, results, error) -> None:
         """Resolve an entry in flight once (whichever of callback, deadline or leadership loss comes first)."""
         batch = self._inflight.pop(batch_id, None)
+        submitted = self._submitted.pop(batch_id, None)
         if batch is None:
             return
+        if error is None and submitted is not None and self.metrics is not None:
+            self.metrics.raft_transaction.observe(time.monotonic() - submitted)
         if error is None:
             for i, (_, future) in enumerate(batch):
                 if not future.done():

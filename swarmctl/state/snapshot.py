@@ -216,6 +216,8 @@ class SnapshotStore:
         self._job: _Job | None = None
         self.last: dict = {}   # figures of the last finished snapshot: seconds, bytes, records
 
+    on_written = None  # callback(seconds) after a snapshot is durable
+
     def conf(self) -> dict:
         return {"serializer": self.serialize, "deserializer": self.deserialize, "serializeChecker": self.check}
 
@@ -246,6 +248,8 @@ class SnapshotStore:
             job.size = write_snapshot(job.temp, snap, meta, job.cancelled)
             self.last = {"seconds": time.monotonic() - job.started, "bytes": job.size, "records": meta["records"],
                          "index": meta["last"][1]}
+            if self.on_written is not None:  # the daemon's metrics: swarm_raft_snapshot_latency_seconds
+                self.on_written(self.last["seconds"])
         except BaseException as exc:
             job.error = exc
         finally:

@@ -68,3 +68,40 @@ def test_worker_and_outside(fake_daemon, run_module, state, manager):
     assert result["swarm_active"] == (state == "active") and result["swarm_manager"] is False
     assert result["swarm_facts"] == {} and not {"nodes", "services", "tasks"} & set(result)
     assert [r[1] for r in fake_daemon.requests] == ["/v1/info"]
+
+
+def test_events_since(fake_daemon, run_module):
+    fake_daemon.routes[("GET", "/v1/info")] = (200, {"local_node_state": "active", "is_manager": True})
+    fake_daemon.routes[("GET", "/v1/swarm")] = (200, {"id": "c1"})
+    for role in ("worker", "manager"):
+        fake_daemon.routes[("GET", "/v1/swarm/join-token/%s" % role)] = (200, {"token": "T", "managers": []})
+    event = {"Type": "service", "Action": "create", "Actor": {"ID": "s1", "Attributes": {"name": "web"}},
+             "scope": "swarm", "time": 150, "timeNano": 150 * 10 ** 9, "index": 7}
+    path = "/v1/events?since=100.000000&until=200.000000&filter=service%3Dweb&filter=type%3Dservice&filter=type%3Dnode"
+    fake_daemon.routes[("GET", path)] = (200, event)  # one JSON line
+    result = run_module("info", {"swarmctl_host": fake_daemon.host, "events_since": "100", "events_until": "200",
+                                 "events_filters": {"type": ["service", "node"], "service": "web"}})
+    assert result["events"] == [event], result
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"events_since": "yesterday"}, "invalid events_since 'yesterday'"),
+    ({"events_since": "10m", "events_until": "1h"}, "events_until is before events_since"),
+    ({"events_since": "10m", "events_filters": {"colour": "red"}}, "unknown events_filters key 'colour'"),
+    ({"events_until": "10m"}, "events_until and events_filters need events_since"),
+])
+def test_events_bad_input(fake_daemon, run_module, args, message):
+    result = run_module("info", dict(args, swarmctl_host=fake_daemon.host))
+    assert result["failed"] and message in result["msg"], result
+    assert fake_daemon.requests == []
+
+
+def test_time_forms_agree_with_the_cli():
+    from ansible_collections.swarmctl.cluster.plugins.module_utils.swarmctl_client import parse_timestamp
+    from swarmctl.cli.units import parse_timestamp as cli_parse
+    for text in ("10m", "1h30m", "1700000000", "1700000000.25", "2026-12-07T01:02:03Z",
+                 "2026-12-07T01:02:03.5+01:00", "2026-12-07T01:02", "2026-12-07"):
+        assert parse_timestamp(text, now=1_800_000_000.0) == cli_parse(text, now=1_800_000_000.0), text
+    for bad in ("", "soon", "2026-13-01"):
+        with pytest.raises(ValueError):
+            parse_timestamp(bad)
