@@ -30,6 +30,11 @@ from schemathesis import GenerationMode  # noqa: E402
 from tests.integration.harness import check  # noqa: E402
 
 PUBLIC = {("GET", "/v1/ca"), ("POST", "/v1/join")}
+# Streamed answers stay open until their end: the events stream until `until` (without it, until the client goes)
+# and `service logs` while it follows. Their other parameters are generated; these are fixed so that every
+# answer ends (until a time long past: the kept history, then the end; no following).
+STREAM_BOUNDS = {("GET", "/v1/events"): {"query": {"until": 1}},
+                 ("GET", "/v1/services/{ref}/logs"): {"query": {"follow": False}}}
 REQUEST_TIMEOUT = 30
 DERANDOMIZE = os.environ.get("SWARMCTL_FUZZ_RANDOM") is None  # the same inputs every run unless asked
 
@@ -92,13 +97,16 @@ class Fuzz:
     def run(self, examples: int, refs: dict[str, list[str]] | None = None, before=None) -> None:
         for result in self.schema.get_all_operations():
             operation = result.ok()
-            if (operation.method.upper(), operation.path) in self.skip:
+            key = (operation.method.upper(), operation.path)
+            if key in self.skip:
                 continue
-            self.run_operation(operation, examples, before)
+            fixed = dict(STREAM_BOUNDS.get(key, {}))
+            self.run_operation(operation, examples, before, **fixed)
             names = [p.name for p in operation.path_parameters]
             for name in names:  # the same again with path parameters that name real records
                 for value in (refs or {}).get(name, []):
-                    self.run_operation(operation, max(2, examples // 4), before, path_parameters={name: value})
+                    self.run_operation(operation, max(2, examples // 4), before, path_parameters={name: value},
+                                       **fixed)
 
     def report(self) -> str:
         unsent = f" (not sent, refused by requests: {self.unsent})" if self.unsent else ""
