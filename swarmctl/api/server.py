@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import web, web_protocol, web_server
 from pydantic import BaseModel, ValidationError
 
 from swarmctl.api import limits
@@ -69,6 +69,30 @@ def not_a_manager(node, request) -> APIError:
     if _on_local_socket(request):
         error.status = 412
     return error
+
+
+class _JSONErrorHandler(web_protocol.RequestHandler):
+    """aiohttp answers a request its parser refuses (a request line or header over 8190 bytes, a bad method,
+    broken chunking) in text/plain, before any handler of ours runs. Every error of this API is JSON with a
+    one-line message, so these are too; aiohttp still logs them and closes the connection."""
+
+    def handle_error(self, request, status=500, exc=None, message=None):
+        plain = super().handle_error(request, status, exc, message)
+        if status >= 500:
+            text = "internal server error"
+        else:
+            reason = " ".join(str(message or exc or plain.reason or "").split())
+            text = f"bad request: {reason[:200]}" if reason else "bad request"
+        resp = web.json_response({"message": text}, status=status)
+        resp.force_close()
+        return resp
+
+
+class _JSONErrorServer(web_server.Server):
+    """aiohttp's Server, making _JSONErrorHandler connections (it has no hook for its handler class)."""
+
+    def __call__(self):
+        return _JSONErrorHandler(self, loop=self._loop, **self._kwargs)
 
 
 @dataclass
@@ -213,6 +237,7 @@ class APIServer:
         if self._runner is None:
             self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
             await self._runner.setup()
+            self._runner.server.__class__ = _JSONErrorServer  # errors before any handler runs answer JSON too
 
     async def start_unix(self, path: str) -> None:
         await self.setup()

@@ -47,7 +47,7 @@ class Fuzz:
         self.base_url = base_url
         self.session = session
         self.skip = set(skip)
-        self.allowed = allowed      # (method, path, status) -> bool; None: any status below 500
+        self.allowed = allowed      # (method, path, status, body) -> bool; None: any status below 500
         self.sent = 0
         self.unsent: dict[str, int] = {}
         self.statuses: dict[int, int] = {}
@@ -59,7 +59,7 @@ class Fuzz:
         where = f"{case.method} {case.formatted_path} -> {status}"
         if status >= 500:
             self.problems.append(f"{where}: {response.text[:300]}")
-        if self.allowed is not None and not self.allowed(case.method.upper(), case.path, status):
+        if self.allowed is not None and not self.allowed(case.method.upper(), case.path, status, response.text):
             self.problems.append(f"{where}: not allowed here ({response.text[:200]})")
         if status >= 400:
             try:
@@ -188,9 +188,11 @@ def test_fuzz_the_management_port_without_a_certificate(fuzz_manager):
     doc = openapi_of(manager)
     session = requests.Session()
 
-    def allowed(method, path, status):
+    def allowed(method, path, status, body):
         if (method, path) in PUBLIC:
             return status < 500
+        if status == 400 and body.startswith('{"message": "bad request: '):
+            return True  # refused by the HTTP parser before any route, as any server does (a line over 8190 bytes)
         return status in (401, 403)
 
     fuzz = Fuzz(doc, f"https://{manager.addr}", session, allowed=allowed)
