@@ -178,10 +178,7 @@ class EventHub:
         self._cancel = None
 
     def start(self) -> None:
-        machine = self.store.machine
-        with machine.lock:  # the apply thread notifies under this lock: seed and watch are one step
-            self._seed(machine)
-            self._cancel = machine.watch(self._on_events)
+        self._shadow, self._cancel = self.store.watch_with_records(self._on_events)  # seed and watch: one step
 
     def stop(self) -> None:
         cancel, self._cancel = self._cancel, None
@@ -192,14 +189,10 @@ class EventHub:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
             self._subscribers = []
 
-    def _seed(self, machine) -> None:
-        self._shadow = {(kind, record_id): record for kind, records in machine.data.items()
-                        for record_id, record in records.items()}
-
     def _on_events(self, index: int, events) -> None:
         """On the apply thread, under the machine's lock."""
         if events and events[0][0] == "reset":
-            self._seed(self.store.machine)
+            self._shadow = self.store.records()
             return
         out = []
         now = time.time()

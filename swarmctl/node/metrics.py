@@ -68,25 +68,17 @@ class _StateCollector:
         yield leader
         nodes = GaugeMetricFamily("swarm_manager_nodes", "The number of nodes in the cluster object store",
                                   labels=["state"])
-        counts = dict.fromkeys(NODE_STATES, 0)
-        for record in store.list("node"):
-            state = (record.get("status") or {}).get("state") or "unknown"
-            counts[state] = counts.get(state, 0) + 1
-        for state, n in counts.items():
+        for state, n in _by_state(store, "node", NODE_STATES, "unknown").items():
             nodes.add_metric([state], n)
         yield nodes
         tasks = GaugeMetricFamily("swarm_manager_tasks_total", "The number of tasks in the cluster object store",
                                   labels=["state"])
-        counts = dict.fromkeys(TASK_STATES, 0)
-        for record in store.list("task"):
-            state = (record.get("status") or {}).get("state") or "new"
-            counts[state] = counts.get(state, 0) + 1
-        for state, n in counts.items():
+        for state, n in _by_state(store, "task", TASK_STATES, "new").items():
             tasks.add_metric([state], n)
         yield tasks
         services = GaugeMetricFamily("swarm_manager_services_total",
                                      "The number of services in the cluster object store")
-        services.add_metric([], store.machine.count("service"))
+        services.add_metric([], store.count("service"))
         yield services
         for name, doc, value in (
                 ("swarmctl_raft_applied_index", "The index of the last write this replica applied", store.index),
@@ -127,6 +119,15 @@ class _StateCollector:
                 failed.add_metric([key], listener.get("failed") or 0)
                 retried.add_metric([key], listener.get("retried") or 0)
         yield from (backends, active, total, failed, retried)
+
+
+def _by_state(store, kind: str, states, default: str) -> dict[str, int]:
+    """How many records of a kind are in each status state (every known state listed, 0 included)."""
+    counts = dict.fromkeys(states, 0)
+    for record in store.list(kind):
+        state = (record.get("status") or {}).get("state") or default
+        counts[state] = counts.get(state, 0) + 1
+    return counts
 
 
 def _log_size(store) -> int:

@@ -108,6 +108,18 @@ class StateMachine:
     def count(self, kind: str) -> int:
         return len(self.data[kind])
 
+    def records(self) -> dict[tuple[str, str], dict]:
+        """Every record by (kind, id): references, one dict entry per record."""
+        with self.lock:
+            return {(kind, record_id): record for kind, records in self.data.items()
+                    for record_id, record in records.items()}
+
+    def watch_with_records(self, callback):
+        """records() and watch(callback) under the lock that writes are applied and notified under: one step.
+        Returns (records, cancel)."""
+        with self.lock:
+            return self.records(), self.watch(callback)
+
     def find(self, kind: str, path: str, value) -> list[dict]:
         """Records of a kind whose field at a dotted path equals value."""
         index = self._indexes.get((kind, path)) if isinstance(path, str) else None

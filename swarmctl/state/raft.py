@@ -265,6 +265,18 @@ class RaftStore:
         """callback(index, events) after every applied write, on the Raft thread; returns a cancel function."""
         return self.machine.watch(callback)
 
+    def count(self, kind: str) -> int:
+        return self.machine.count(kind)
+
+    def records(self) -> dict[tuple[str, str], dict]:
+        """Every record of this replica by (kind, id) (references)."""
+        return self.machine.records()
+
+    def watch_with_records(self, callback):
+        """records() and watch(callback) in one step, so that a watcher keeping its own copy neither misses a
+        change nor sees one twice; returns (records, cancel)."""
+        return self.machine.watch_with_records(callback)
+
     def snapshot(self) -> dict:
         return self.machine.snapshot()
 

@@ -33,6 +33,15 @@ class FakeStore:
     def watch(self, callback):
         return self.machine.watch(callback)
 
+    def count(self, kind):
+        return self.machine.count(kind)
+
+    def records(self):
+        return self.machine.records()
+
+    def watch_with_records(self, callback):
+        return self.machine.watch_with_records(callback)
+
 
 def put(machine, kind, record_id, record, ts=None):
     ts = time.time() if ts is None else ts
