@@ -29,10 +29,13 @@ def docker_cluster(docker_engine, test_image):
     try:
         yield c
     finally:
+        ids = c.node_ids()  # only this cluster's containers: other tests may share the engine
         c.stop_all()
         import docker
         client = docker.DockerClient(base_url=docker_engine)
         for container in client.containers.list(all=True, filters={"label": "swarmctl.node.id"}):
+            if container.labels.get("swarmctl.node.id") not in ids:
+                continue
             try:
                 container.remove(force=True)
             except docker.errors.APIError:  # already being removed

@@ -180,6 +180,19 @@ class Cluster:
         check(d.cli("swarm", "join", "--token", token, first.addr))
         return d
 
+    def node_ids(self) -> set[str]:
+        """The node ids the daemons of this cluster hold in their data dirs (swarmctl.json)."""
+        ids = set()
+        for d in self.daemons.values():
+            try:
+                with open(os.path.join(d.data_dir, "swarmctl.json")) as f:
+                    node_id = (json.load(f).get("identity") or {}).get("node_id")
+            except (OSError, ValueError):
+                continue
+            if node_id:
+                ids.add(node_id)
+        return ids
+
     def stop_all(self) -> None:
         for d in self.daemons.values():
             d.kill() if d.running else None
