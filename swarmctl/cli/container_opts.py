@@ -41,13 +41,12 @@ def add_bool_flag(p, flag: str, help: str, short: str | None = None) -> None:
                    help=argparse.SUPPRESS)
 
 
-def _bool(value: str, text: str, flag: str) -> bool:
+def _bool(value: str, text: str, key: str, flag: str) -> bool:
     if value in TRUE_WORDS:
         return True
     if value in FALSE_WORDS:
         return False
-    raise _bad(text, flag, f'invalid value for {flag.lstrip("-")}: strconv.ParseBool: parsing "{value}": '
-                           "invalid syntax")
+    raise _bad(text, flag, f'invalid value for {key}: strconv.ParseBool: parsing "{value}": invalid syntax')
 
 
 def parse_mount(text: str, flag: str = "--mount") -> dict:
@@ -84,7 +83,7 @@ def parse_mount(text: str, flag: str = "--mount") -> dict:
         elif key in ("target", "dst", "destination"):
             mount["target"] = value
         elif key in ("readonly", "ro"):
-            mount["readonly"] = _bool(value, text, key)
+            mount["readonly"] = _bool(value, text, key, flag)
         elif key == "consistency":
             pass  # Docker for Mac's, ignored by Linux engines
         elif key == "bind-propagation":
@@ -92,7 +91,7 @@ def parse_mount(text: str, flag: str = "--mount") -> dict:
             mount["propagation"] = value.lower()
         elif key == "volume-nocopy":
             kinds.add("volume")
-            volume["no_copy"] = _bool(value, text, key)
+            volume["no_copy"] = _bool(value, text, key, flag)
         elif key == "volume-label":
             kinds.add("volume")
             k, sep2, v = value.partition("=")
