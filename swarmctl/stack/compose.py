@@ -48,7 +48,10 @@ FORBIDDEN = {
 # service keys swarmctl translates (swarmctl/stack/translate.py), and those that need nothing here: every task
 # shares the host's network, so networks are no-ops
 HONOURED = ("image", "command", "entrypoint", "environment", "env_file", "labels", "ports", "healthcheck", "secrets",
-            "configs", "stop_grace_period", "hostname", "user", "working_dir", "deploy", "depends_on")
+            "configs", "stop_grace_period", "hostname", "user", "working_dir", "deploy", "depends_on",
+            # container options (translate.container_options)
+            "read_only", "init", "tty", "cap_add", "cap_drop", "sysctls", "ulimits", "dns", "dns_opt", "dns_search",
+            "extra_hosts", "stop_signal", "group_add", "logging", "volumes")
 SILENT = ("networks",)
 DEPLOY_HONOURED = {
     "mode": None, "replicas": None, "labels": None, "endpoint_mode": None,
@@ -79,6 +82,7 @@ class Project:
     services: dict[str, dict] = field(default_factory=dict)
     secrets: dict[str, dict] = field(default_factory=dict)
     configs: dict[str, dict] = field(default_factory=dict)
+    volumes: dict[str, dict] = field(default_factory=dict)  # the top-level volumes (named volumes' settings)
     workdir: str = "."
     unsupported: list[str] = field(default_factory=list)
     deprecated: dict[str, str] = field(default_factory=dict)
@@ -604,7 +608,9 @@ def load(paths: list[str], env: dict | None = None, stdin=None) -> Project:
     first = paths[0]
     workdir = os.getcwd() if first == "-" else os.path.dirname(os.path.abspath(first))
     project = Project(services=merged["services"], secrets=dict(merged.get("secrets") or {}),
-                      configs=dict(merged.get("configs") or {}), workdir=workdir, unsupported=unsupported,
+                      configs=dict(merged.get("configs") or {}),
+                      volumes={k: dict(v or {}) for k, v in (merged.get("volumes") or {}).items()},
+                      workdir=workdir, unsupported=unsupported,
                       deprecated=deprecated,
                       notes=[f'The "{v}" variable is not set. Defaulting to a blank string.' for v in sorted(unset)])
     for service in project.services.values():

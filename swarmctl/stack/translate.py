@@ -169,6 +169,126 @@ def object_name(stack: str, key: str, obj: dict) -> str:
     return scoped(stack, key)
 
 
+def _listed(value) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in (value if isinstance(value, list) else [value])]
+
+
+def _pairs(value, sep: str, where: str) -> dict[str, str]:
+    """A compose map, or a list of KEY<sep>VALUE strings, as a dict of strings."""
+    if isinstance(value, dict):
+        return {str(k): "" if v is None else str(v) for k, v in value.items()}
+    out = {}
+    for item in _listed(value):
+        key, found, val = item.partition(sep)
+        if not found and sep == ":" and "=" in item:
+            key, found, val = item.partition("=")
+        if not found or not key:
+            raise StackError(f"invalid {where} {item!r}: expected KEY{sep}VALUE")
+        out[key] = val
+    return out
+
+
+def volume_mount(stack: str, item, project: Project) -> dict:
+    """A compose `volumes` entry (short `SOURCE:TARGET[:MODE]` or long syntax) as a task spec mount. Named volumes
+    are the stack's (`<stack>_<name>`, as Docker's stack deploy) unless the top-level volume is external or named."""
+    if isinstance(item, dict):
+        kind = item.get("type") or "volume"
+        source, target = item.get("source"), item.get("target")
+        mount = {"type": kind, "target": str(target or ""), "readonly": bool(item.get("read_only"))}
+        if (item.get("bind") or {}).get("propagation"):
+            mount["propagation"] = str(item["bind"]["propagation"])
+        if (item.get("volume") or {}).get("nocopy") is not None:
+            mount["no_copy"] = bool(item["volume"]["nocopy"])
+        tmpfs = item.get("tmpfs") or {}
+        if tmpfs.get("size") is not None:
+            mount["tmpfs_size"] = _bytes(tmpfs["size"], "volumes.tmpfs.size")
+        if tmpfs.get("mode") is not None:
+            mount["tmpfs_mode"] = _mode(tmpfs["mode"], "volumes.tmpfs.mode")
+    else:
+        parts = str(item).split(":")
+        if len(parts) == 1:
+            source, target, mode = None, parts[0], ""
+        elif len(parts) in (2, 3):
+            source, target, mode = parts[0], parts[1], parts[2] if len(parts) == 3 else ""
+        else:
+            raise StackError(f"invalid volume specification {item!r}")
+        kind = "bind" if source and source[0] in "/.~" else "volume"
+        mount = {"type": kind, "target": target, "readonly": False}
+        for word in filter(None, mode.split(",")):
+            if word in ("ro", "rw"):
+                mount["readonly"] = word == "ro"
+            elif word in ("shared", "slave", "private", "rshared", "rslave", "rprivate") and kind == "bind":
+                mount["propagation"] = word
+            elif word == "nocopy" and kind == "volume":
+                mount["no_copy"] = True
+            elif word not in ("z", "Z", "cached", "delegated", "consistent"):
+                raise StackError(f"invalid volume specification {item!r}: unknown mode {word!r}")
+    if kind not in ("bind", "volume", "tmpfs"):
+        raise StackError(f"unsupported volume type {kind!r}: use bind, volume or tmpfs")
+    if kind == "bind" and source:
+        mount["source"] = os.path.normpath(os.path.join(project.workdir, os.path.expanduser(str(source))))
+    elif kind == "volume" and source:
+        if str(source) not in project.volumes:
+            raise StackError(f"undefined volume {str(source)!r}: declare it under the top-level volumes")
+        top = project.volumes[str(source)] or {}
+        external = top.get("external")
+        if isinstance(external, dict):  # the legacy form, external: {name: N}
+            mount["source"] = str(external.get("name") or source)
+        elif external or top.get("name"):
+            mount["source"] = str(top.get("name") or source)
+        else:
+            mount["source"] = scoped(stack, str(source))
+            labels = {**(top.get("labels") or {}), NAMESPACE_LABEL: stack} if isinstance(top.get("labels"), dict) \
+                else {NAMESPACE_LABEL: stack}
+            mount["labels"] = {str(k): str(v) for k, v in labels.items()}
+            if top.get("driver") or top.get("driver_opts"):
+                mount["driver_config"] = {"name": str(top.get("driver") or "local"), "options": {
+                    str(k): str(v) for k, v in (top.get("driver_opts") or {}).items()}}
+    elif source:
+        mount["source"] = str(source)
+    return mount
+
+
+def container_options(stack: str, service: dict, project: Project) -> dict:
+    """The task spec's container options from a compose service (read_only, init, tty, cap_add, cap_drop, sysctls,
+    ulimits, dns, dns_opt, dns_search, extra_hosts, stop_signal, group_add, logging, volumes)."""
+    task: dict = {}
+    for key in ("read_only", "init", "tty"):
+        if service.get(key) is not None:
+            task[key] = bool(service[key])
+    for key, field in (("cap_add", "cap_add"), ("cap_drop", "cap_drop"), ("dns", "dns"), ("dns_opt", "dns_options"),
+                       ("group_add", "groups")):
+        if service.get(key):
+            task[field] = _listed(service[key])
+    if service.get("dns_search"):
+        task["dns_search"] = [stack] + [d for d in _listed(service["dns_search"]) if d != stack]
+    if service.get("sysctls"):
+        task["sysctls"] = _pairs(service["sysctls"], "=", "sysctl")
+    if service.get("extra_hosts"):
+        task["hosts"] = _pairs(service["extra_hosts"], ":", "extra_hosts entry")
+    if service.get("ulimits"):
+        ulimits = []
+        for name, value in service["ulimits"].items():
+            if isinstance(value, dict):
+                ulimits.append({"name": str(name), "soft": _int(value.get("soft"), f"ulimits.{name}.soft"),
+                                "hard": _int(value.get("hard"), f"ulimits.{name}.hard")})
+            else:
+                ulimits.append({"name": str(name), "soft": _int(value, f"ulimits.{name}"),
+                                "hard": _int(value, f"ulimits.{name}")})
+        task["ulimits"] = ulimits
+    if service.get("stop_signal") is not None:
+        task["stop_signal"] = str(service["stop_signal"])
+    logging = service.get("logging")
+    if logging:
+        task["log_driver"] = {"name": str(logging.get("driver") or "json-file"),
+                              "options": {str(k): str(v) for k, v in (logging.get("options") or {}).items()}}
+    if service.get("volumes"):
+        task["mounts"] = [volume_mount(stack, item, project) for item in service["volumes"]]
+    return task
+
+
 def service_body(stack: str, name: str, service: dict, project: Project,
                  secret_names: dict[str, str] | None = None, config_names: dict[str, str] | None = None) -> dict:
     """The POST /v1/services body of one compose service."""
@@ -232,6 +352,7 @@ def _service_body(stack, name, service, project, secret_names, config_names) -> 
     if placement:
         task["placement"] = placement
     task["dns_search"] = [stack]  # "<short>" finds "<stack>_<short>" (the mesh DNS answers "<short>.<stack>")
+    task.update(container_options(stack, service, project))
     secrets = file_references(stack, service, project, "secrets", secret_names)
     if secrets:
         task["secrets"] = secrets

@@ -307,3 +307,58 @@ def test_docs_name_every_field():
     for name in ("mounts", "log_driver", "read_only", "init", "tty", "cap_add", "cap_drop", "sysctls", "ulimits",
                  "dns_options", "hosts", "stop_signal", "groups", "tmpfs_size", "driver_config"):
         assert f"`{name}`" in doc, name
+
+
+# ==== stacks: the compose keys of the container options ============================================
+def test_compose_keys_map_onto_the_task_spec(tmp_path):
+    import textwrap
+
+    from swarmctl.stack import compose
+    from swarmctl.stack.translate import service_body
+    path = tmp_path / "compose.yml"
+    path.write_text(textwrap.dedent("""\
+        services:
+          web:
+            image: busybox
+            read_only: true
+            init: true
+            tty: true
+            cap_add: [NET_ADMIN]
+            cap_drop: [MKNOD]
+            sysctls: {kernel.shm_rmid_forced: 1}
+            ulimits: {nofile: {soft: 1024, hard: 2048}, nproc: 100}
+            dns: 10.0.0.53
+            dns_opt: [ndots:2]
+            dns_search: [example.com]
+            extra_hosts: ["db:10.0.0.2", "cache=10.0.0.3"]
+            stop_signal: SIGUSR1
+            group_add: [audio]
+            logging: {driver: json-file, options: {max-size: 1m}}
+            volumes:
+              - ./data:/data:ro
+              - cache:/cache
+              - outside:/ext
+              - /anon
+              - {type: tmpfs, target: /t, tmpfs: {size: 1m}}
+        volumes:
+          cache: {labels: {a: b}}
+          outside: {external: true}
+        """))
+    project = compose.load([str(path)], env={})
+    assert not project.unsupported
+    task = service_body("shop", "web", project.services["web"], project)["task"]
+    assert (task["read_only"], task["init"], task["tty"]) == (True, True, True)
+    assert (task["cap_add"], task["cap_drop"], task["groups"]) == (["NET_ADMIN"], ["MKNOD"], ["audio"])
+    assert task["sysctls"] == {"kernel.shm_rmid_forced": "1"}
+    assert task["ulimits"] == [{"name": "nofile", "soft": 1024, "hard": 2048}, {"name": "nproc", "soft": 100, "hard": 100}]
+    assert (task["dns"], task["dns_options"], task["dns_search"]) == (["10.0.0.53"], ["ndots:2"], ["shop", "example.com"])
+    assert task["hosts"] == {"db": "10.0.0.2", "cache": "10.0.0.3"} and task["stop_signal"] == "SIGUSR1"
+    assert task["log_driver"] == {"name": "json-file", "options": {"max-size": "1m"}}
+    assert task["mounts"] == [
+        {"type": "bind", "source": str(tmp_path / "data"), "target": "/data", "readonly": True},
+        {"type": "volume", "source": "shop_cache", "target": "/cache", "readonly": False,
+         "labels": {"a": "b", "com.docker.stack.namespace": "shop"}},
+        {"type": "volume", "source": "outside", "target": "/ext", "readonly": False},
+        {"type": "volume", "target": "/anon", "readonly": False},
+        {"type": "tmpfs", "target": "/t", "readonly": False, "tmpfs_size": 1024 ** 2}]
+    services.build_spec(service_body("shop", "web", project.services["web"], project))
