@@ -222,7 +222,7 @@ def test_validate_spec_refuses(fields, message):
 
 def test_validate_spec_accepts():
     spec = check(mounts=[{"type": "volume", "target": "/anon"}, {"type": "tmpfs", "target": "/t", "tmpfs_mode": 0o700}],
-                 sysctls={"net.core.somaxconn": "1024"} and {"kernel.shm_rmid_forced": "1"},
+                 sysctls={"kernel.shm_rmid_forced": "1"},
                  stop_signal="SIGRTMIN+3", cap_add=["ALL"], cap_drop=["cap_chown"], hosts={"gw": "host-gateway"})
     assert spec["task"]["stop_signal"] == "SIGRTMIN+3"
     check(network_mode="none", sysctls={"net.core.somaxconn": "1024"})  # its own network namespace
