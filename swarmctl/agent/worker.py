@@ -68,13 +68,30 @@ def container_spec(task: dict, node_id: str, node_addr: str | None = None, node_
     env = {key: templates.expand(value, values) for key, value in (spec.get("env") or {}).items()}
     env.update(port_env(task, node_addr))
     hostname = templates.expand(spec["hostname"], values) if spec.get("hostname") else None
+    servers = list(dns or [])  # the node's mesh DNS first, then the task's own nameservers
+    servers += [s for s in spec.get("dns") or [] if s not in servers]
+    log_driver = spec.get("log_driver") or {}
+
+    def listed(key):
+        return list(spec[key]) if spec.get(key) else None
+
     return ContainerSpec(name=f"{task_name(task)}.{task['id']}", image=spec["image"], command=spec.get("command"),
                          args=spec.get("args"), env=env, labels=labels,
                          cpu_limit=limits.get("cpus") or None, memory_limit=int(limits.get("memory") or 0) or None,
                          network_mode=spec.get("network_mode") or "host", hostname=hostname,
-                         dns=list(dns) if dns else None, healthcheck=spec.get("healthcheck"),
+                         dns=servers or None, healthcheck=spec.get("healthcheck"),
                          dns_search=list(spec.get("dns_search") or []) or None, user=spec.get("user") or None,
-                         working_dir=spec.get("working_dir") or None)
+                         working_dir=spec.get("working_dir") or None,
+                         log_driver=log_driver.get("name") or None,
+                         log_options=dict(log_driver.get("options") or {}) if log_driver else None,
+                         volumes=[dict(m) for m in spec.get("mounts") or []],
+                         read_only=spec.get("read_only"), init=spec.get("init"), tty=spec.get("tty"),
+                         cap_add=listed("cap_add"), cap_drop=listed("cap_drop"),
+                         sysctls=dict(spec["sysctls"]) if spec.get("sysctls") else None,
+                         ulimits=[dict(u) for u in spec["ulimits"]] if spec.get("ulimits") else None,
+                         dns_options=listed("dns_options"),
+                         hosts=dict(spec["hosts"]) if spec.get("hosts") else None,
+                         stop_signal=spec.get("stop_signal") or None, groups=listed("groups"))
 
 
 class Worker:

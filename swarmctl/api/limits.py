@@ -53,6 +53,7 @@ SECRET_NAME_PATTERN = r"^[A-Za-z0-9](?:[-_.A-Za-z0-9]*[A-Za-z0-9])?$"
 SECRET_NAME_MESSAGE = ("invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character "
                        "must be [a-zA-Z0-9]")
 MAX_FILE_REFS = 64                      # secrets (and configs) one task spec may use
+MAX_MOUNTS = 32                         # mounts of a task (task.mounts; secrets and configs are apart)
 MAX_FILE_TARGET = 4096                  # characters of a secret's or config's target path
 
 # ---- labels (services and nodes) and node descriptions ------------------------------------------
@@ -106,6 +107,7 @@ def table() -> list[tuple[str, str, str]]:
         ("MAX_SECRET_SIZE / MAX_CONFIG_SIZE", f"{MAX_SECRET_SIZE:,} / {MAX_CONFIG_SIZE:,}",
          "bytes of a secret's / config's data (at least 1, less than this)"),
         ("MAX_FILE_REFS", str(MAX_FILE_REFS), "secrets, and configs, one task spec may use"),
+        ("MAX_MOUNTS", str(MAX_MOUNTS), "mounts (bind, volume, tmpfs) of a task spec"),
         ("MAX_BODY", f"{MAX_BODY:,}", "bytes of a request body (413 beyond)"),
         ("MAX_REQUEST_ID", str(MAX_REQUEST_ID), "characters of X-Request-Id (letters, digits and ._:/+=-)"),
         ("MAX_CONNECTIONS", f"{MAX_CONNECTIONS:,}", "open connections to the management port (more are closed at once)"),

@@ -202,6 +202,47 @@ class ConfigReference(Body):
     mode: Optional[FileMode] = None
 
 
+Path = Annotated[str, StringConstraints(min_length=1, max_length=L.MAX_FILE_TARGET, pattern=r"^[^\x00]*$")]
+Word = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00]*$")]
+Options = Annotated[dict[Annotated[str, StringConstraints(min_length=1, max_length=256)], Annotated[
+    str, StringConstraints(max_length=L.MAX_LABEL_VALUE)]], Field(max_length=64)]
+
+
+class DriverConfig(Body):
+    name: Word
+    options: Optional[Options] = None
+
+
+class Mount(Body):
+    """A mount of the task's container (Docker's Mount): bind (an absolute host path), volume (named, or
+    anonymous without source) or tmpfs (no source)."""
+    type: Literal["bind", "volume", "tmpfs"]
+    source: Optional[Path] = None
+    target: Path
+    readonly: bool = False
+    propagation: Optional[Literal["shared", "slave", "private", "rshared", "rslave", "rprivate"]] = None
+    no_copy: Optional[bool] = None
+    labels: Optional[Labels] = None
+    driver_config: Optional[DriverConfig] = None
+    tmpfs_size: Optional[int] = Field(default=None, ge=0, le=L.MAX_MEMORY)
+    tmpfs_mode: Optional[FileMode] = None
+
+
+class LogDriver(Body):
+    """Docker's TaskTemplate.LogDriver: the container's LogConfig."""
+    name: Word
+    options: Optional[Options] = None
+
+
+class Ulimit(Body):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    soft: int = Field(ge=-1, le=2 ** 63 - 1)
+    hard: int = Field(ge=-1, le=2 ** 63 - 1)
+
+
+Words = Annotated[list[Word], Field(max_length=64)]
+
+
 class TaskSpec(Body):
     image: Optional[str] = Field(default=None, max_length=L.MAX_IMAGE)
     command: Optional[Args] = None
@@ -220,6 +261,21 @@ class TaskSpec(Body):
     working_dir: Optional[Arg] = None  # the container's working directory ("" or left out: the image's)
     labels: Optional[Labels] = None  # container labels (service labels are the service's own `labels`)
     dns_search: Optional[Annotated[list[Hostname], Field(max_length=6)]] = None  # resolv.conf search domains
+    mounts: Optional[Annotated[list[Mount], Field(max_length=L.MAX_MOUNTS)]] = None
+    log_driver: Optional[LogDriver] = None  # null: json-file rotated at runtime.base.LOG_DEFAULTS
+    read_only: Optional[bool] = None  # the root filesystem read-only
+    init: Optional[bool] = None  # an init process (docker-init) as PID 1
+    tty: Optional[bool] = None
+    cap_add: Optional[Words] = None  # Docker's capability names: NET_ADMIN or CAP_NET_ADMIN, ALL
+    cap_drop: Optional[Words] = None
+    sysctls: Optional[Annotated[dict[Word, Annotated[str, StringConstraints(max_length=1024)]],
+                                Field(max_length=64)]] = None
+    ulimits: Optional[Annotated[list[Ulimit], Field(max_length=32)]] = None
+    dns: Optional[Annotated[list[Addr], Field(max_length=8)]] = None  # nameservers after the node's mesh DNS
+    dns_options: Optional[Words] = None  # resolv.conf options (ndots:2, ...)
+    hosts: Optional[Annotated[dict[Hostname, Addr], Field(max_length=256)]] = None  # /etc/hosts: name -> IP
+    stop_signal: Optional[Annotated[str, StringConstraints(min_length=1, max_length=32)]] = None
+    groups: Optional[Words] = None  # additional groups of the container's user (GroupAdd)
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]

@@ -13,7 +13,7 @@ import time
 
 from swarmctl.api import limits
 from swarmctl.errors import BadRequest, Conflict, NotFound, OutOfSequence
-from swarmctl.manager import secrets
+from swarmctl.manager import container_options, secrets
 from swarmctl.manager.idempotent import derived_id, run_once
 from swarmctl.manager.scheduler import constraints, preferences
 from swarmctl.mesh import ports as mesh_ports
@@ -43,10 +43,17 @@ def resolve_service(store: RaftStore, ref: str) -> dict:
     raise NotFound(f"service {ref} not found")
 
 
+# task fields a change replaces as a whole (maps whose keys a client removes by leaving them out)
+_WHOLE = ("env", "labels", "healthcheck", "sysctls", "hosts", "log_driver")
+# task fields where null, empty and absent are the same (the engine's default)
+_EMPTY_SAME = ("secrets", "configs", "mounts", "cap_add", "cap_drop", "sysctls", "ulimits", "dns", "dns_options",
+               "hosts", "groups", "dns_search", "labels")
+
+
 def _merge(base: dict, patch: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("env", "labels", "healthcheck"):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in _WHOLE:
             out[key] = _merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -157,6 +164,7 @@ def validate_spec(spec: dict) -> dict:
     if task.get("dns_search") is not None and not (isinstance(task["dns_search"], list) and all(
             isinstance(d, str) and d for d in task["dns_search"])):
         raise BadRequest("dns search must be a list of domain names")
+    container_options.check(task)
     if spec.get("rebalance") not in (None, "auto", "never"):
         raise BadRequest(f"invalid rebalance {spec['rebalance']!r}: use auto or never")
     for key, actions in (("update_config", UPDATE_FAILURE_ACTIONS), ("rollback_config", ROLLBACK_FAILURE_ACTIONS)):
@@ -318,7 +326,7 @@ def _plan_update(service: dict, changes: dict, force: bool, store: RaftStore | N
     # keys of either spec: a list emptied (the last secret removed) leaves the new spec without its key
     changed += sorted(f"task.{k}" for k in set(new["task"]) | set(old["task"])
                       if new["task"].get(k) != old["task"].get(k)
-                      and not (k in ("secrets", "configs") and not new["task"].get(k) and not old["task"].get(k)))
+                      and not (k in _EMPTY_SAME and not new["task"].get(k) and not old["task"].get(k)))
     return new, changed
 
 

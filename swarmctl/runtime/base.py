@@ -46,6 +46,20 @@ class ContainerSpec:
     # output cannot fill the node's disk (Docker's --log-driver / --log-opt)
     log_driver: str | None = None
     log_options: dict[str, str] | None = None
+    # the task's own mounts (task spec `mounts`: dicts with type, source, target, readonly, propagation, no_copy,
+    # labels, driver_config, tmpfs_size, tmpfs_mode), apart from the secrets' and configs' `mounts` above
+    volumes: list[dict] = field(default_factory=list)
+    read_only: bool | None = None  # None: the engine's default (for these and the fields below)
+    init: bool | None = None
+    tty: bool | None = None
+    cap_add: list[str] | None = None
+    cap_drop: list[str] | None = None
+    sysctls: dict[str, str] | None = None
+    ulimits: list[dict] | None = None  # [{"name", "soft", "hard"}]
+    dns_options: list[str] | None = None
+    hosts: dict[str, str] | None = None  # /etc/hosts entries: hostname -> IP
+    stop_signal: str | None = None  # the signal a stop sends first (the container's StopSignal)
+    groups: list[str] | None = None  # additional groups (GroupAdd)
 
 
 # json-file rotation unless the task says otherwise: at most 3 files of 10 MB per container

@@ -258,6 +258,7 @@ class DockerRuntime(Runtime):
                 binds={host: {"bind": target, "mode": "ro"} for host, target in spec.mounts} or None,
                 dns_search=list(spec.dns_search) if spec.dns_search else None,
                 log_config=log_config(spec),
+                **host_options(spec),
             )
             environment = [f"{k}={v}" for k, v in spec.env.items()]
             proxies = getattr(client, "_proxy_configs", None)  # what create_container adds (use_config_proxy)
@@ -274,6 +275,8 @@ class DockerRuntime(Runtime):
                 working_dir=spec.working_dir or None,
                 host_config=host_config,
                 detach=True,
+                tty=bool(spec.tty),
+                stop_signal=spec.stop_signal or None,
             )
             healthcheck = healthcheck_config(spec.healthcheck)
             if healthcheck is not None:  # set here, as the SDK's Healthcheck type would drop StartInterval
@@ -364,6 +367,43 @@ class DockerRuntime(Runtime):
 
     def __repr__(self) -> str:
         return f"DockerRuntime({self.base_url!r})"
+
+
+def engine_mount(mount: dict) -> docker.types.Mount:
+    """A task spec mount (services.container_options checked it) as the SDK's Mount (HostConfig.Mounts)."""
+    driver = mount.get("driver_config")
+    return docker.types.Mount(
+        target=mount["target"], source=mount.get("source") or ("" if mount["type"] != "volume" else None),
+        type=mount["type"], read_only=bool(mount.get("readonly")), propagation=mount.get("propagation"),
+        no_copy=bool(mount.get("no_copy")), labels=mount.get("labels") or None,
+        driver_config=docker.types.DriverConfig(driver["name"], driver.get("options") or None) if driver else None,
+        tmpfs_size=mount.get("tmpfs_size"), tmpfs_mode=mount.get("tmpfs_mode"))
+
+
+def host_options(spec: ContainerSpec) -> dict:
+    """The create_host_config arguments of the task's container options; what a task leaves out is left out
+    (the engine's default)."""
+    out: dict = {}
+    if spec.volumes:
+        out["mounts"] = [engine_mount(m) for m in spec.volumes]
+    for key in ("read_only", "init"):
+        if getattr(spec, key) is not None:
+            out[key] = bool(getattr(spec, key))
+    if spec.cap_add:
+        out["cap_add"] = list(spec.cap_add)
+    if spec.cap_drop:
+        out["cap_drop"] = list(spec.cap_drop)
+    if spec.sysctls:
+        out["sysctls"] = dict(spec.sysctls)
+    if spec.ulimits:
+        out["ulimits"] = [docker.types.Ulimit(name=u["name"], soft=u["soft"], hard=u["hard"]) for u in spec.ulimits]
+    if spec.dns_options:
+        out["dns_opt"] = list(spec.dns_options)
+    if spec.hosts:
+        out["extra_hosts"] = [f"{host}:{ip}" for host, ip in spec.hosts.items()]
+    if spec.groups:
+        out["group_add"] = list(spec.groups)
+    return out
 
 
 def log_config(spec: ContainerSpec) -> dict:
