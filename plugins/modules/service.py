@@ -108,8 +108,8 @@ options:
     suboptions:
       source:
         description:
-          - The host path of a V(bind) mount (absolute), or the volume name of a V(volume) mount (left out: an
-            anonymous volume). Must be left out for V(tmpfs).
+          - The host path of a V(bind) mount (absolute), or the volume name of a V(volume) mount (an anonymous
+            volume when left out). Must be left out for V(tmpfs).
         type: str
       target:
         description:
@@ -705,7 +705,7 @@ EXAMPLES = r"""
     cap_drop: [ALL]
     cap_add: [NET_BIND_SERVICE]
     sysctls:
-      net.core.somaxconn: "1024"
+      kernel.msgmax: "65536"
     ulimits:
       - nofile:1024:2048
     hosts:
@@ -1136,6 +1136,9 @@ ONE_NETWORK = "a task has one network here: host or none"
 MOUNT_TYPES = ("bind", "volume", "tmpfs")
 PROPAGATIONS = ("shared", "slave", "private", "rshared", "rslave", "rprivate")
 MAX_MOUNTS = 32
+# go-units' ulimit names (the daemon's container_options.ULIMITS)
+ULIMITS = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss",
+           "rtprio", "rttime", "sigpending", "stack")
 
 
 def normal_mounts(mounts):
@@ -1157,63 +1160,62 @@ def _strings(value, what):
 
 
 def build_mounts(mounts):
-    """mounts (docker_swarm_service's shape) -> task.mounts, checked as the daemon checks them; None when left
-    out. Keys left out (null) are not sent."""
+    """mounts (docker_swarm_service's shape) -> task.mounts, checked as the daemon checks them, with its messages
+    (swarmctl.manager.container_options.check_mounts); None when left out. Keys left out (null) are not sent."""
     if mounts is None:
         return None
     if len(mounts) > MAX_MOUNTS:
-        raise ServiceParamError("at most %d mounts per service" % MAX_MOUNTS)
+        raise ServiceParamError("a task has at most %d mounts, not %d" % (MAX_MOUNTS, len(mounts)))
     out, targets = [], set()
     for mount in mounts:
         kind = mount.get("type") or "bind"
         if kind not in MOUNT_TYPES:
             raise ServiceParamError("invalid mount type %r: use bind, volume or tmpfs" % (kind,))
         target, source = mount.get("target"), mount.get("source")
-        if not target or not target.startswith("/"):
-            raise ServiceParamError("invalid mount target %r: must be an absolute path" % (target,))
-        if target in targets:
-            raise ServiceParamError("duplicate mount target %s" % target)
-        targets.add(target)
-        if kind == "tmpfs":
-            if source:
-                raise ServiceParamError("invalid mount %s: a tmpfs mount has no source" % target)
-            source = None
-        elif kind == "bind":
+        where = 'invalid mount config for type "%s"' % kind
+        if not target:
+            raise ServiceParamError("%s: field Target must not be empty" % where)
+        if not target.startswith("/"):
+            raise ServiceParamError("invalid mount target, must be an absolute path: %s" % target)
+        if target.rstrip("/") in targets:
+            raise ServiceParamError("duplicate mount point: %s" % target)
+        targets.add(target.rstrip("/") or "/")
+        if kind == "tmpfs" and source:
+            raise ServiceParamError("%s: field Source must not be specified" % where)
+        if kind == "bind":
             if not source:
-                raise ServiceParamError("invalid mount %s: a bind mount needs a source" % target)
+                raise ServiceParamError("%s: field Source must not be empty" % where)
             if not source.startswith("/"):
-                raise ServiceParamError("invalid mount %s: the bind source %r must be an absolute path"
-                                        % (target, source))
+                raise ServiceParamError("invalid bind mount source, must be an absolute path: %s" % source)
         item = {"type": kind, "source": source or None, "target": target, "readonly": bool(mount.get("readonly"))}
         if mount.get("propagation") is not None:
             if kind != "bind":
-                raise ServiceParamError("invalid mount %s: propagation is for bind mounts only" % target)
+                raise ServiceParamError("%s: field BindOptions must not be specified" % where)
             if mount["propagation"] not in PROPAGATIONS:
-                raise ServiceParamError("invalid mount %s: unknown propagation %r" % (target, mount["propagation"]))
+                raise ServiceParamError("invalid propagation mode: %s" % mount["propagation"])
             item["propagation"] = mount["propagation"]
+        if kind != "volume" and any(mount.get(k) is not None for k in ("no_copy", "labels", "driver_config")):
+            raise ServiceParamError("%s: field VolumeOptions must not be specified" % where)
         if mount.get("no_copy") is not None:
             item["no_copy"] = bool(mount["no_copy"])
         if mount.get("labels") is not None:
             item["labels"] = _strings(mount["labels"], "mount label")
         driver = mount.get("driver_config")
         if driver is not None:
-            if kind != "volume":
-                raise ServiceParamError("invalid mount %s: driver_config is for volume mounts only" % target)
             if not driver.get("name"):
-                raise ServiceParamError("invalid mount %s: driver_config needs a name" % target)
+                raise ServiceParamError("%s: driver_config needs a driver name" % where)
             item["driver_config"] = {"name": driver["name"],
                                      "options": _strings(driver.get("options"), "driver option")}
-        for key in ("tmpfs_size", "tmpfs_mode"):
-            if mount.get(key) is None:
-                continue
-            if kind != "tmpfs":
-                raise ServiceParamError("invalid mount %s: %s is for tmpfs mounts only" % (target, key))
-            if key == "tmpfs_size":
-                item[key] = _number(mount[key], key, lambda v: parse_bytes(v, "mounts[].tmpfs_size"))
-            elif not 0 <= mount[key] <= 0o7777:
-                raise ServiceParamError("invalid mount %s: tmpfs_mode %r is not a file mode" % (target, mount[key]))
-            else:
-                item[key] = mount[key]
+        if kind != "tmpfs" and (mount.get("tmpfs_size") is not None or mount.get("tmpfs_mode") is not None):
+            raise ServiceParamError("%s: field TmpfsOptions must not be specified" % where)
+        if mount.get("tmpfs_size") is not None:
+            item["tmpfs_size"] = _number(mount["tmpfs_size"], "tmpfs_size",
+                                         lambda v: parse_bytes(v, "mounts[].tmpfs_size"))
+        mode = mount.get("tmpfs_mode")
+        if mode is not None:
+            if not 0 <= mode <= 0o7777:
+                raise ServiceParamError("invalid tmpfs mode %r: must be a file mode between 0 and 0o7777" % (mode,))
+            item["tmpfs_mode"] = mode
         out.append(dict((k, v) for k, v in item.items() if v is not None))
     return out
 
@@ -1268,8 +1270,12 @@ def parse_ulimit(item):
         soft, hard = int(soft), int(hard)
     except (TypeError, ValueError):
         raise ServiceParamError("invalid ulimit %r: soft and hard must be whole numbers" % (item,))
-    if soft < 0 or hard < 0 or soft > hard:
-        raise ServiceParamError("invalid ulimit %r: soft must be at most hard, both >= 0" % (item,))
+    if name not in ULIMITS:
+        raise ServiceParamError("invalid ulimit type: %s" % name)
+    if soft < -1 or hard < -1:
+        raise ServiceParamError("invalid ulimit %r: soft and hard must be >= -1 (-1: unlimited)" % (item,))
+    if soft > hard and hard != -1:
+        raise ServiceParamError("ulimit soft limit must be less than or equal to hard limit: %d > %d" % (soft, hard))
     return {"name": str(name), "soft": soft, "hard": hard}
 
 
@@ -1317,6 +1323,15 @@ def _string_list(value, what):
     if any(not v for v in out):
         raise ServiceParamError("%s must not hold empty strings" % what)
     return out
+
+
+def check_task(task):
+    """The daemon's rules on a whole predicted task spec (options that depend on each other, possibly from the
+    stored spec): no net.* sysctl in the host's network namespace."""
+    if task.get("network_mode") == "host":
+        for key in task.get("sysctls") or {}:
+            if key.startswith("net.") or key.startswith("net/"):
+                raise ServiceParamError('sysctl "%s" not allowed in host network namespace' % key)
 
 
 def build_container_options(params, task):
@@ -1530,11 +1545,15 @@ def build_healthcheck(health):
     return out
 
 
+# task fields an update replaces whole (the daemon's services._WHOLE); the others that are dicts merge
+WHOLE = ("env", "labels", "healthcheck", "sysctls", "hosts", "log_driver")
+
+
 def merge(base, patch):
-    """The daemon's merge: nested dicts merge, except env, labels and healthcheck, which are replaced whole."""
+    """The daemon's merge: nested dicts merge, except WHOLE, which are replaced whole."""
     out = copy.deepcopy(base)
     for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("env", "labels", "healthcheck"):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in WHOLE:
             out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -1609,7 +1628,9 @@ def plan(current, params, resolve=None):
     if resolve is not None:
         resolve(body)
     if current is None:
-        return dict(action="create", body=body, spec=new_spec(body), changes=[])
+        spec = new_spec(body)
+        check_task(spec["task"])
+        return dict(action="create", body=body, spec=spec, changes=[])
     old = current["spec"]
     if body["mode"] != old["mode"]:
         # created again from the options given, keeping the published ports the daemon picked
@@ -1617,6 +1638,7 @@ def plan(current, params, resolve=None):
         if endpoint is not None:
             body["endpoint"] = endpoint
         spec = new_spec(body)
+        check_task(spec["task"])
         return dict(action="rebuild", body=body, spec=spec, changes=sorted(changed_options(old, spec)))
     endpoint = build_endpoint(params, base=old.get("endpoint"), reuse=old.get("endpoint"))
     if endpoint is None or endpoint == current_endpoint(old):
@@ -1624,6 +1646,7 @@ def plan(current, params, resolve=None):
     else:
         body["endpoint"] = endpoint
     spec = updated_spec(old, body, force=bool(params.get("force_update")))
+    check_task(spec["task"])
     changes = sorted(changed_options(old, spec))
     if not changes:
         return dict(action="none", body=None, spec=old, changes=[])
@@ -1645,7 +1668,7 @@ def update_paths(body):
 
     def leaves(tree, prefix):
         for key, value in tree.items():
-            if isinstance(value, dict) and value and key not in ("env", "healthcheck"):
+            if isinstance(value, dict) and value and key not in WHOLE:
                 leaves(value, prefix + (key,))
             else:
                 paths.append(prefix + (key,))

@@ -16,8 +16,8 @@ WORKER = {"id": "bbb2", "spec": {"role": "worker", "availability": "drain", "lab
 ACTIVE_MANAGER = {"local_node_state": "active", "is_manager": True, "node_id": "aaa1"}
 
 
-def serve(fake_daemon, info=ACTIVE_MANAGER):
-    fake_daemon.routes[("GET", "/v1/info")] = (200, info)
+def serve(fake_daemon, info=None):
+    fake_daemon.routes[("GET", "/v1/info")] = (200, info or ACTIVE_MANAGER)
     fake_daemon.routes[("GET", "/v1/nodes")] = (200, [MANAGER, WORKER])
     for node in (MANAGER, WORKER):
         for ref in (node["id"], node["description"]["hostname"]):

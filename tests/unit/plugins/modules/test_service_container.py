@@ -37,7 +37,7 @@ ALL_OPTIONS = dict(
     networks=[{"name": "host", "aliases": None, "options": None}],
     hostname="web-{{.Task.Slot}}", hosts={"db.internal": "10.0.0.5"}, user="1000:100", working_dir="/data",
     read_only=True, init=True, tty=False, cap_add=["NET_ADMIN"], cap_drop=["ALL"],
-    sysctls={"net.core.somaxconn": 1024}, ulimits=["nofile:1024:2048", {"name": "nproc", "soft": 64, "hard": 128}],
+    sysctls={"kernel.msgmax": 65536}, ulimits=["nofile:1024:2048", {"name": "nproc", "soft": 64, "hard": 128}],
     dns=["10.0.0.2"], dns_search=["example.internal"], dns_options=["ndots:2"], stop_signal="SIGUSR1",
     groups=["100"], container_labels={"team": "x"})
 
@@ -53,7 +53,7 @@ ALL_FIELDS = {
     "network_mode": "host",
     "hostname": "web-{{.Task.Slot}}", "hosts": {"db.internal": "10.0.0.5"}, "user": "1000:100",
     "working_dir": "/data", "read_only": True, "init": True, "tty": False, "cap_add": ["NET_ADMIN"],
-    "cap_drop": ["ALL"], "sysctls": {"net.core.somaxconn": "1024"},
+    "cap_drop": ["ALL"], "sysctls": {"kernel.msgmax": "65536"},
     "ulimits": [{"name": "nofile", "soft": 1024, "hard": 2048}, {"name": "nproc", "soft": 64, "hard": 128}],
     "dns": ["10.0.0.2"], "dns_search": ["example.internal"], "dns_options": ["ndots:2"], "stop_signal": "SIGUSR1",
     "groups": ["100"], "labels": {"team": "x"}}
@@ -112,18 +112,20 @@ def test_networks_map_onto_network_mode(networks, network_mode, expected):
     (dict(networks=[{"name": "host", "aliases": ["web"]}]), "network host takes no aliases"),
     (dict(networks=[{"aliases": ["web"]}]), "each item of networks needs a name"),
     (dict(networks=[3]), "networks must be a list of names"),
-    (dict(mounts=[mount(target="relative", source="/x")]), "must be an absolute path"),
-    (dict(mounts=[mount(target="/x")]), "a bind mount needs a source"),
-    (dict(mounts=[mount(target="/x", source="rel")]), "the bind source 'rel' must be an absolute path"),
-    (dict(mounts=[mount(target="/x", type="tmpfs", source="/y")]), "a tmpfs mount has no source"),
-    (dict(mounts=[mount(target="/x", type="volume", propagation="shared")]), "propagation is for bind mounts"),
-    (dict(mounts=[mount(target="/x", source="/y", tmpfs_size="1M")]), "tmpfs_size is for tmpfs mounts"),
+    (dict(mounts=[mount(target="relative", source="/x")]), "invalid mount target, must be an absolute path: relative"),
+    (dict(mounts=[mount(target="/x")]), 'invalid mount config for type "bind": field Source must not be empty'),
+    (dict(mounts=[mount(target="/x", source="rel")]), "invalid bind mount source, must be an absolute path: rel"),
+    (dict(mounts=[mount(target="/x", type="tmpfs", source="/y")]), "field Source must not be specified"),
+    (dict(mounts=[mount(target="/x", type="volume", propagation="shared")]), "field BindOptions must not be"),
+    (dict(mounts=[mount(target="/x", source="/y", tmpfs_size="1M")]), "field TmpfsOptions must not be specified"),
     (dict(mounts=[mount(target="/x", type="tmpfs", tmpfs_size="lots")]), "invalid mounts[].tmpfs_size"),
-    (dict(mounts=[mount(target="/x", source="/y", driver_config={"name": "local"})]), "driver_config is for volume"),
-    (dict(mounts=[mount(target="/x", source="/a"), mount(target="/x", source="/b")]), "duplicate mount target /x"),
-    (dict(mounts=[mount(target="/m%d" % i, type="tmpfs") for i in range(33)]), "at most 32 mounts"),
+    (dict(mounts=[mount(target="/x", source="/y", driver_config={"name": "local"})]), "field VolumeOptions must"),
+    (dict(mounts=[mount(target="/x", type="tmpfs", no_copy=True)]), "field VolumeOptions must not be specified"),
+    (dict(mounts=[mount(target="/x", source="/a"), mount(target="/x/", source="/b")]), "duplicate mount point: /x/"),
+    (dict(mounts=[mount(target="/m%d" % i, type="tmpfs") for i in range(33)]), "a task has at most 32 mounts"),
     (dict(ulimits=["nofile"]), "expected NAME:SOFT[:HARD]"),
-    (dict(ulimits=["nofile:2048:1024"]), "soft must be at most hard"),
+    (dict(ulimits=["nofiles:1:2"]), "invalid ulimit type: nofiles"),
+    (dict(ulimits=["nofile:2048:1024"]), "ulimit soft limit must be less than or equal to hard limit: 2048 > 1024"),
     (dict(ulimits=["nofile:many"]), "must be whole numbers"),
     (dict(logging={"driver": None, "options": {"max-size": "1m"}}), "logging.options needs logging.driver"),
     (dict(sysctls={"net.ipv4.ip_forward": True}), "quote values"),
@@ -135,8 +137,16 @@ def test_bad_container_options(kwargs, message):
     assert message in str(exc.value)
 
 
+def test_net_sysctls_refused_on_the_host_network():
+    for options in ({}, {"network_mode": "host"}):
+        with pytest.raises(svc.ServiceParamError, match='sysctl "net.core.somaxconn" not allowed in host network'):
+            svc.plan(None, params(sysctls={"net.core.somaxconn": "1"}, **options))
+    assert svc.plan(None, params(sysctls={"net.core.somaxconn": "1"}, networks=["none"]))["action"] == "create"
+
+
 def test_ulimit_forms():
     assert svc.parse_ulimit("nofile:1024") == {"name": "nofile", "soft": 1024, "hard": 1024}
+    assert svc.parse_ulimit("memlock:-1:-1") == {"name": "memlock", "soft": -1, "hard": -1}
     assert svc.parse_ulimit({"name": "core", "soft": 0}) == {"name": "core", "soft": 0, "hard": 0}
 
 
