@@ -177,7 +177,7 @@ def test_service_container_options_in_the_engine(env):
         "mounts": [
             {"source": bind_dir, "target": "/srv/bind", "readonly": True},
             {"source": VOLUME, "target": "/data", "type": "volume", "labels": {"owner": "a2"}},
-            {"target": "/scratch", "type": "tmpfs", "tmpfs_size": "16M", "tmpfs_mode": 0o1777},
+            {"target": "/scratch", "type": "tmpfs", "tmpfs_size": "16M", "tmpfs_mode": 0o700},
         ],
         "env_files": [env_a, env_b], "env": {"OVERRIDDEN": "env"},
         "logging": {"driver": "json-file", "options": {"max-size": "1m", "max-file": "2"}},
@@ -218,13 +218,15 @@ def test_service_container_options_in_the_engine(env):
     assert (tmpfs and tmpfs[0]["Type"] == "tmpfs") or "/scratch" in (host.get("Tmpfs") or {}), host
     # inside the container
     cid = c["Id"]
-    assert _exec(env, cid, "cat", "/srv/bind/hello") == "from the host\n"
-    assert "16384k" in _exec(env, cid, "sh", "-c", "grep ' /scratch ' /proc/mounts") or \
-        "size=16m" in _exec(env, cid, "sh", "-c", "grep ' /scratch ' /proc/mounts").lower()
-    resolv = _exec(env, cid, "cat", "/etc/resolv.conf")
+    assert _exec(env, cid, "sh", "-c", "cat /srv/bind/hello") == "from the host\n"
+    scratch = _exec(env, cid, "sh", "-c", "grep ' /scratch ' /proc/mounts")
+    assert "tmpfs" in scratch and ("size=16384k" in scratch or "size=16m" in scratch.lower()), scratch
+    assert "mode=700" in scratch, scratch  # 1777 is the default, not shown
+    resolv = _exec(env, cid, "sh", "-c", "cat /etc/resolv.conf")
     assert "nameserver 10.0.0.2" in resolv and "a2.internal" in resolv and "ndots:2" in resolv, resolv
-    assert "10.0.0.5" in _exec(env, cid, "grep", "db.a2.internal", "/etc/hosts")
+    assert "10.0.0.5" in _exec(env, cid, "sh", "-c", "grep db.a2.internal /etc/hosts")
     assert _exec(env, cid, "sh", "-c", "ulimit -n").strip() == "1024"
+    assert _exec(env, cid, "sh", "-c", "touch /cannot 2>&1 || echo refused").strip().endswith("refused")
 
     # an update of a few options names exactly them, and a rerun is no change again
     updated = env.cycle("service", dict(args, user="0", dns=["10.0.0.3"], container_labels={"a2.label": "no"}))
