@@ -688,7 +688,7 @@ EXAMPLES = r"""
       - target: /scratch
         type: tmpfs
         tmpfs_size: 64M
-        tmpfs_mode: 0o1777
+        tmpfs_mode: 1023  # 0o1777
     env_files:
       - /srv/app/app.env
     env:
