@@ -14,6 +14,7 @@ import sys
 import time
 from urllib.parse import quote
 
+from swarmctl.cli import container_opts
 from swarmctl.cli.client import CLIError, DaemonError, filter_query, update_with_retry, with_version
 from swarmctl.cli.output import print_json, print_table
 from swarmctl.cli.units import (UnitError, human_age, parse_bytes, parse_cpus, parse_duration, parse_int, parse_key,
@@ -86,6 +87,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--config", action="append", default=[], metavar="CONFIG",
                    help="give the tasks a config, same syntax as --secret; mounted at TARGET (default /NAME)")
     _add_task_options(p)
+    container_opts.add_create_flags(p)
     p.add_argument("--format", choices=["json"],
                    help="print the created service as JSON (like inspect) instead of its id; no progress output")
     p.add_argument("image", metavar="IMAGE", help="image of the tasks")
@@ -160,6 +162,7 @@ def add_parsers(sub) -> None:
         p.add_argument(f"--{kind}-rm", action="append", default=[], metavar="NAME",
                        help=f"remove a {kind} by name (repeatable)")
     _add_task_options(p)
+    container_opts.add_update_flags(p)
     p.add_argument("--force", action="store_true", help="replace the tasks even if nothing changed")
     p.add_argument("--rollback", action="store_true",
                    help="go back to the previous spec (as `service rollback`; other options are not allowed)")
@@ -221,7 +224,10 @@ def _add_task_options(p) -> None:
                    help="how the scheduler picks nodes (default: the swarm's default strategy)")
     p.add_argument("--replicas-max-per-node", metavar="N", help="at most N tasks on one node (0: unlimited)")
     p.add_argument("--stop-grace-period", metavar="DURATION", help="time to stop before killing (e.g. 10s)")
-    p.add_argument("--network", choices=NETWORK_MODES, help="network mode of the containers (server default: host)")
+    p.add_argument("--network", action="append", default=[], metavar="NETWORK",
+                   help="the containers' network: host (the server's default) or none; swarmctl has no overlay "
+                        "networks")
+    container_opts.add_shared_flags(p)
     p.add_argument("--hostname", metavar="NAME",
                    help="container hostname; may use placeholders such as {{.Task.Slot}} or {{.Node.Hostname}}")
     p.add_argument("--entrypoint", metavar="\"CMD ARG...\"",
@@ -422,8 +428,9 @@ def task_options(args) -> dict:
         task["placement"] = placement
     if args.stop_grace_period is not None:
         task["stop_grace_period"] = parse_duration(args.stop_grace_period, "--stop-grace-period")
-    if args.network:
-        task["network_mode"] = args.network
+    network = container_opts.network_mode(args.network)
+    if network:
+        task["network_mode"] = network
     if args.entrypoint is not None:
         task["command"] = _split_words(args.entrypoint, "--entrypoint")
     if args.hostname is not None:
@@ -576,6 +583,9 @@ def build_create_body(args, name: str | None = None) -> dict:
     if args.env:
         task["env"] = dict(parse_kv(item, "--env") for item in args.env)
     task.update(task_options(args))
+    task.update(container_opts.create_options(args))
+    if args.env_file:  # read here: files in order, a later one wins, then --env wins (the server knows no files)
+        task["env"] = {**container_opts.read_env_files(args.env_file), **task.get("env", {})}
     health = healthcheck_options(args)
     if health is not None:
         task["healthcheck"] = health
@@ -672,6 +682,7 @@ def build_update_body(args, service: dict) -> dict:
         added = placement_prefs(args.placement_pref_add, "--placement-pref-add")
         prefs = [p for p in old_prefs if p not in removed]  # Docker: remove, then add at the end
         task.setdefault("placement", {})["preferences"] = prefs + added
+    task.update(container_opts.update_options(args, old_task))
     health = healthcheck_options(args, old_task.get("healthcheck"))
     if health is not None:
         task["healthcheck"] = health
@@ -716,6 +727,7 @@ def update_paths(args) -> list[tuple]:
     for key in args.label_rm:
         paths.append(("spec", "labels", key.partition("=")[0]))
     paths.extend(_leaves(task_options(args), ("spec", "task")))
+    paths.extend(container_opts.update_paths(args))
     if args.image is not None:
         paths.append(("spec", "task", "image"))
     if args.task_args is not None:
