@@ -94,3 +94,42 @@ def test_an_update_merges_the_task_as_the_daemon_does(field, old, new):
     """The module predicts the daemon's merge of a task update, whatever it is (dicts merged or replaced)."""
     base = {"name": "web", "mode": "replicated", "replicas": 1, "labels": {}, "task": {"image": IMAGE, field: old}}
     assert svc.merge(base["task"], {field: new}) == services._merge(base["task"], {field: new})
+
+
+# ---- the client-side rules the module shares with the CLI (swarmctl.cli.container_opts) ----------------------
+container_opts = pytest.importorskip("swarmctl.cli.container_opts")
+
+
+@pytest.mark.parametrize("names", [["host"], ["none"], ["host", "host"], ["overlay"], ["host", "none"],
+                                   ["none", "backend"], ["ingress"], []])
+def test_networks_are_refused_with_the_cli_text(names):
+    try:
+        expected, cli_error = container_opts.network_mode(list(names)), None
+    except container_opts.UnitError as exc:
+        expected, cli_error = None, str(exc)
+    try:
+        got, module_error = svc.network_mode_of(list(names)), None
+    except svc.ServiceParamError as exc:
+        got, module_error = None, str(exc)
+    assert (got, module_error) == (expected, cli_error)
+
+
+LINE = st.one_of(st.sampled_from(["A=1", "B=x=y", "# comment", "", "   ", "  C=indented", "A=again", "E=", "HOME",
+                                  "UNSET_A2_VARIABLE", "D= spaced value "]),
+                 st.builds(lambda k, v: "%s=%s" % (k, v), st.sampled_from(["K1", "K2", "A"]),
+                           st.text(alphabet="abc =#", max_size=5)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(files=st.lists(st.lists(LINE, max_size=6), max_size=3),
+       env=st.one_of(st.none(), st.dictionaries(st.sampled_from(["A", "K1", "Z"]), st.sampled_from(["1", ""]))))
+def test_env_files_are_read_and_merged_as_the_cli_does(tmp_path_factory, files, env):
+    root = tmp_path_factory.mktemp("envfiles")
+    paths = []
+    for i, lines in enumerate(files):
+        path = root / ("%d.env" % i)
+        path.write_text("\n".join(lines) + "\n")
+        paths.append(str(path))
+    expected = container_opts.read_env_files(paths)
+    expected.update(env or {})
+    assert svc.merged_env({"env_files": paths, "env": env}) == expected
