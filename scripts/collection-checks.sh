@@ -182,7 +182,7 @@ if extra or missing:
 print("artifact: %d files, same as the checked copy" % len(in_tar))
 EOF
   local module out
-  for module in swarm node service info secret config stack; do
+  for module in swarm node node_info service service_info info secret config stack; do
     out=$(ANSIBLE_COLLECTIONS_PATH="$installed" ansible-doc -t module "swarmctl.cluster.$module")
     echo "$out" | grep -q "swarmctl_host" || { echo "ansible-doc swarmctl.cluster.$module: no swarmctl_host option" >&2; return 1; }
     echo "ansible-doc swarmctl.cluster.$module: $(echo "$out" | wc -l) lines"

@@ -89,6 +89,176 @@ options:
       - The network of the containers. swarmctl supports the host network and no network.
     type: str
     choices: [host, none]
+  networks:
+    description:
+      - The networks of the containers, as in M(community.docker.docker_swarm_service) (names, or dictionaries with
+        C(name), C(aliases) and C(options)). swarmctl has no overlay networks; its tasks run on the host's network
+        (V(host)) or on none (V(none)), so only one of these two is accepted, and it sets the task's O(network_mode).
+        Any other network fails with C(network "NAME" is not available ...); more than one fails too.
+      - V(host) and V(none) take no aliases and no options.
+      - Left out (or V([])), the service keeps its network (V(host) for a new service).
+    type: list
+    elements: raw
+  mounts:
+    description:
+      - The mounts of the containers. Replaces all mounts of the service; V([]) removes them. Left out, the service
+        keeps its mounts.
+    type: list
+    elements: dict
+    suboptions:
+      source:
+        description:
+          - The host path of a V(bind) mount (absolute), or the volume name of a V(volume) mount (an anonymous
+            volume when left out). Must be left out for V(tmpfs).
+        type: str
+      target:
+        description:
+          - The path in the container (absolute).
+        type: str
+        required: true
+      type:
+        description:
+          - The mount's type.
+        type: str
+        default: bind
+        choices: [bind, volume, tmpfs]
+      readonly:
+        description:
+          - Mount read-only.
+        type: bool
+      labels:
+        description:
+          - Labels of a volume the mount creates (V(volume) only).
+        type: dict
+      propagation:
+        description:
+          - The propagation mode of a V(bind) mount.
+        type: str
+        choices: [shared, slave, private, rshared, rslave, rprivate]
+      no_copy:
+        description:
+          - Do not fill a new volume with the image's content at the target (V(volume) only).
+        type: bool
+      driver_config:
+        description:
+          - The volume driver and its options (V(volume) only).
+        type: dict
+        suboptions:
+          name:
+            description:
+              - Name of the volume driver.
+            type: str
+          options:
+            description:
+              - Options passed to the driver, as key-value pairs.
+            type: dict
+      tmpfs_size:
+        description:
+          - Size of a V(tmpfs) mount, in bytes or with a unit (binary multiples), for example V(64M).
+        type: str
+      tmpfs_mode:
+        description:
+          - The file mode of a V(tmpfs) mount, an integer, for example V(0o1777) (V(1023)).
+        type: int
+  env_files:
+    description:
+      - Files of environment variables (C(KEY=VALUE) lines; blank lines and lines starting with C(#) are skipped),
+        read on the host the module runs on, as in M(community.docker.docker_swarm_service).
+      - The files are read in order, a later file winning over an earlier one, and O(env) wins over all of them;
+        the result replaces all variables of the service, as O(env) does.
+    type: list
+    elements: path
+  logging:
+    description:
+      - The logging of the containers (Docker's C(--log-driver) and C(--log-opt)). Left out, containers log to
+        C(json-file) rotated at 10 MB x 3, and an existing service keeps its logging.
+    type: dict
+    suboptions:
+      driver:
+        description:
+          - The log driver of the engine, for example V(json-file), V(local) or V(none).
+        type: str
+      options:
+        description:
+          - The driver's options, for example C(max-size). Values are strings.
+        type: dict
+  hostname:
+    description:
+      - The containers' hostname. Docker's placeholders such as C({{.Task.Slot}}) are expanded as in O(env).
+    type: str
+  hosts:
+    description:
+      - Host names and the IP addresses they map to, added to each container's C(/etc/hosts) (C(--host)).
+    type: dict
+  user:
+    description:
+      - The user the containers run as, C(USER[:GROUP]) by name or number; V("") is the image's.
+    type: str
+  working_dir:
+    description:
+      - The containers' working directory; V("") is the image's.
+    type: str
+  read_only:
+    description:
+      - Mount the containers' root filesystem read-only.
+    type: bool
+  init:
+    description:
+      - Run an init process in the containers that forwards signals and reaps processes.
+    type: bool
+  tty:
+    description:
+      - Give the containers a pseudo terminal.
+    type: bool
+  cap_add:
+    description:
+      - Kernel capabilities added to the containers, Docker's names, for example V(NET_ADMIN) or V(ALL).
+    type: list
+    elements: str
+  cap_drop:
+    description:
+      - Kernel capabilities dropped from the containers, Docker's names.
+    type: list
+    elements: str
+  sysctls:
+    description:
+      - Namespaced kernel parameters set in the containers, for example C(net.ipv4.ip_forward). Values are strings.
+    type: dict
+  ulimits:
+    description:
+      - Resource limits of the containers, each C(NAME:SOFT:HARD) (or C(NAME:LIMIT)), for example
+        V(nofile:1024:2048), or a dictionary with C(name), C(soft) and C(hard). This option is swarmctl's
+        (community.docker's service module has none).
+    type: list
+    elements: raw
+  dns:
+    description:
+      - Name servers of the containers (IP addresses), after the node's own service-discovery server.
+    type: list
+    elements: str
+  dns_search:
+    description:
+      - Search domains of the containers' C(resolv.conf).
+    type: list
+    elements: str
+  dns_options:
+    description:
+      - Options of the containers' C(resolv.conf), for example V(ndots:2).
+    type: list
+    elements: str
+  stop_signal:
+    description:
+      - The signal that stops the containers, for example V(SIGTERM), V(SIGUSR1) or V(15).
+    type: str
+  groups:
+    description:
+      - Additional groups the containers' processes run with.
+    type: list
+    elements: str
+  container_labels:
+    description:
+      - Labels of the containers (the task spec's C(labels)); O(labels) are the service's own labels.
+    type: dict
   publish:
     description:
       - The published ports of the service. Replaces all published ports of the service; V([]) removes them.
@@ -502,6 +672,52 @@ EXAMPLES = r"""
       NODE_NAME: !unsafe "{{.Node.Hostname}}"
       TASK_NAME: "{% raw %}{{.Service.Name}}.{{.Task.Slot}}{% endraw %}"
 
+- name: A service with community.docker's container options
+  swarmctl.cluster.service:
+    name: app
+    image: busybox:latest
+    command: [sleep, infinity]
+    networks: [host]
+    mounts:
+      - source: /srv/app/config
+        target: /etc/app
+        readonly: true
+      - source: app-data
+        target: /data
+        type: volume
+      - target: /scratch
+        type: tmpfs
+        tmpfs_size: 64M
+        tmpfs_mode: 1023  # 0o1777
+    env_files:
+      - /srv/app/app.env
+    env:
+      LOG_LEVEL: debug  # wins over the env files
+    logging:
+      driver: json-file
+      options:
+        max-size: 10m
+        max-file: "3"
+    user: "1000:1000"
+    working_dir: /data
+    read_only: true
+    init: true
+    cap_drop: [ALL]
+    cap_add: [NET_BIND_SERVICE]
+    sysctls:
+      kernel.msgmax: "65536"
+    ulimits:
+      - nofile:1024:2048
+    hosts:
+      db.internal: 10.0.0.5
+    dns: [10.0.0.2]
+    dns_search: [example.internal]
+    dns_options: ["ndots:2"]
+    stop_signal: SIGUSR1
+    groups: ["100"]
+    container_labels:
+      team: backend
+
 - name: Run an agent on every node
   swarmctl.cluster.service:
     name: agent
@@ -530,7 +746,9 @@ swarm_service:
       returned: always
     spec:
       description: C(name), C(mode), C(replicas), C(labels), C(task) (image, command, args, env, network_mode,
-        resources, restart_policy, placement, stop_grace_period, healthcheck, force_update) and C(endpoint) (C(mode), and
+        resources, restart_policy, placement, stop_grace_period, healthcheck, force_update, and the container
+        options that were set, mounts, log_driver, hostname, hosts, user, working_dir, read_only, init, tty, cap_add,
+        cap_drop, sysctls, ulimits, dns, dns_search, dns_options, stop_signal, groups and labels) and C(endpoint) (C(mode), and
         C(ports) with C(protocol), C(target_port), C(published_port) and C(publish_mode); the published ports
         the swarm picked are filled in, and null in check mode's prediction of a new service).
       type: dict
@@ -559,6 +777,7 @@ rebuilt:
 """
 
 import copy
+import os
 import re
 import shlex
 import time
@@ -614,6 +833,13 @@ OPTION_NAMES = {
     "task.resources.limits.memory": "limits.memory",
     "endpoint.mode": "endpoint_mode", "endpoint.ports": "publish",
     "task.secrets": "secrets", "task.configs": "configs",
+    # the container options of issue 13 (task spec fields of the contract; each compared whole)
+    "task.mounts": "mounts", "task.log_driver": "logging", "task.hostname": "hostname", "task.hosts": "hosts",
+    "task.user": "user", "task.working_dir": "working_dir", "task.read_only": "read_only", "task.init": "init",
+    "task.tty": "tty", "task.cap_add": "cap_add", "task.cap_drop": "cap_drop", "task.sysctls": "sysctls",
+    "task.ulimits": "ulimits", "task.dns": "dns", "task.dns_search": "dns_search",
+    "task.dns_options": "dns_options", "task.stop_signal": "stop_signal", "task.groups": "groups",
+    "task.labels": "container_labels",
 }
 OPTION_NAMES.update({"%s.%s" % (kind, key): "%s.%s" % (kind, key)
                      for kind in ("update_config", "rollback_config") for key in DEFAULT_UPDATE})
@@ -895,6 +1121,252 @@ def drop_empty_file_refs(spec):
     return spec
 
 
+# ---- container options (issue 13): community.docker.docker_swarm_service's names -> the task spec's fields --------
+# Task spec fields whose absence (a service stored without them) and an empty value mean the same.
+EMPTY_AS_UNSET = ("task.mounts", "task.hosts", "task.cap_add", "task.cap_drop", "task.sysctls", "task.ulimits",
+                  "task.dns", "task.dns_search", "task.dns_options", "task.groups", "task.labels")
+
+# The daemon's rules for networks and mounts (swarmctl.manager.services.validate_spec), repeated because a module
+# imports only the standard library and module_utils; tests/unit/plugins/test_container_options_agreement.py keeps
+# them alike.
+NETWORK_MODES = ("host", "none")
+NETWORK_UNAVAILABLE = ('network "%s" is not available: swarmctl runs tasks on the host\'s network ("host") or none '
+                       '("none"); it has no overlay networks')
+ONE_NETWORK = "a task has one network here: host or none"
+MOUNT_TYPES = ("bind", "volume", "tmpfs")
+PROPAGATIONS = ("shared", "slave", "private", "rshared", "rslave", "rprivate")
+MAX_MOUNTS = 32
+# go-units' ulimit names (the daemon's container_options.ULIMITS)
+ULIMITS = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss",
+           "rtprio", "rttime", "sigpending", "stack")
+
+
+def normal_mounts(mounts):
+    """Mounts as compared: keys whose value is null left out (the daemon stores no null)."""
+    if not mounts:
+        return None
+    return [dict((k, v) for k, v in m.items() if v is not None) if isinstance(m, dict) else m for m in mounts]
+
+
+def _strings(value, what):
+    """A dict option's values as the strings the API takes."""
+    out = {}
+    for key, item in (value or {}).items():
+        if isinstance(item, bool):
+            raise ServiceParamError("%s %s has the boolean value %r: quote values such as 'yes' or 'true'"
+                                    % (what, key, item))
+        out[str(key)] = "" if item is None else str(item)
+    return out
+
+
+def build_mounts(mounts):
+    """mounts (docker_swarm_service's shape) -> task.mounts, checked as the daemon checks them, with its messages
+    (swarmctl.manager.container_options.check_mounts); None when left out. Keys left out (null) are not sent."""
+    if mounts is None:
+        return None
+    if len(mounts) > MAX_MOUNTS:
+        raise ServiceParamError("a task has at most %d mounts, not %d" % (MAX_MOUNTS, len(mounts)))
+    out, targets = [], set()
+    for mount in mounts:
+        kind = mount.get("type") or "bind"
+        if kind not in MOUNT_TYPES:
+            raise ServiceParamError("invalid mount type %r: use bind, volume or tmpfs" % (kind,))
+        target, source = mount.get("target"), mount.get("source")
+        where = 'invalid mount config for type "%s"' % kind
+        if not target:
+            raise ServiceParamError("%s: field Target must not be empty" % where)
+        if not target.startswith("/"):
+            raise ServiceParamError("invalid mount target, must be an absolute path: %s" % target)
+        if target.rstrip("/") in targets:
+            raise ServiceParamError("duplicate mount point: %s" % target)
+        targets.add(target.rstrip("/") or "/")
+        if kind == "tmpfs" and source:
+            raise ServiceParamError("%s: field Source must not be specified" % where)
+        if kind == "bind":
+            if not source:
+                raise ServiceParamError("%s: field Source must not be empty" % where)
+            if not source.startswith("/"):
+                raise ServiceParamError("invalid bind mount source, must be an absolute path: %s" % source)
+        item = {"type": kind, "source": source or None, "target": target, "readonly": bool(mount.get("readonly"))}
+        if mount.get("propagation") is not None:
+            if kind != "bind":
+                raise ServiceParamError("%s: field BindOptions must not be specified" % where)
+            if mount["propagation"] not in PROPAGATIONS:
+                raise ServiceParamError("invalid propagation mode: %s" % mount["propagation"])
+            item["propagation"] = mount["propagation"]
+        if kind != "volume" and any(mount.get(k) is not None for k in ("no_copy", "labels", "driver_config")):
+            raise ServiceParamError("%s: field VolumeOptions must not be specified" % where)
+        if mount.get("no_copy") is not None:
+            item["no_copy"] = bool(mount["no_copy"])
+        if mount.get("labels") is not None:
+            item["labels"] = _strings(mount["labels"], "mount label")
+        driver = mount.get("driver_config")
+        if driver is not None:
+            if not driver.get("name"):
+                raise ServiceParamError("%s: driver_config needs a driver name" % where)
+            item["driver_config"] = {"name": driver["name"],
+                                     "options": _strings(driver.get("options"), "driver option")}
+        if kind != "tmpfs" and (mount.get("tmpfs_size") is not None or mount.get("tmpfs_mode") is not None):
+            raise ServiceParamError("%s: field TmpfsOptions must not be specified" % where)
+        if mount.get("tmpfs_size") is not None:
+            item["tmpfs_size"] = _number(mount["tmpfs_size"], "tmpfs_size",
+                                         lambda v: parse_bytes(v, "mounts[].tmpfs_size"))
+        mode = mount.get("tmpfs_mode")
+        if mode is not None:
+            if not 0 <= mode <= 0o7777:
+                raise ServiceParamError("invalid tmpfs mode %r: must be a file mode between 0 and 0o7777" % (mode,))
+            item["tmpfs_mode"] = mode
+        out.append(dict((k, v) for k, v in item.items() if v is not None))
+    return out
+
+
+def network_mode_of(networks, network_mode=None):
+    """networks (docker_swarm_service's list of names or {name, aliases, options}) -> task.network_mode, with the
+    daemon's messages; None when neither option is given."""
+    if networks is None:
+        return network_mode
+    names = []
+    for network in networks:
+        if isinstance(network, dict):
+            name = network.get("name")
+            if not isinstance(name, str) or not name:
+                raise ServiceParamError("each item of networks needs a name")
+            unknown = sorted(set(network) - {"name", "aliases", "options"})
+            if unknown:
+                raise ServiceParamError("unknown networks[] option %s: use name, aliases and options" % unknown[0])
+            if network.get("aliases") and name in NETWORK_MODES:
+                raise ServiceParamError("network %s takes no aliases (aliases are for user-defined networks)" % name)
+            if network.get("options") and name in NETWORK_MODES:
+                raise ServiceParamError("network %s takes no options" % name)
+        elif isinstance(network, str):
+            name = network
+        else:
+            raise ServiceParamError("networks must be a list of names or of dictionaries with a name")
+        if name not in NETWORK_MODES:
+            raise ServiceParamError(NETWORK_UNAVAILABLE % name)
+        names.append(name)
+    if len(set(names)) > 1:
+        raise ServiceParamError(ONE_NETWORK)
+    if not names:
+        return network_mode
+    if network_mode and network_mode != names[0]:
+        raise ServiceParamError("networks [%s] and network_mode %s disagree" % (names[0], network_mode))
+    return names[0]
+
+
+def parse_ulimit(item):
+    """A ulimit: "nofile:1024:2048", "nofile:1024" (soft = hard) or {name, soft, hard} -> the API's dict."""
+    if isinstance(item, str):
+        parts = item.split(":")
+        if len(parts) not in (2, 3) or not parts[0]:
+            raise ServiceParamError("invalid ulimit %r: expected NAME:SOFT[:HARD], e.g. nofile:1024:2048" % (item,))
+        name, soft, hard = parts[0], parts[1], parts[-1]
+    elif isinstance(item, dict) and item.get("name"):
+        name, soft = item["name"], item.get("soft")
+        hard = item.get("hard", soft)
+    else:
+        raise ServiceParamError("invalid ulimit %r: expected NAME:SOFT[:HARD] or {name, soft, hard}" % (item,))
+    try:
+        soft, hard = int(soft), int(hard)
+    except (TypeError, ValueError):
+        raise ServiceParamError("invalid ulimit %r: soft and hard must be whole numbers" % (item,))
+    if name not in ULIMITS:
+        raise ServiceParamError("invalid ulimit type: %s" % name)
+    if soft < -1 or hard < -1:
+        raise ServiceParamError("invalid ulimit %r: soft and hard must be >= -1 (-1: unlimited)" % (item,))
+    if soft > hard and hard != -1:
+        raise ServiceParamError("ulimit soft limit must be less than or equal to hard limit: %d > %d" % (soft, hard))
+    return {"name": str(name), "soft": soft, "hard": hard}
+
+
+def read_env_file(path):
+    """A Docker env file: KEY=VALUE lines (blank lines and lines starting with # skipped; a line with only a KEY
+    takes its value from the environment the module runs in, and is skipped when that has none)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (IOError, OSError, UnicodeDecodeError) as exc:
+        raise ServiceParamError("cannot read env_files item %s: %s" % (path, exc))
+    out = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not key or any(c.isspace() for c in key):
+            raise ServiceParamError("invalid line %d of env file %s: expected KEY=VALUE" % (number, path))
+        if not sep:
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        out[key] = value
+    return out
+
+
+def merged_env(params):
+    """env_files read in order (later wins), then env over them (community.docker's rule); None when neither."""
+    env = parse_env(params.get("env"))
+    files = params.get("env_files")
+    if files is None:
+        return env
+    out = {}
+    for path in files:
+        out.update(read_env_file(path))
+    out.update(env or {})
+    return out
+
+
+def _string_list(value, what):
+    if value is None:
+        return None
+    out = [str(v) for v in value]
+    if any(not v for v in out):
+        raise ServiceParamError("%s must not hold empty strings" % what)
+    return out
+
+
+def check_task(task):
+    """The daemon's rules on a whole predicted task spec (options that depend on each other, possibly from the
+    stored spec): no net.* sysctl in the host's network namespace."""
+    if task.get("network_mode") == "host":
+        for key in task.get("sysctls") or {}:
+            if key.startswith("net.") or key.startswith("net/"):
+                raise ServiceParamError('sysctl "%s" not allowed in host network namespace' % key)
+
+
+def build_container_options(params, task):
+    """Add the container options given to the body's task (fields left out are not sent)."""
+    mounts = build_mounts(params.get("mounts"))
+    if mounts is not None:
+        task["mounts"] = mounts
+    logging = params.get("logging")
+    if logging is not None and (logging.get("driver") or logging.get("options")):
+        if not logging.get("driver"):
+            raise ServiceParamError("logging.options needs logging.driver")
+        task["log_driver"] = {"name": logging["driver"], "options": _strings(logging.get("options"), "logging option")}
+    network_mode = network_mode_of(params.get("networks"), params.get("network_mode"))
+    if network_mode:
+        task["network_mode"] = network_mode
+    for key in ("hostname", "user", "working_dir", "stop_signal"):
+        if params.get(key) is not None:
+            task[key] = params[key]
+    for key in ("read_only", "init", "tty"):
+        if params.get(key) is not None:
+            task[key] = bool(params[key])
+    for key in ("cap_add", "cap_drop", "dns", "dns_search", "dns_options", "groups"):
+        value = _string_list(params.get(key), key)
+        if value is not None:
+            task[key] = value
+    if params.get("hosts") is not None:
+        task["hosts"] = _strings(params["hosts"], "hosts")
+    if params.get("sysctls") is not None:
+        task["sysctls"] = _strings(params["sysctls"], "sysctl")
+    if params.get("ulimits") is not None:
+        task["ulimits"] = [parse_ulimit(u) for u in params["ulimits"]]
+    if params.get("container_labels") is not None:
+        task["labels"] = _strings(params["container_labels"], "container label")
+
+
 def build_body(params):
     """The create request for the options given; options left out are not in it. Raises ServiceParamError."""
     name = params["name"]
@@ -921,11 +1393,10 @@ def build_body(params):
         task["command"] = command
     if params.get("args") is not None:
         task["args"] = [str(a) for a in params["args"]]
-    env = parse_env(params.get("env"))
+    env = merged_env(params)
     if env is not None:
         task["env"] = env
-    if params.get("network_mode"):
-        task["network_mode"] = params["network_mode"]
+    build_container_options(params, task)
     placement = params.get("placement") or {}
     out = {}
     if placement.get("constraints") is not None:
@@ -1074,11 +1545,15 @@ def build_healthcheck(health):
     return out
 
 
+# task fields an update replaces whole (the daemon's services._WHOLE); the others that are dicts merge
+WHOLE = ("env", "labels", "healthcheck", "sysctls", "hosts", "log_driver")
+
+
 def merge(base, patch):
-    """The daemon's merge: nested dicts merge, except env, labels and healthcheck, which are replaced whole."""
+    """The daemon's merge: nested dicts merge, except WHOLE, which are replaced whole."""
     out = copy.deepcopy(base)
     for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("env", "labels", "healthcheck"):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in WHOLE:
             out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -1133,6 +1608,10 @@ def changed_options(old, new, prefix=""):
         a, b = old.get(key), new.get(key)
         if path == "task.placement.preferences":  # a service stored before preferences existed has none
             a, b = a or [], b or []
+        elif path in EMPTY_AS_UNSET:  # left out (no key) and empty are the same: the engine's default
+            a, b = a or None, b or None
+        if path == "task.mounts":
+            a, b = normal_mounts(a), normal_mounts(b)
         if path not in OPTION_NAMES and isinstance(a, dict) and isinstance(b, dict):
             out.extend(changed_options(a, b, path + "."))
         elif a != b and path != "name":
@@ -1149,7 +1628,9 @@ def plan(current, params, resolve=None):
     if resolve is not None:
         resolve(body)
     if current is None:
-        return dict(action="create", body=body, spec=new_spec(body), changes=[])
+        spec = new_spec(body)
+        check_task(spec["task"])
+        return dict(action="create", body=body, spec=spec, changes=[])
     old = current["spec"]
     if body["mode"] != old["mode"]:
         # created again from the options given, keeping the published ports the daemon picked
@@ -1157,6 +1638,7 @@ def plan(current, params, resolve=None):
         if endpoint is not None:
             body["endpoint"] = endpoint
         spec = new_spec(body)
+        check_task(spec["task"])
         return dict(action="rebuild", body=body, spec=spec, changes=sorted(changed_options(old, spec)))
     endpoint = build_endpoint(params, base=old.get("endpoint"), reuse=old.get("endpoint"))
     if endpoint is None or endpoint == current_endpoint(old):
@@ -1164,6 +1646,7 @@ def plan(current, params, resolve=None):
     else:
         body["endpoint"] = endpoint
     spec = updated_spec(old, body, force=bool(params.get("force_update")))
+    check_task(spec["task"])
     changes = sorted(changed_options(old, spec))
     if not changes:
         return dict(action="none", body=None, spec=old, changes=[])
@@ -1185,7 +1668,7 @@ def update_paths(body):
 
     def leaves(tree, prefix):
         for key, value in tree.items():
-            if isinstance(value, dict) and value and key not in ("env", "healthcheck"):
+            if isinstance(value, dict) and value and key not in WHOLE:
                 leaves(value, prefix + (key,))
             else:
                 paths.append(prefix + (key,))
@@ -1217,6 +1700,44 @@ def main():
         env=dict(type="raw"),
         labels=dict(type="dict"),
         network_mode=dict(type="str", choices=["host", "none"]),
+        networks=dict(type="list", elements="raw"),
+        mounts=dict(type="list", elements="dict", options=dict(
+            source=dict(type="str"),
+            target=dict(type="str", required=True),
+            type=dict(type="str", default="bind", choices=["bind", "volume", "tmpfs"]),
+            readonly=dict(type="bool"),
+            labels=dict(type="dict"),
+            propagation=dict(type="str", choices=["shared", "slave", "private", "rshared", "rslave", "rprivate"]),
+            no_copy=dict(type="bool"),
+            driver_config=dict(type="dict", options=dict(
+                name=dict(type="str"),
+                options=dict(type="dict"),
+            )),
+            tmpfs_size=dict(type="str"),
+            tmpfs_mode=dict(type="int"),
+        )),
+        env_files=dict(type="list", elements="path"),
+        logging=dict(type="dict", options=dict(
+            driver=dict(type="str"),
+            options=dict(type="dict"),
+        )),
+        hostname=dict(type="str"),
+        hosts=dict(type="dict"),
+        user=dict(type="str"),
+        working_dir=dict(type="str"),
+        read_only=dict(type="bool"),
+        init=dict(type="bool"),
+        tty=dict(type="bool"),
+        cap_add=dict(type="list", elements="str"),
+        cap_drop=dict(type="list", elements="str"),
+        sysctls=dict(type="dict"),
+        ulimits=dict(type="list", elements="raw"),
+        dns=dict(type="list", elements="str"),
+        dns_search=dict(type="list", elements="str"),
+        dns_options=dict(type="list", elements="str"),
+        stop_signal=dict(type="str"),
+        groups=dict(type="list", elements="str"),
+        container_labels=dict(type="dict"),
         publish=dict(type="list", elements="dict", options=dict(
             published_port=dict(type="int"),
             target_port=dict(type="int", required=True),

@@ -83,11 +83,11 @@ class CallbackModule(CallbackBase):
 class Env:
     """The daemons, the Ansible setup, and a runner for modules and playbooks."""
 
-    def __init__(self, root: str, docker_host: str, image: str):
+    def __init__(self, root: str, docker_host: str, image: str, indexes: tuple = (MANAGER_INDEX, WORKER_INDEX)):
         self.root = root
         self.image = image
-        self.manager = Daemon(MANAGER_INDEX, root, heartbeat=0.5, extra_args=["--docker-host", docker_host])
-        self.worker = Daemon(WORKER_INDEX, root, heartbeat=0.5)
+        self.manager = Daemon(indexes[0], root, heartbeat=0.5, extra_args=["--docker-host", docker_host])
+        self.worker = Daemon(indexes[1], root, heartbeat=0.5)
         collections = os.path.join(root, "collections")
         os.makedirs(os.path.join(collections, "ansible_collections", "swarmctl"))
         os.symlink(REPO, os.path.join(collections, "ansible_collections", "swarmctl", "cluster"))
@@ -481,7 +481,7 @@ def test_service_bad_input(env):
         (dict(base, env={"DEBUG": True}), "quote values"),
         (dict(base, publish=[{"published_port": 80}]), "missing required arguments: target_port"),
         (dict(base, publish=[{"target_port": 80, "published_port": 70000}]), "must be in range 1-65535"),
-        (dict(base, networks=["overlay"]), "Unsupported parameters"),
+        (dict(base, networks=["overlay"]), 'network "overlay" is not available: swarmctl runs tasks on the host'),
         ({"name": "bad"}, "image"),
     ]
     cases.append((dict(base, image="no-such/image:1"), "not found on any node"))  # the daemon's message
