@@ -45,7 +45,7 @@ async def heartbeat(ctx):
     manager = ctx.manager
     node = await manager.dispatcher.heartbeat(ctx.caller, ctx.body.model_dump())
     return {"node": {"id": node["id"], "spec": node["spec"]}, "managers": manager.dispatcher.manager_addrs(),
-            "leader": ctx.node.addrs.manager, "period": node["description"].get("heartbeat_period")}
+            "leader": ctx.node.addrs.manager, "period": manager.dispatcher.swarm_heartbeat_period() or node["description"].get("heartbeat_period")}
 
 
 @route("POST", "/v1/session/certificate", "node", leader=True, body=CertificateRequest)
