@@ -42,14 +42,28 @@ options:
     choices: [present, join, absent, remove]
   advertise_addr:
     description:
-      - The IP address other nodes reach this node at (init and join). Defaults to the daemon's
+      - The address other nodes reach this node at (init and join). Defaults to the daemon's
         C(--advertise-addr).
+      - An IP address, or as in Docker an interface name (C(eth0)) or a Linux address label (C(lo:sw1)); the
+        daemon resolves a name to the interface's IPv4 address and refuses an interface with none or with several
+        (name a label then), and an unknown name, with one line.
+      - A port (C(eth0:2377)) must be the listen port; the management port is O(listen_addr)'s.
     type: str
   listen_addr:
     description:
-      - The management API's listen address, C(IP:PORT) (init and join). Defaults to the daemon's
-        C(--listen-addr), usually C(ADVERTISE:2377).
+      - The management API's listen address, C(IP:PORT) or C(INTERFACE:PORT) (init and join), resolved as
+        O(advertise_addr). The last C(:digits) is the port. Defaults to the daemon's C(--listen-addr), usually
+        C(ADVERTISE:2377).
     type: str
+  data_path_addr:
+    description:
+      - Not supported, and refused with one line when set - swarmctl has no overlay data path; its tasks run on
+        the host's network and other nodes reach them at the node's O(advertise_addr).
+    type: str
+  data_path_port:
+    description:
+      - Not supported, and refused with one line when set - swarmctl has no VXLAN overlay.
+    type: int
   remote_addrs:
     description:
       - Management addresses (C(HOST:PORT)) of managers of the swarm to join. They are tried in order; the first
@@ -97,6 +111,42 @@ options:
         C(swarm update --task-history-limit) (O(state=present)). From V(0) to V(1000).
       - Unset, the swarm's current setting is kept (a new swarm starts with 5).
     type: int
+  election_tick:
+    description:
+      - Raft election timeout in ticks of 50 ms (swarmkit's tick is 1 s, so Docker's default 10 is 0.5 s here)
+        (O(state=present)). A follower that hears nothing from a leader for a random time between V(election_tick)
+        ticks and 2.4 times that stands for election (pysyncobj's C(raftMinTimeout) and C(raftMaxTimeout)).
+      - From V(2) to V(400), greater than O(heartbeat_tick). Unset, 5 ticks (0.25-0.6 s), 12 from 200 nodes on.
+      - Every manager applies it to its running Raft replica within a second.
+    type: int
+  heartbeat_tick:
+    description:
+      - Ticks of 50 ms between the Raft leader's heartbeats (append-entries messages; pysyncobj's
+        C(appendEntriesPeriod)) (O(state=present)). From V(1) to V(20), less than O(election_tick) (unset 5).
+        Unset, 1 tick. Applied live by every manager.
+    type: int
+  snapshot_interval:
+    description:
+      - Raft log entries between two snapshots (log compactions; pysyncobj's C(logCompactionMinEntries))
+        (O(state=present)). From V(100) to V(10000000); unset, 20000. A replica also compacts every 10 minutes
+        when entries were appended. Applied live by every manager.
+    type: int
+  keep_old_snapshots:
+    description:
+      - Old Raft snapshots kept besides the latest. Only V(0) is accepted - pysyncobj keeps one snapshot file.
+    type: int
+  log_entries_for_slow_followers:
+    description:
+      - Raft log entries kept after a snapshot for followers that are behind. Only V(0) is accepted - pysyncobj
+        drops the log up to the snapshot and sends a follower behind it the snapshot.
+    type: int
+  dispatcher_heartbeat_period:
+    description:
+      - How often every node heartbeats to the managers, in seconds (community.docker takes nanoseconds)
+        (O(state=present)). From V(0.5) to V(3600). The leader tells the nodes in its heartbeat answers, so it
+        applies without restarts; a node is Down after missing about 3 periods.
+      - Unset, each daemon's own C(--heartbeat-period) (default 5).
+    type: float
 notes:
   - Joining uses the daemon's local C(POST /v1/swarm/join); the daemon checks the swarm's CA against the token's
     digest before it sends anything secret.
@@ -134,6 +184,16 @@ EXAMPLES = r"""
   swarmctl.cluster.swarm:
     state: present
     task_history_retention_limit: 2
+
+- name: Create a swarm on the address of an interface, with slower Raft elections
+  swarmctl.cluster.swarm:
+    state: present
+    advertise_addr: eth1
+    listen_addr: "eth1:2377"
+    election_tick: 20
+    heartbeat_tick: 2
+    snapshot_interval: 10000
+    dispatcher_heartbeat_period: 5
 
 - name: Remove a node that is down
   swarmctl.cluster.swarm:

@@ -63,7 +63,7 @@ def check(settings: dict, current: dict | None = None) -> dict:
         if low == high and value != low:
             raise SettingError(f"invalid {key} {value!r}: only {low} is supported: {NOT_SUPPORTED[key]}")
         if not low <= value <= high:
-            raise SettingError(f"invalid {key} {value!r}: it must be between {low:g} and {high:g}")
+            raise SettingError(f"invalid {key} {value!r}: it must be between {low} and {high}")
         out[key] = kind(value)
     merged = dict((current or {}), **out)
     election, heartbeat = merged.get("election_tick"), merged.get("heartbeat_tick") or 1
