@@ -329,7 +329,8 @@ def swarm_settings_body(args) -> dict:
         if text is not None:
             settings[key] = _whole(text, "--" + flag.replace("_", "-"))
     try:
-        checked = raftsettings.check(settings)  # the server checks election_tick against the swarm's heartbeat_tick
+        # both ticks given are checked against each other; the server checks one against the swarm's other
+        checked = raftsettings.check(settings, cross="election_tick" in settings and "heartbeat_tick" in settings)
     except raftsettings.SettingError as exc:
         raise UnitError(str(exc)) from None
     body.update(checked)

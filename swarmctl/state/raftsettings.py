@@ -48,9 +48,10 @@ class SettingError(ValueError):
     """A one-line message naming the setting and its range."""
 
 
-def check(settings: dict, current: dict | None = None) -> dict:
+def check(settings: dict, current: dict | None = None, cross: bool = True) -> dict:
     """The settings given (keys of KEYS, values not None), checked; `current` (the cluster's spec) supplies the
-    tick that is not given for the election_tick > heartbeat_tick rule. Raises SettingError."""
+    tick that is not given for the election_tick > heartbeat_tick rule (cross=False: a client that does not know
+    the swarm's leaves that rule to the server). Raises SettingError."""
     out = {}
     for key, value in settings.items():
         if value is None:
@@ -67,11 +68,13 @@ def check(settings: dict, current: dict | None = None) -> dict:
         out[key] = kind(value)
     merged = dict((current or {}), **out)
     election, heartbeat = merged.get("election_tick"), merged.get("heartbeat_tick") or 1
-    if ("election_tick" in out or "heartbeat_tick" in out) and (election or DEFAULT_ELECTION_TICK) <= heartbeat:
-        if election is None:
-            raise SettingError(f"invalid heartbeat_tick {heartbeat}: it must be less than election_tick "
-                               f"(unset: {DEFAULT_ELECTION_TICK}); set election_tick too")
-        raise SettingError(f"invalid election_tick {election}: it must be greater than heartbeat_tick ({heartbeat})")
+    if cross and ("election_tick" in out or "heartbeat_tick" in out) and (election or DEFAULT_ELECTION_TICK) <= heartbeat:
+        if "election_tick" in out:
+            raise SettingError(f"invalid election_tick {election}: it must be greater than heartbeat_tick "
+                               f"({heartbeat})")
+        unset = " (unset: %d); set election_tick too" % DEFAULT_ELECTION_TICK if election is None else ""
+        raise SettingError(f"invalid heartbeat_tick {heartbeat}: it must be less than election_tick "
+                           f"({election or DEFAULT_ELECTION_TICK}){unset}")
     return out
 
 
@@ -82,11 +85,12 @@ def conf_values(spec: dict, scaled: tuple[float, float], default_period: float =
     spec = spec or {}
     values = {}
     if spec.get("election_tick"):
-        low = spec["election_tick"] * TICK
+        low = round(spec["election_tick"] * TICK, 6)
         values["raftMinTimeout"], values["raftMaxTimeout"] = low, round(low * ELECTION_SPREAD, 6)
     else:
         values["raftMinTimeout"], values["raftMaxTimeout"] = scaled
-    values["appendEntriesPeriod"] = spec["heartbeat_tick"] * TICK if spec.get("heartbeat_tick") else default_period
+    values["appendEntriesPeriod"] = (round(spec["heartbeat_tick"] * TICK, 6) if spec.get("heartbeat_tick")
+                                     else default_period)
     if spec.get("snapshot_interval"):
         values["logCompactionMinEntries"] = int(spec["snapshot_interval"])
     return values

@@ -103,9 +103,9 @@ def test_check_accepts_and_normalises():
     ({"dispatcher_heartbeat_period": 0.1}, None, "between 0.5 and 3600"),
     ({"dispatcher_heartbeat_period": True}, None, "expected a number"),
     ({"election_tick": 4, "heartbeat_tick": 4}, None, "it must be greater than heartbeat_tick (4)"),
-    ({"heartbeat_tick": 5}, None, "less than election_tick (unset: 5)"),
+    ({"heartbeat_tick": 5}, None, "invalid heartbeat_tick 5: it must be less than election_tick (5) (unset: 5)"),
     ({"election_tick": 3}, {"heartbeat_tick": 3}, "greater than heartbeat_tick (3)"),  # the swarm's own tick
-    ({"heartbeat_tick": 8}, {"election_tick": 8}, "greater than heartbeat_tick (8)"),
+    ({"heartbeat_tick": 8}, {"election_tick": 8}, "invalid heartbeat_tick 8: it must be less than election_tick (8)"),
 ])
 def test_check_refuses(settings, current, message):
     with pytest.raises(raftsettings.SettingError) as info:
