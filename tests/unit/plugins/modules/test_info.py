@@ -74,8 +74,8 @@ def test_unlock_key_and_summaries(fake_daemon, run_module):
     for role in ("worker", "manager"):
         fake_daemon.routes[("GET", "/v1/swarm/join-token/%s" % role)] = (200, {"token": "T", "managers": []})
     fake_daemon.routes[("GET", "/v1/swarm/unlock-key")] = (200, {"autolock": True, "unlock_key": "SWMKEY-1-abc"})
-    fake_daemon.routes[("GET", "/v1/nodes")] = (200, [dict(NODES[0], manager_status={"leader": True,
-                                                                                    "reachability": "reachable"})])
+    leader = dict(NODES[0], manager_status={"leader": True, "reachability": "reachable"})
+    fake_daemon.routes[("GET", "/v1/nodes")] = (200, [leader])
     fake_daemon.routes[("GET", "/v1/services")] = (200, [
         {"id": "s1", "spec": {"name": "web", "mode": "replicated", "replicas": 3, "task": {"image": "busybox"},
                               "endpoint": {"ports": [{"target_port": 80, "published_port": 8080}]}}},

@@ -74,8 +74,8 @@ def test_a_failed_init_is_not_changed(fake_daemon, run_module):
     """The daemon refuses the advertise address: nothing was created, so changed=false (it said changed and
     'Swarm cluster created' before)."""
     fake_daemon.routes[("GET", "/v1/info")] = (200, INACTIVE)
-    fake_daemon.routes[("POST", "/v1/swarm/init")] = (400, {"message": "invalid advertise address 'nosuch0': no "
-                                                                      "such network interface 'nosuch0'"})
+    refused = {"message": "invalid advertise address 'nosuch0': no such network interface 'nosuch0'"}
+    fake_daemon.routes[("POST", "/v1/swarm/init")] = (400, refused)
     result = run_module("swarm", {"swarmctl_host": fake_daemon.host, "advertise_addr": "nosuch0"})
     assert result["failed"] and "no such network interface" in result["msg"]
     assert result["changed"] is False and result["actions"] == []
