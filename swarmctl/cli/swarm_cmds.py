@@ -201,6 +201,11 @@ def info(client, args) -> int:
             print(" Manager Addresses:")
             for addr in managers:
                 print(f"  {addr}")
+    conf = (data.get("raft") or {}).get("conf")
+    if conf:
+        low, high = conf["election_timeout"]
+        print(f" Raft: election timeout {low:g}-{high:g}s ({conf['election_tick']:g} ticks of {conf['tick'] * 1000:g}ms), "
+              f"heartbeat {conf['heartbeat_period']:g}s, snapshot every {conf['snapshot_interval']} entries")
     lag = data.get("loop_lag")
     if lag:
         print(f" Event Loop Lag: last {lag['last'] * 1000:.0f}ms, worst recent {lag['max_recent'] * 1000:.0f}ms, "

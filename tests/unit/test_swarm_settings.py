@@ -143,3 +143,16 @@ def test_cli_flags_make_the_request_body():
         with pytest.raises(UnitError, match=None) as info:
             swarm_settings_body(parser.parse_args(["swarm", "update"] + flags))
         assert message in str(info.value)
+
+
+def test_info_prints_the_effective_raft_settings(capsys):
+    from swarmctl.cli import swarm_cmds
+
+    class Client:
+        def get(self, path):
+            return {"local_node_state": "active", "node_id": "n1", "role": "manager",
+                    "raft": {"conf": {"tick": 0.05, "election_timeout": [0.6, 1.44], "election_tick": 12,
+                                      "heartbeat_period": 0.1, "heartbeat_tick": 2, "snapshot_interval": 2000}}}
+    swarm_cmds.info(Client(), build_parser().parse_args(["info"]))
+    assert (" Raft: election timeout 0.6-1.44s (12 ticks of 50ms), heartbeat 0.1s, snapshot every 2000 entries"
+            in capsys.readouterr().out)
