@@ -289,21 +289,25 @@ def diff_of(kind, decision, records, params, data):
     return dict(before=before, after=after)
 
 
-def execute(client, kind, decision, params, data, warn):
-    """Carry out a plan. Returns (the record the name points at afterwards or None, [names removed])."""
+def execute(client, kind, decision, params, data, warn, done=None):
+    """Carry out a plan. Returns (the record the name points at afterwards or None, [names removed]). `done`
+    (a list) collects each change as it is made, so a failure part way knows whether anything changed."""
     path = KINDS[kind]["path"]
     removed = []
+    done = [] if done is None else done
     action = decision["action"]
     result = decision["target"]
     if action in ("remove", "replace"):
         for record in decision["remove"]:
             client.delete("%s/%s" % (path, record["id"]))
             removed.append(record_name(record))
+            done.append("removed")
         result = None
     if action in ("create", "replace", "roll"):
         body = {"name": decision["name"], "labels": decision["labels"] or {},
                 "data": base64.b64encode(data).decode("ascii")}
         answer = client.post(path, body)
+        done.append("created")
         result = client.get("%s/%s" % (path, answer["id"]))
     elif action == "labels":
         target = decision["target"]
@@ -314,12 +318,14 @@ def execute(client, kind, decision, params, data, warn):
             return {"labels": decision["labels"]}, [("spec", "labels")]
         update_with_retry(lambda: reads.pop() if reads else client.get(record_path), plan_update,
                           lambda current, body: client.post(with_version(record_path + "/update", current), body))
+        done.append("labels")
         result = client.get(record_path)
     if action in ("create", "roll", "prune", "none", "labels"):
         for record in decision["remove"]:
             try:
                 client.delete("%s/%s" % (path, record["id"]))
                 removed.append(record_name(record))
+                done.append("removed")
             except SwarmctlError as exc:
                 if exc.status == 404:
                     continue
@@ -394,10 +400,12 @@ def run(module, client, kind):
                     % (kind, record_name(record), in_use_message(kind, record_name(record), users)))
     if module.check_mode or not changed:
         module.exit_json(**result)
+    done = []
     try:
-        record, removed = execute(client, kind, decision, params, data, module.warn)
+        record, removed = execute(client, kind, decision, params, data, module.warn, done)
     except SwarmctlError as exc:
-        module.fail_json(msg=exc.message, status=exc.status, changed=action in ("replace",))
+        # changed only if a step before the failing one was made (e.g. a replace removed the old record)
+        module.fail_json(msg=exc.message, status=exc.status, changed=bool(done))
     result["removed"] = removed
     if params["state"] == "present" and record is not None:
         result[id_key] = record["id"]

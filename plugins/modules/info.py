@@ -59,6 +59,18 @@ options:
       - Keys are C(id) (id prefix), C(name) (task name, for example C(web.1)), C(service) (service name or id),
         C(node) (hostname or node id) and C(desired-state) (for example V(running)).
     type: dict
+  unlock_key:
+    description:
+      - Return the swarm's unlock key (C(SWMKEY-1-...)) in RV(swarm_unlock_key) (managers only). Null when
+        autolock is off.
+    type: bool
+    default: false
+  verbose_output:
+    description:
+      - With V(false), RV(nodes), RV(services) and RV(tasks) hold community.docker's short summaries (the
+        columns of C(node ls), C(service ls) and C(service ps)); with V(true) the full records of the API.
+    type: bool
+    default: false
   events_since:
     description:
       - Return the swarm's events (C(GET /v1/events), as C(swarmctl events --since)) from this time on, as kept by
@@ -115,6 +127,30 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+can_talk_to_docker:
+  description:
+    - Whether the module reached the local swarmctl daemon (community.docker's name; swarmctl has no Docker
+      daemon of its own in this place). Always V(true) when the module succeeds.
+  returned: always
+  type: bool
+  sample: true
+docker_swarm_active:
+  description: Same as RV(swarm_active), under community.docker's name.
+  returned: always
+  type: bool
+  sample: true
+docker_swarm_manager:
+  description: Same as RV(swarm_manager), under community.docker's name.
+  returned: always
+  type: bool
+  sample: true
+swarm_unlock_key:
+  description:
+    - The key that unlocks a manager restarted under autolock (C(swarmctl swarm unlock)), or null when autolock
+      is off.
+  returned: When O(unlock_key=true) and the node is a manager.
+  type: str
+  sample: SWMKEY-1-...
 swarm_active:
   description: Whether the node is part of a swarm.
   returned: always
@@ -139,17 +175,32 @@ swarm_facts:
   returned: always
   type: dict
 nodes:
-  description: The swarm's nodes (C(GET /v1/nodes)) that match O(nodes_filters).
+  description:
+    - The swarm's nodes that match O(nodes_filters).
+    - With O(verbose_output=false), community.docker's summary of each, the columns of C(node ls) - C(ID),
+      C(Hostname), C(Status), C(Availability), C(ManagerStatus) (V(Leader), V(reachable), V(unreachable) or null
+      for a worker) and C(EngineVersion) (the node's swarmctl version, when known).
+    - With O(verbose_output=true), the records of C(GET /v1/nodes).
   returned: When O(nodes=true) and the node is a manager.
   type: list
   elements: dict
+  sample: [{"ID": "4u8dmxcu1vzbd0fjmf9l0jyvd", "Hostname": "manager1", "Status": "ready",
+            "Availability": "active", "ManagerStatus": "Leader", "EngineVersion": null}]
 services:
-  description: The swarm's services (C(GET /v1/services)) that match O(services_filters).
+  description:
+    - The swarm's services that match O(services_filters).
+    - With O(verbose_output=false), the columns of C(service ls) - C(ID), C(Name), C(Mode) (V(Replicated) or
+      V(Global)), C(Replicas) (null for a global service), C(Image) and C(Ports).
+    - With O(verbose_output=true), the records of C(GET /v1/services).
   returned: When O(services=true) and the node is a manager.
   type: list
   elements: dict
 tasks:
-  description: The swarm's tasks (C(GET /v1/tasks)) that match O(tasks_filters).
+  description:
+    - The swarm's tasks that match O(tasks_filters).
+    - With O(verbose_output=false), the columns of C(service ps) - C(ID), C(ContainerID), C(Image), C(Node) (the
+      hostname), C(DesiredState), C(CurrentState) and C(Error) (null without error).
+    - With O(verbose_output=true), the records of C(GET /v1/tasks).
   returned: When O(tasks=true) and the node is a manager.
   type: list
   elements: dict
@@ -256,6 +307,32 @@ def apply_filters(kind, items, filters):
             if all(any(matches(kind, item, key, v) for v in _values(value)) for key, value in filters.items())]
 
 
+def summary(kind, item):
+    """community.docker.docker_swarm_info's short form of a node, service or task record."""
+    if kind == "nodes":
+        status = item.get("manager_status")
+        manager = None
+        if status:
+            manager = "Leader" if status.get("leader") else status.get("reachability")
+        description = item.get("description") or {}
+        return {"ID": item.get("id"), "Hostname": description.get("hostname"),
+                "Status": (item.get("status") or {}).get("state"),
+                "Availability": (item.get("spec") or {}).get("availability"), "ManagerStatus": manager,
+                "EngineVersion": description.get("version")}
+    if kind == "services":
+        spec = item.get("spec") or {}
+        replicated = spec.get("mode", "replicated") == "replicated"
+        ports = (spec.get("endpoint") or {}).get("ports") or spec.get("ports") or []
+        return {"ID": item.get("id"), "Name": spec.get("name"), "Mode": "Replicated" if replicated else "Global",
+                "Replicas": spec.get("replicas") if replicated else None,
+                "Image": (spec.get("task") or {}).get("image"), "Ports": ports}
+    status = item.get("status") or {}
+    return {"ID": item.get("id"), "ContainerID": status.get("container_id"),
+            "Image": (item.get("spec") or {}).get("image"), "Node": item.get("node_name"),
+            "DesiredState": item.get("desired_state"), "CurrentState": status.get("state"),
+            "Error": status.get("err") or None}
+
+
 def _events_path(params):
     """GET /v1/events?since=...&until=...&filter=K=V for the events options (None without events_since)."""
     from urllib.parse import quote
@@ -287,6 +364,8 @@ def main():
         services_filters=dict(type="dict"),
         tasks=dict(type="bool", default=False),
         tasks_filters=dict(type="dict"),
+        unlock_key=dict(type="bool", default=False, no_log=False),
+        verbose_output=dict(type="bool", default=False),
         events_since=dict(type="str"),
         events_until=dict(type="str"),
         events_filters=dict(type="dict"),
@@ -305,7 +384,9 @@ def main():
     try:
         info = client.get("/v1/info")
         result = dict(changed=False, local_node=info, swarm_active=info.get("local_node_state") == "active",
-                      swarm_manager=bool(info.get("is_manager")), swarm_facts={})
+                      swarm_manager=bool(info.get("is_manager")), swarm_facts={}, can_talk_to_docker=True)
+        result["docker_swarm_active"] = result["swarm_active"]
+        result["docker_swarm_manager"] = result["swarm_manager"]
         if result["swarm_manager"]:
             facts = client.get("/v1/swarm")
             worker = client.get("/v1/swarm/join-token/worker")
@@ -316,7 +397,10 @@ def main():
             for kind in FILTER_KEYS:
                 if module.params[kind]:
                     items = client.get("/v1/%s" % kind)
-                    result[kind] = apply_filters(kind, items, module.params["%s_filters" % kind])
+                    items = apply_filters(kind, items, module.params["%s_filters" % kind])
+                    result[kind] = items if module.params["verbose_output"] else [summary(kind, i) for i in items]
+            if module.params["unlock_key"]:
+                result["swarm_unlock_key"] = client.get("/v1/swarm/unlock-key").get("unlock_key") or None
             if events_path is not None:
                 result["events"] = client.request("GET", events_path, lines=True)
     except SwarmctlError as exc:

@@ -386,6 +386,10 @@ def absent(module, cli, host, client):
     rc, out, err = module.run_command([cli, "-H", host, "stack", "rm", name])
     result.update(rc=rc, stdout=out, stderr=err)
     if rc != 0 and not nothing_found(name, out, err):
+        try:  # changed only if the failed removal removed something
+            result["changed"] = stack_members(client, name) != members
+        except SwarmctlError:
+            result["changed"] = False
         module.fail_json(msg="swarmctl stack rm failed: %s" % one_line(err, out), **result)
     retries = params["absent_retries"]
     while retries > 0:

@@ -42,14 +42,28 @@ options:
     choices: [present, join, absent, remove]
   advertise_addr:
     description:
-      - The IP address other nodes reach this node at (init and join). Defaults to the daemon's
+      - The address other nodes reach this node at (init and join). Defaults to the daemon's
         C(--advertise-addr).
+      - An IP address, or as in Docker an interface name (C(eth0)) or a Linux address label (C(lo:sw1)); the
+        daemon resolves a name to the interface's IPv4 address and refuses an interface with none or with several
+        (name a label then), and an unknown name, with one line.
+      - A port (C(eth0:2377)) must be the listen port; the management port is O(listen_addr)'s.
     type: str
   listen_addr:
     description:
-      - The management API's listen address, C(IP:PORT) (init and join). Defaults to the daemon's
-        C(--listen-addr), usually C(ADVERTISE:2377).
+      - The management API's listen address, C(IP:PORT) or C(INTERFACE:PORT) (init and join), resolved as
+        O(advertise_addr). The last C(:digits) is the port. Defaults to the daemon's C(--listen-addr), usually
+        C(ADVERTISE:2377).
     type: str
+  data_path_addr:
+    description:
+      - Not supported, and refused with one line when set - swarmctl has no overlay data path; its tasks run on
+        the host's network and other nodes reach them at the node's O(advertise_addr).
+    type: str
+  data_path_port:
+    description:
+      - Not supported, and refused with one line when set - swarmctl has no VXLAN overlay.
+    type: int
   remote_addrs:
     description:
       - Management addresses (C(HOST:PORT)) of managers of the swarm to join. They are tried in order; the first
@@ -97,6 +111,42 @@ options:
         C(swarm update --task-history-limit) (O(state=present)). From V(0) to V(1000).
       - Unset, the swarm's current setting is kept (a new swarm starts with 5).
     type: int
+  election_tick:
+    description:
+      - Raft election timeout in ticks of 50 ms (swarmkit's tick is 1 s, so Docker's default 10 is 0.5 s here)
+        (O(state=present)). A follower that hears nothing from a leader for a random time between V(election_tick)
+        ticks and 2.4 times that stands for election (pysyncobj's C(raftMinTimeout) and C(raftMaxTimeout)).
+      - From V(2) to V(400), greater than O(heartbeat_tick). Unset, 5 ticks (0.25-0.6 s), 12 from 200 nodes on.
+      - Every manager applies it to its running Raft replica within a second.
+    type: int
+  heartbeat_tick:
+    description:
+      - Ticks of 50 ms between the Raft leader's heartbeats (append-entries messages; pysyncobj's
+        C(appendEntriesPeriod)) (O(state=present)). From V(1) to V(20), less than O(election_tick) (unset 5).
+        Unset, 1 tick. Applied live by every manager.
+    type: int
+  snapshot_interval:
+    description:
+      - Raft log entries between two snapshots (log compactions; pysyncobj's C(logCompactionMinEntries))
+        (O(state=present)). From V(100) to V(10000000); unset, 20000. A replica also compacts every 10 minutes
+        when entries were appended. Applied live by every manager.
+    type: int
+  keep_old_snapshots:
+    description:
+      - Old Raft snapshots kept besides the latest. Only V(0) is accepted - pysyncobj keeps one snapshot file.
+    type: int
+  log_entries_for_slow_followers:
+    description:
+      - Raft log entries kept after a snapshot for followers that are behind. Only V(0) is accepted - pysyncobj
+        drops the log up to the snapshot and sends a follower behind it the snapshot.
+    type: int
+  dispatcher_heartbeat_period:
+    description:
+      - How often every node heartbeats to the managers, in seconds (community.docker takes nanoseconds)
+        (O(state=present)). From V(0.5) to V(3600). The leader tells the nodes in its heartbeat answers, so it
+        applies without restarts; a node is Down after missing about 3 periods.
+      - Unset, each daemon's own C(--heartbeat-period) (default 5).
+    type: float
 notes:
   - Joining uses the daemon's local C(POST /v1/swarm/join); the daemon checks the swarm's CA against the token's
     digest before it sends anything secret.
@@ -134,6 +184,16 @@ EXAMPLES = r"""
   swarmctl.cluster.swarm:
     state: present
     task_history_retention_limit: 2
+
+- name: Create a swarm on the address of an interface, with slower Raft elections
+  swarmctl.cluster.swarm:
+    state: present
+    advertise_addr: eth1
+    listen_addr: "eth1:2377"
+    election_tick: 20
+    heartbeat_tick: 2
+    snapshot_interval: 10000
+    dispatcher_heartbeat_period: 5
 
 - name: Remove a node that is down
   swarmctl.cluster.swarm:
@@ -234,6 +294,47 @@ def addr_problem(addr):
     return None
 
 
+# (module option, the API's key in the swarm spec, the swarm's value when its spec does not hold the key)
+SETTINGS = (
+    ("node_cert_expiry", "node_cert_expiry", None),
+    ("task_history_retention_limit", "task_history_limit", 5),
+    ("election_tick", "election_tick", None),
+    ("heartbeat_tick", "heartbeat_tick", None),
+    ("snapshot_interval", "snapshot_interval", None),
+    ("keep_old_snapshots", "keep_old_snapshots", None),
+    ("log_entries_for_slow_followers", "log_entries_for_slow_followers", None),
+    ("dispatcher_heartbeat_period", "dispatcher_heartbeat_period", None),
+)
+# the ranges of swarmctl/state/raftsettings.py (the daemon checks them again): option -> (lowest, highest, why)
+SETTING_RANGES = dict((
+    ("heartbeat_tick", (1, 20, None)),
+    ("election_tick", (2, 400, None)),
+    ("snapshot_interval", (100, 10000000, None)),
+    ("keep_old_snapshots", (0, 0, "swarmctl keeps only the latest Raft snapshot (pysyncobj writes one file)")),
+    ("log_entries_for_slow_followers", (0, 0, "pysyncobj drops the whole log up to a new snapshot and sends a "
+                                              "follower that is behind it the snapshot")),
+    ("dispatcher_heartbeat_period", (0.5, 3600, None)),
+))
+
+
+def settings_problem(params):
+    """None, or one line naming the first Raft or dispatcher setting out of range."""
+    for option in ("election_tick", "heartbeat_tick", "snapshot_interval", "keep_old_snapshots",
+                   "log_entries_for_slow_followers", "dispatcher_heartbeat_period"):
+        value = params.get(option)
+        if value is None:
+            continue
+        low, high, why = SETTING_RANGES[option]
+        if low == high and value != low:
+            return "%s must be %s, got %s: %s" % (option, low, value, why)
+        if not low <= value <= high:
+            return "%s must be between %s and %s, got %s" % (option, low, high, value)
+    election, heartbeat = params.get("election_tick"), params.get("heartbeat_tick")
+    if election is not None and heartbeat is not None and election <= heartbeat:
+        return "election_tick must be greater than heartbeat_tick, got %s and %s" % (election, heartbeat)
+    return None
+
+
 def membership(info):
     """The part of /v1/info the diff shows."""
     return {"local_node_state": info.get("local_node_state"), "role": info.get("role"),
@@ -253,10 +354,11 @@ class SwarmModule(object):
         self.changed = False
         self.actions = []
         self.rotated = []
-        self.settings_diff = None  # (before, after) of node_cert_expiry when it changes
-        self.history_diff = None  # (before, after) of task_history_retention_limit when it changes
+        self.settings_diff = None  # ({option: before}, {option: after}) of the settings that change
 
     def fail(self, msg, **kwargs):
+        # self.changed is set only once a change was made (never before the request that makes it), so a run
+        # that fails before changing anything says changed=false
         self.module.fail_json(msg=msg, actions=self.actions, changed=self.changed, **kwargs)
 
     def call(self, method, path, body=None):
@@ -290,82 +392,74 @@ class SwarmModule(object):
                           "promote the node first.")
             self.rotate()
             self.update_settings(created=False)
-            self.update_history_limit(created=False)
             return info
+        wanted = self.wanted_settings()
+        if wanted:
+            self.settings_diff = (dict((o, None) for o, k, _d in SETTINGS if k in wanted),
+                                  dict((o, wanted[k]) for o, k, _d in SETTINGS if k in wanted))
+        if self.module.check_mode:
+            self.changed = True
+            self.actions.append("Swarm cluster created")
+            return dict(info, local_node_state="active", role="manager", is_manager=True, node_id=None)
+        body = dict(wanted)
+        for key in ("advertise_addr", "listen_addr", "data_path_addr", "data_path_port"):
+            if self.params[key] is not None and self.params[key] != "":
+                body[key] = self.params[key]
+        self.call("POST", "/v1/swarm/init", body)  # a failure fails with changed=false: nothing was created
         self.changed = True
         self.actions.append("Swarm cluster created")
-        if self.module.check_mode:
-            self.update_settings(created=True)
-            self.update_history_limit(created=True)
-            return dict(info, local_node_state="active", role="manager", is_manager=True, node_id=None)
-        body = {}
-        for key in ("advertise_addr", "listen_addr"):
-            if self.params[key]:
-                body[key] = self.params[key]
-        self.call("POST", "/v1/swarm/init", body)
-        self.update_settings(created=True)
-        self.update_history_limit(created=True)
         return self.info()
 
-    def update_settings(self, created):
-        """Apply node_cert_expiry when it differs from the swarm's (in check mode, only predict it)."""
-        wanted = self.params["node_cert_expiry"]
-        if wanted is None:
-            return
-        if created and self.module.check_mode:
-            current = None  # the swarm does not exist yet
-        else:
-            swarm = self.call("GET", "/v1/swarm")
-            current = swarm["spec"].get("node_cert_expiry")
-        if current is not None and int(current) == wanted:
-            return
-        self.changed = True
-        self.settings_diff = (current, wanted)
-        self.actions.append("Swarm settings updated: node_cert_expiry")
-        if not self.module.check_mode:
-            # with the cluster's version; retried on "update out of sequence" while the expiry is as first read
-            reads = [swarm]
-            try:
-                update_with_retry(lambda: reads.pop() if reads else self.client.get("/v1/swarm"),
-                                  lambda _swarm: ({"node_cert_expiry": wanted}, [("spec", "node_cert_expiry")]),
-                                  lambda record, body: self.client.post(with_version("/v1/swarm/update", record), body))
-            except SwarmctlError as exc:
-                self.fail(exc.message, status=exc.status)
+    def wanted_settings(self):
+        """{api key: value} of the setting options given."""
+        return dict((api_key, self.params[option]) for option, api_key, _default in SETTINGS
+                    if self.params[option] is not None)
 
-    def update_history_limit(self, created):
-        """Apply task_history_retention_limit (the cluster's task_history_limit) when it differs."""
-        wanted = self.params["task_history_retention_limit"]
-        if wanted is None:
+    def update_settings(self, created):
+        """Apply the swarm settings (SETTINGS) that differ from the swarm's, in one update with the cluster's
+        version (in check mode, only predict it). A swarm created by this run got them with its init."""
+        wanted = self.wanted_settings()
+        if not wanted or created:
             return
-        swarm = None
-        if created and self.module.check_mode:
-            current = None
-        else:
-            swarm = self.call("GET", "/v1/swarm")
-            current = swarm["spec"].get("task_history_limit", 5)
-        if current is not None and int(current) == wanted:
+        swarm = self.call("GET", "/v1/swarm")
+        spec = swarm.get("spec") or {}
+        before, after, body = {}, {}, {}
+        for option, api_key, default in SETTINGS:
+            if api_key not in wanted:
+                continue
+            current = spec.get(api_key, default)
+            if current is not None and float(current) == float(wanted[api_key]):
+                continue
+            before[option], after[option] = current, wanted[api_key]
+            body[api_key] = wanted[api_key]
+        if not body:
             return
+        self.settings_diff = (before, after)
+        action = "Swarm settings updated: %s" % ", ".join(sorted(after))
+        if self.module.check_mode:
+            self.changed = True
+            self.actions.append(action)
+            return
+        # with the cluster's version; retried on "update out of sequence" while the settings are as first read
+        reads = [swarm]
+        try:
+            update_with_retry(lambda: reads.pop() if reads else self.client.get("/v1/swarm"),
+                              lambda _swarm: (dict(body), [("spec", key) for key in body]),
+                              lambda record, b: self.client.post(with_version("/v1/swarm/update", record), b))
+        except SwarmctlError as exc:
+            self.fail(exc.message, status=exc.status)
         self.changed = True
-        self.history_diff = (current, wanted)
-        self.actions.append("Swarm settings updated: task_history_retention_limit")
-        if not self.module.check_mode:
-            reads = [swarm] if swarm is not None else []
-            try:
-                update_with_retry(lambda: reads.pop() if reads else self.client.get("/v1/swarm"),
-                                  lambda _swarm: ({"task_history_limit": wanted}, [("spec", "task_history_limit")]),
-                                  lambda record, body: self.client.post(with_version("/v1/swarm/update", record), body))
-            except SwarmctlError as exc:
-                self.fail(exc.message, status=exc.status)
+        self.actions.append(action)
 
     def rotate(self):
         for role in ("worker", "manager"):
             if not self.params["rotate_%s_token" % role]:
                 continue
+            if not self.module.check_mode:
+                self.call("POST", "/v1/swarm/join-token/rotate", {"role": role})
             self.changed = True
             self.rotated.append(role)
             self.actions.append("%s join token rotated" % role.capitalize())
-            if not self.module.check_mode:
-                self.call("POST", "/v1/swarm/join-token/rotate", {"role": role})
 
     def join(self, info):
         if info["local_node_state"] == "active":
@@ -380,25 +474,26 @@ class SwarmModule(object):
             problem = addr_problem(addr)
             if problem:
                 self.fail(problem)
-        self.changed = True
-        self.actions.append("New node is added to swarm cluster")
         if self.module.check_mode:
+            self.changed = True
+            self.actions.append("New node is added to swarm cluster")
             return dict(info, local_node_state="active", node_id=None)
         errors = []
         for addr in remotes:
             body = {"token": self.params["join_token"].strip(), "remote_addr": addr}
-            for key in ("advertise_addr", "listen_addr"):
-                if self.params[key]:
+            for key in ("advertise_addr", "listen_addr", "data_path_addr", "data_path_port"):
+                if self.params[key] is not None and self.params[key] != "":
                     body[key] = self.params[key]
             try:
                 self.client.post("/v1/swarm/join", body)
-                return self.info()
             except SwarmctlError as exc:
                 if not is_unreachable(exc):
-                    self.changed = False
                     self.fail(exc.message, status=exc.status, remote_addr=addr)
                 errors.append(exc.message)
-        self.changed = False
+                continue
+            self.changed = True
+            self.actions.append("New node is added to swarm cluster")
+            return self.info()
         self.fail("could not reach any manager of remote_addrs: %s" % "; ".join(errors))
 
     def absent(self, info):
@@ -407,10 +502,11 @@ class SwarmModule(object):
         if info.get("role") == "manager" and not self.params["force"]:
             self.fail("This node is a manager of its swarm: leaving could lose quorum, and leaving as the last "
                       "manager erases the swarm's state. Set force=true to leave anyway.")
+        if not self.module.check_mode:
+            self.call("POST", "/v1/swarm/leave", {"force": bool(self.params["force"])})
         self.changed = True
         self.actions.append("Node has left the swarm cluster")
         if not self.module.check_mode:
-            self.call("POST", "/v1/swarm/leave", {"force": bool(self.params["force"])})
             return self.info()
         return dict(info, local_node_state="inactive", role=None, node_id=None, cluster_id=None, is_manager=False)
 
@@ -434,10 +530,10 @@ class SwarmModule(object):
         if node["status"]["state"] != "down" and not self.params["force"]:
             self.fail("Can not remove node %s: its status is %s, not down. Set force=true to remove it anyway."
                       % (ref, node["status"]["state"]))
-        self.changed = True
-        self.actions.append("Node is removed from swarm cluster.")
         if not self.module.check_mode:
             self.call("DELETE", "/v1/nodes/%s%s" % (node["id"], "?force=1" if self.params["force"] else ""))
+        self.changed = True
+        self.actions.append("Node is removed from swarm cluster.")
         return info
 
     def run(self):
@@ -447,6 +543,9 @@ class SwarmModule(object):
         limit = self.params["task_history_retention_limit"]
         if limit is not None and not 0 <= limit <= 1000:
             self.fail("task_history_retention_limit must be between 0 and 1000, got %d" % limit)
+        problem = settings_problem(self.params)
+        if problem:
+            self.fail(problem)
         info = self.info()
         before = membership(info)
         state = self.params["state"]
@@ -457,10 +556,8 @@ class SwarmModule(object):
             diff_before["join_tokens"] = {r: "current" for r in self.rotated}
             diff_after["join_tokens"] = {r: "rotated" for r in self.rotated}
         if self.settings_diff:
-            diff_before["node_cert_expiry"], diff_after["node_cert_expiry"] = self.settings_diff
-        if self.history_diff:
-            (diff_before["task_history_retention_limit"],
-             diff_after["task_history_retention_limit"]) = self.history_diff
+            diff_before.update(self.settings_diff[0])
+            diff_after.update(self.settings_diff[1])
         facts = {}
         if not self.module.check_mode or not self.changed:
             facts = self.swarm_facts(after_info)
@@ -486,6 +583,14 @@ def main():
         rotate_manager_token=dict(type="bool", default=False, no_log=False),
         node_cert_expiry=dict(type="int"),
         task_history_retention_limit=dict(type="int"),
+        election_tick=dict(type="int"),
+        heartbeat_tick=dict(type="int"),
+        snapshot_interval=dict(type="int"),
+        keep_old_snapshots=dict(type="int"),
+        log_entries_for_slow_followers=dict(type="int"),
+        dispatcher_heartbeat_period=dict(type="float"),
+        data_path_addr=dict(type="str"),
+        data_path_port=dict(type="int"),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,

@@ -43,9 +43,10 @@ async def raft_leave(ctx):
 async def heartbeat(ctx):
     """A node's session heartbeat."""
     manager = ctx.manager
-    node = await manager.dispatcher.heartbeat(ctx.caller, ctx.body.model_dump())
+    swarm_period = manager.dispatcher.swarm_heartbeat_period()  # the swarm's dispatcher_heartbeat_period, or None
+    node = await manager.dispatcher.heartbeat(ctx.caller, ctx.body.model_dump(), swarm_period)
     return {"node": {"id": node["id"], "spec": node["spec"]}, "managers": manager.dispatcher.manager_addrs(),
-            "leader": ctx.node.addrs.manager, "period": node["description"].get("heartbeat_period")}
+            "leader": ctx.node.addrs.manager, "period": swarm_period or node["description"].get("heartbeat_period")}
 
 
 @route("POST", "/v1/session/certificate", "node", leader=True, body=CertificateRequest)

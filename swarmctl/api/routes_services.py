@@ -20,6 +20,7 @@ from swarmctl.errors import APIError, BadRequest, NotFound, OutOfSequence
 from swarmctl.manager import logs as logstream
 from swarmctl.manager import nodes, services
 from swarmctl.manager.idempotent import run_once
+from swarmctl.state import raftsettings
 from swarmctl.state.records import public_cluster, task_name
 
 
@@ -245,6 +246,14 @@ async def update_swarm(ctx):
             sets.append((["spec", "node_cert_expiry"], body.node_cert_expiry))
         if body.task_history_limit is not None and body.task_history_limit != cluster["spec"].get("task_history_limit"):
             sets.append((["spec", "task_history_limit"], body.task_history_limit))
+        settings = {key: getattr(body, key) for key in raftsettings.KEYS}
+        try:
+            checked = raftsettings.check(settings, cluster["spec"])
+        except raftsettings.SettingError as exc:
+            raise BadRequest(str(exc)) from None
+        for key, value in checked.items():
+            if value != cluster["spec"].get(key):
+                sets.append((["spec", key], value))
         if body.task_port_range is not None:
             low, high = body.task_port_range
             if low > high:

@@ -38,11 +38,28 @@ class Empty(Body):
     pass
 
 
-class InitRequest(Body):
+class SwarmSettings(Body):
+    """Swarm-wide settings `swarm init` and `swarm update` both take; ranges and meaning: state/raftsettings.py
+    (checked there, so a value out of range is one line naming the setting)."""
+    # seconds; at least one minute (Swarm: an hour), at most the root CA's remaining life in practice
+    node_cert_expiry: Optional[float] = Field(default=None, ge=60, le=20 * 365 * 24 * 3600)
+    # ended tasks kept per slot (per node for global services); Docker's TaskHistoryRetentionLimit
+    task_history_limit: Optional[int] = Field(default=None, ge=0, le=L.MAX_TASK_HISTORY)
+    election_tick: Optional[float] = None
+    heartbeat_tick: Optional[float] = None
+    snapshot_interval: Optional[float] = None
+    keep_old_snapshots: Optional[float] = None
+    log_entries_for_slow_followers: Optional[float] = None
+    dispatcher_heartbeat_period: Optional[float] = None  # seconds
+
+
+class InitRequest(SwarmSettings):
     advertise_addr: Optional[Addr] = None
     listen_addr: Optional[Addr] = None
     force_new_cluster: bool = False
     autolock: bool = False
+    data_path_addr: Optional[Addr] = None
+    data_path_port: Optional[int] = None
 
 
 class JoinRequest(Body):
@@ -50,6 +67,8 @@ class JoinRequest(Body):
     remote_addr: Addr = Field(min_length=1)
     advertise_addr: Optional[Addr] = None
     listen_addr: Optional[Addr] = None
+    data_path_addr: Optional[Addr] = None
+    data_path_port: Optional[int] = None
 
 
 class LeaveRequest(Body):
@@ -355,13 +374,9 @@ class ScaleRequest(Body):
     replicas: Replicas
 
 
-class SwarmUpdateRequest(Body):
+class SwarmUpdateRequest(SwarmSettings):
     default_strategy: Optional[Literal["spread", "binpack", "random"]] = None
     default_rebalance: Optional[Literal["auto", "never"]] = None
-    # seconds; at least one minute (Swarm: an hour), at most the root CA's remaining life in practice
-    node_cert_expiry: Optional[float] = Field(default=None, ge=60, le=20 * 365 * 24 * 3600)
-    # ended tasks kept per slot (per node for global services); Docker's TaskHistoryRetentionLimit
-    task_history_limit: Optional[int] = Field(default=None, ge=0, le=L.MAX_TASK_HISTORY)
     # [low, high]: the host ports the leader gives tasks for their published targets
     task_port_range: Optional[Annotated[list[Port], Field(min_length=2, max_length=2)]] = None
 

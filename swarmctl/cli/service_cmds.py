@@ -276,16 +276,71 @@ def add_swarm_update_parser(swarm) -> None:
                    help="placement strategy of services that do not set one")
     p.add_argument("--default-rebalance", choices=("auto", "never"),
                    help="whether services without --rebalance move tasks onto nodes that join (default never)")
-    p.add_argument("--cert-expiry", metavar="DURATION",
-                   help="validity of node certificates issued from now on, e.g. 2160h (the default, 90 days); "
-                        "at least 1m. Nodes renew theirs when 50-80%% of it has passed")
-    p.add_argument("--task-history-limit", metavar="N",
-                   help="ended tasks kept per slot (per node for global services); default 5, 0 keeps none")
+    add_swarm_settings_args(p)
     p.add_argument("--task-port-range", metavar="LOW-HIGH",
                    help="host ports given to tasks for their published targets (default 20000-29999)")
     p.add_argument("--autolock", type=_true_false, metavar="true|false",
                    help="change manager autolocking (true: a restarted manager needs the unlock key)")
     p.set_defaults(func=swarm_update)
+
+
+def add_swarm_settings_args(p) -> None:
+    """The settings `swarm init` and `swarm update` share (Docker's flags; ticks: state/raftsettings.py)."""
+    p.add_argument("--cert-expiry", metavar="DURATION",
+                   help="validity of node certificates issued from now on, e.g. 2160h (the default, 90 days); "
+                        "at least 1m. Nodes renew theirs when 50-80%% of it has passed")
+    p.add_argument("--task-history-limit", metavar="N",
+                   help="ended tasks kept per slot (per node for global services); default 5, 0 keeps none")
+    p.add_argument("--dispatcher-heartbeat", metavar="DURATION",
+                   help="how often every node heartbeats, e.g. 5s (0.5s to 1h); unset, each daemon's "
+                        "--heartbeat-period")
+    p.add_argument("--snapshot-interval", metavar="N",
+                   help="Raft log entries between snapshots (log compactions), 100 to 10000000 (default 20000)")
+    p.add_argument("--max-snapshots", metavar="N",
+                   help="old Raft snapshots kept besides the latest: only 0 (pysyncobj keeps one)")
+    p.add_argument("--election-tick", metavar="N",
+                   help="Raft election timeout in ticks of 50ms, 2 to 400 (more than --heartbeat-tick); unset, "
+                        "5 ticks (12 from 200 nodes on)")
+    p.add_argument("--heartbeat-tick", metavar="N",
+                   help="ticks of 50ms between the Raft leader's heartbeats, 1 to 20 (default 1)")
+    p.add_argument("--log-entries-for-slow-followers", metavar="N",
+                   help="Raft log entries kept for slow followers after a snapshot: only 0 (they get the snapshot)")
+
+
+def _whole(text: str, what: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise UnitError(f"invalid {what} {text!r}: expected a whole number") from None
+
+
+def swarm_settings_body(args) -> dict:
+    """The request keys of the shared settings flags that were given, checked (one line when out of range)."""
+    from swarmctl.state import raftsettings
+    body = {}
+    if args.cert_expiry is not None:
+        expiry = parse_duration(args.cert_expiry, "certificate expiry")
+        if expiry < 60:
+            raise UnitError(f"invalid certificate expiry {args.cert_expiry!r}: it must be at least 1m")
+        body["node_cert_expiry"] = expiry
+    if args.task_history_limit is not None:
+        body["task_history_limit"] = task_history_limit(args.task_history_limit)
+    settings = {}
+    if args.dispatcher_heartbeat is not None:
+        settings["dispatcher_heartbeat_period"] = parse_duration(args.dispatcher_heartbeat, "dispatcher heartbeat")
+    for flag, key in (("snapshot_interval", "snapshot_interval"), ("max_snapshots", "keep_old_snapshots"),
+                      ("election_tick", "election_tick"), ("heartbeat_tick", "heartbeat_tick"),
+                      ("log_entries_for_slow_followers", "log_entries_for_slow_followers")):
+        text = getattr(args, flag)
+        if text is not None:
+            settings[key] = _whole(text, "--" + flag.replace("_", "-"))
+    try:
+        # both ticks given are checked against each other; the server checks one against the swarm's other
+        checked = raftsettings.check(settings, cross="election_tick" in settings and "heartbeat_tick" in settings)
+    except raftsettings.SettingError as exc:
+        raise UnitError(str(exc)) from None
+    body.update(checked)
+    return body
 
 
 def task_history_limit(text: str) -> int:
@@ -337,13 +392,7 @@ def swarm_update(client, args) -> int:
         body["default_strategy"] = args.default_strategy
     if args.default_rebalance:
         body["default_rebalance"] = args.default_rebalance
-    if args.cert_expiry is not None:
-        expiry = parse_duration(args.cert_expiry, "certificate expiry")
-        if expiry < 60:
-            raise UnitError(f"invalid certificate expiry {args.cert_expiry!r}: it must be at least 1m")
-        body["node_cert_expiry"] = expiry
-    if args.task_history_limit is not None:
-        body["task_history_limit"] = task_history_limit(args.task_history_limit)
+    body.update(swarm_settings_body(args))
     if args.task_port_range is not None:
         body["task_port_range"] = task_port_range(args.task_port_range)
     unlock_key = None

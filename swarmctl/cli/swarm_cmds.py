@@ -14,18 +14,24 @@ def add_parsers(sub) -> None:
     swarm = sub.add_parser("swarm", help="manage the swarm").add_subparsers(dest="action", required=True,
                                                                            metavar="COMMAND")
     p = swarm.add_parser("init", help="initialise a swarm with this node as its first manager")
-    p.add_argument("--advertise-addr", help="address other nodes use to reach this node")
-    p.add_argument("--listen-addr", help="management address IP:PORT (default ADVERTISE:2377)")
+    p.add_argument("--advertise-addr", help="address other nodes use to reach this node: an IP or an interface "
+                                            "name (eth0, or an address label such as lo:sw1), resolved to its "
+                                            "one IPv4 address")
+    p.add_argument("--listen-addr", help="management address IP:PORT or INTERFACE:PORT (default ADVERTISE:2377)")
     p.add_argument("--force-new-cluster", action="store_true",
                    help="on a surviving manager: restart the swarm as a one-manager cluster keeping its state")
     p.add_argument("--autolock", action="store_true",
                    help="enable manager autolocking (requiring an unlock key to start a stopped manager)")
+    _data_path_args(p)
+    service_cmds.add_swarm_settings_args(p)
     p.set_defaults(func=init)
 
     p = swarm.add_parser("join", help="join a swarm as a worker or manager")
     p.add_argument("--token", required=True, help="join token (worker or manager)")
-    p.add_argument("--advertise-addr")
-    p.add_argument("--listen-addr")
+    p.add_argument("--advertise-addr", help="IP or interface (eth0, a label such as lo:sw1) others reach this "
+                                            "node at")
+    p.add_argument("--listen-addr", help="management address IP:PORT or INTERFACE:PORT (default ADVERTISE:2377)")
+    _data_path_args(p)
     p.add_argument("remote", metavar="HOST:PORT", help="address of a manager")
     p.set_defaults(func=join)
 
@@ -57,11 +63,27 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=info)
 
 
+def _data_path_args(p) -> None:
+    p.add_argument("--data-path-addr", help="not supported: swarmctl has no overlay data path (refused)")
+    p.add_argument("--data-path-port", type=int, help="not supported: swarmctl has no VXLAN overlay (refused)")
+
+
+def _data_path(args, body: dict) -> dict:
+    """The server refuses them with one line (api/routes_local.py); passed on so the message is the server's."""
+    if args.data_path_addr:
+        body["data_path_addr"] = args.data_path_addr
+    if args.data_path_port is not None:
+        body["data_path_port"] = args.data_path_port
+    return body
+
+
 def init(client, args) -> int:
     body = {"advertise_addr": args.advertise_addr, "listen_addr": args.listen_addr,
             "force_new_cluster": args.force_new_cluster}
     if args.autolock:
         body["autolock"] = True
+    body.update(service_cmds.swarm_settings_body(args))
+    _data_path(args, body)
     answer = client.post("/v1/swarm/init", body)
     token = client.get("/v1/swarm/join-token/worker")
     print(f"Swarm initialized: current node ({answer['node_id']}) is now a manager.\n")
@@ -81,8 +103,9 @@ def _print_join(token: dict, role: str) -> None:
 
 
 def join(client, args) -> int:
-    answer = client.post("/v1/swarm/join", {"token": args.token, "remote_addr": args.remote,
-                                            "advertise_addr": args.advertise_addr, "listen_addr": args.listen_addr})
+    answer = client.post("/v1/swarm/join", _data_path(args, {
+        "token": args.token, "remote_addr": args.remote, "advertise_addr": args.advertise_addr,
+        "listen_addr": args.listen_addr}))
     print(f"This node joined a swarm as a {answer['role']}.")
     return 0
 
@@ -178,6 +201,11 @@ def info(client, args) -> int:
             print(" Manager Addresses:")
             for addr in managers:
                 print(f"  {addr}")
+    conf = (data.get("raft") or {}).get("conf")
+    if conf:
+        low, high = conf["election_timeout"]
+        print(f" Raft: election timeout {low:g}-{high:g}s ({conf['election_tick']:g} ticks of {conf['tick'] * 1000:g}ms), "
+              f"heartbeat {conf['heartbeat_period']:g}s, snapshot every {conf['snapshot_interval']} entries")
     lag = data.get("loop_lag")
     if lag:
         print(f" Event Loop Lag: last {lag['last'] * 1000:.0f}ms, worst recent {lag['max_recent'] * 1000:.0f}ms, "

@@ -365,7 +365,12 @@ class Dispatcher:
     def _grace(self, node: dict) -> float:
         return MISSED_PERIODS * (node["description"].get("heartbeat_period") or self.default_period)
 
-    async def heartbeat(self, node_id: str, info: dict) -> dict:
+    def swarm_heartbeat_period(self) -> float | None:
+        """The cluster's dispatcher_heartbeat_period (seconds), or None: each node's own --heartbeat-period."""
+        clusters = self.store.list("cluster")
+        return ((clusters[0].get("spec") or {}).get("dispatcher_heartbeat_period")) if clusters else None
+
+    async def heartbeat(self, node_id: str, info: dict, swarm_period: float | None = None) -> dict:
         """Record a heartbeat; returns the node record. A status change goes to the NodeUpdateBatcher, and the
         answer waits for its write at most HEARTBEAT_COMMIT_WAIT: the heartbeat itself is kept in memory, so
         a slow Raft write never makes a live node miss its deadline."""
@@ -381,8 +386,11 @@ class Dispatcher:
             self.metrics.heartbeats.inc()
         self._raft_running[node_id] = bool(info.get("raft_running"))
         period = info.get("heartbeat_period")
-        self._deadlines.set(node_id, self.now() + MISSED_PERIODS * (period or node["description"].get("heartbeat_period")
-                                                             or self.default_period))
+        # swarm_period: the cluster's dispatcher_heartbeat_period, which the caller (the heartbeat route) tells the
+        # node in its answer; a node told the swarm's period in this answer beats at it from its next beat on: the longer of the two
+        # counts until then
+        self._deadlines.set(node_id, self.now() + MISSED_PERIODS * max(
+            period or node["description"].get("heartbeat_period") or self.default_period, swarm_period or 0))
         sets = []
         if node["status"]["state"] != "ready":
             sets += [(["status", "state"], "ready"), (["status", "message"], "")]

@@ -6,9 +6,15 @@ always the management port + 1 on the advertise address (default 2378); see docs
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
+import json
 import os
+import re
+import shutil
 import socket as _socket
+import struct
+import subprocess
 from dataclasses import dataclass, field
 
 DEFAULT_PORT = 2377
@@ -17,6 +23,98 @@ DEFAULT_SOCKET = "/run/swarmctl/swarmctl.sock"
 
 class ConfigError(ValueError):
     """A setting is invalid; the message names it."""
+
+
+# ---- interface names (Docker's --advertise-addr eth0 / --listen-addr eth0:2377) ---------------------------
+# A Linux interface name, or an address label of one (`lo:sw71`, as `ip addr add ... label lo:sw71` makes).
+INTERFACE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}(:[A-Za-z0-9_.-]{1,14})?$")
+_HOST_PORT = re.compile(r"^(?P<host>.*):(?P<port>[0-9]+)$")
+SIOCGIFADDR = 0x8915
+
+
+def split_addr_port(value: str, what: str, default_port: int | None = DEFAULT_PORT) -> tuple[str, int | None]:
+    """'IP', 'IP:PORT', '[V6]:PORT', 'IFACE', 'IFACE:PORT' or 'IFACE:LABEL:PORT' -> (host, port): the last
+    ':digits' is the port, what is left an IP address or an interface name (resolved by resolve_host)."""
+    text = value.strip()
+    if not text:
+        raise ConfigError(f"invalid {what}: empty")
+    try:
+        return str(ipaddress.ip_address(text)), default_port  # an IPv6 address without a port
+    except ValueError:
+        pass
+    match = _HOST_PORT.match(text)
+    host, port = (match["host"], int(match["port"])) if match else (text, default_port)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise ConfigError(f"invalid {what} {value!r}: missing host")
+    if port is not None and not 1 <= port <= 65534:
+        raise ConfigError(f"invalid {what} {value!r}: port out of range")
+    return host, port
+
+
+def _ip_addr_list() -> list[dict] | None:
+    """`ip -j -4 addr show` (every IPv4 address with its interface and label), or None without `ip`."""
+    tool = shutil.which("ip") or next((p for p in ("/usr/sbin/ip", "/sbin/ip") if os.path.exists(p)), None)
+    if tool is None:
+        return None
+    try:
+        out = subprocess.run([tool, "-j", "-4", "addr", "show"], capture_output=True, text=True, timeout=5,
+                             check=True).stdout
+        return json.loads(out or "[]")
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def _ioctl_addr(name: str) -> list[str] | None:
+    """SIOCGIFADDR: the first IPv4 address of an interface or label; None if there is no such one."""
+    with _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM) as sock:
+        try:
+            answer = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+        except OSError:
+            return None
+    return [_socket.inet_ntoa(answer[20:24])]
+
+
+def interface_addresses(name: str) -> list[str] | None:
+    """The IPv4 addresses of interface `name` (all of its labels) or of the address label `name`; None if
+    neither exists, [] for an interface without IPv4 address."""
+    listing = _ip_addr_list()
+    if listing is None:
+        return _ioctl_addr(name)
+    found = None
+    for link in listing:
+        for addr in link.get("addr_info") or []:
+            if addr.get("family") != "inet":
+                continue
+            if link.get("ifname") == name or addr.get("label") == name:
+                found = (found or []) + [addr["local"]]
+    if found is None and ":" not in name and os.path.exists(os.path.join("/sys/class/net", name)):
+        return []
+    return found
+
+
+def resolve_host(host: str, what: str) -> str:
+    """An IP address as is; an interface name (or address label) as its IPv4 address, as Docker does. Errors are
+    one line: an unknown interface, one without IPv4 address, or one with several (Docker refuses to choose)."""
+    try:
+        return str(ipaddress.ip_address(host.strip()))
+    except ValueError:
+        pass
+    name = host.strip()
+    if not INTERFACE_NAME.match(name):
+        raise ConfigError(f"invalid {what} {host!r}: must be an IP address or network interface "
+                          "(with optional port number)")
+    addrs = interface_addresses(name)
+    if addrs is None:
+        raise ConfigError(f"invalid {what} {host!r}: no such network interface {name!r} "
+                          "(expected an IP address or an interface name)")
+    if not addrs:
+        raise ConfigError(f"invalid {what} {host!r}: interface {name} has no usable IPv4 address")
+    if len(addrs) > 1:
+        raise ConfigError(f"invalid {what} {host!r}: could not choose an IP address since this system has multiple "
+                          f"addresses on interface {name} ({addrs[0]} and {addrs[1]})")
+    return addrs[0]
 
 
 def parse_ip(value: str, what: str = "address") -> str:
@@ -139,10 +237,11 @@ class DaemonConfig:
 
     def validate(self) -> None:
         if self.advertise_addr:
-            self.advertise_addr = parse_ip(self.advertise_addr, "--advertise-addr")
+            self.advertise_addr = resolve_host(split_addr_port(self.advertise_addr, "--advertise-addr", None)[0],
+                                               "--advertise-addr")
         if self.listen_addr:
-            host, port = parse_host_port(self.listen_addr, "--listen-addr")
-            self.listen_addr = f"{parse_ip(host, '--listen-addr')}:{port}"
+            host, port = split_addr_port(self.listen_addr, "--listen-addr")
+            self.listen_addr = f"{resolve_host(host, '--listen-addr')}:{port}"
         if self.dns_addr and self.dns_addr != "none":
             self.dns_for("")  # raises ConfigError on a bad value
         if self.metrics_addr:
@@ -204,12 +303,18 @@ class Addresses:
     @classmethod
     def resolve(cls, advertise: str | None, listen: str | None) -> "Addresses":
         if listen:
-            host, port = parse_host_port(listen, "listen address")
-            host = parse_ip(host, "listen address")
+            host, port = split_addr_port(listen, "listen address")
+            host = resolve_host(host, "listen address")
         else:
             host, port = None, DEFAULT_PORT
         if advertise:
-            advertise = parse_ip(advertise, "advertise address")
+            # Docker's --advertise-addr eth0:2377 names the port too; the management port is listen's here
+            text = advertise
+            advertise, adv_port = split_addr_port(text, "advertise address", None)
+            advertise = resolve_host(advertise, "advertise address")
+            if adv_port is not None and adv_port != port:
+                raise ConfigError(f"invalid advertise address {text!r}: the advertised port is the listen port "
+                                  f"here ({port}); give the port with the listen address")
         elif host and host not in ("0.0.0.0", "::"):
             advertise = host
         else:

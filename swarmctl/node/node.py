@@ -323,17 +323,24 @@ class Node:
                                "full_lists": self.worker.full_lists if self.worker else 0}
         if self.store is not None:
             info["raft"] = {"leader": self.store.leader(), "is_leader": self.store.is_leader(),
-                            "members": self.store.members(), "applied": self.store.index}
+                            "members": self.store.members(), "applied": self.store.index,
+                            "conf": self.store.raft_conf()}
         return info
 
     def _describe(self) -> dict:
         info = {"hostname": self.config.hostname, "addr": self.addrs.advertise,
-                "heartbeat_period": self.config.heartbeat_period}
+                "heartbeat_period": self.heartbeat_period()}
         if self._cert_summary:
             info["tls"] = {"serial": self._cert_summary["serial"], "not_after": self._cert_summary["not_after"]}
         if self.role == "manager":
             info["raft_running"] = self.store is not None
         return info
+
+    def heartbeat_period(self) -> float:
+        """The period this node heartbeats at: the swarm's dispatcher_heartbeat_period once a leader has told it,
+        else the daemon's --heartbeat-period."""
+        session = getattr(self.agent, "session", None) if getattr(self, "agent", None) is not None else None
+        return session.period if session is not None else self.config.heartbeat_period
 
     # ---- addresses and identity --------------------------------------------------------------
     def adopt_addresses(self, advertise: str | None, listen: str | None) -> None:
@@ -361,10 +368,10 @@ class Node:
 
     # ---- transitions (node/transitions.py) ---------------------------------------------------
     async def init(self, advertise: str | None, listen: str | None, force_new_cluster: bool,
-                   autolock: bool = False) -> dict:
+                   autolock: bool = False, settings: dict | None = None) -> dict:
         if self.locked and force_new_cluster:
             raise SwarmLocked()
-        return await transitions.init(self, advertise, listen, force_new_cluster, autolock)
+        return await transitions.init(self, advertise, listen, force_new_cluster, autolock, settings=settings)
 
     async def join(self, token: str, remote: str, advertise: str | None, listen: str | None) -> dict:
         return await transitions.join(self, token, remote, advertise, listen)
@@ -440,6 +447,11 @@ class Node:
         if managers and managers != self.identity.get("managers"):
             self.identity["managers"] = managers
             self.data.save_identity(self.identity)
+        period = answer.get("period")
+        session = getattr(self.agent, "session", None) if self.agent is not None else None
+        if isinstance(period, (int, float)) and period > 0 and session is not None and session.period != period:
+            log.info("heartbeat period %gs (the swarm's dispatcher_heartbeat_period)", period)
+            session.period = period
         wanted = answer["node"]["spec"]["role"]
         if wanted != self.role and (self._role_change is None or self._role_change.done()):
             self._role_change = asyncio.create_task(transitions.change_role(self, wanted))

@@ -27,10 +27,14 @@ log = logging.getLogger(__name__)
 
 # ---- init ------------------------------------------------------------------------------------
 async def init(node, advertise: str | None, listen: str | None, force_new_cluster: bool,
-               autolock: bool = False) -> dict:
+               autolock: bool = False, settings: dict | None = None) -> dict:
+    """settings: swarm-wide settings of the new cluster's spec (already checked: api/routes_local.py)."""
     async with node.busy:
         if node.identity:
             if force_new_cluster and node.role == "manager":
+                if settings:
+                    raise BadRequest("swarm settings are not changed by --force-new-cluster: "
+                                     "run swarm update once the swarm is back")
                 return await _force_new_cluster(node)
             raise Conflict(ALREADY_IN_SWARM_MESSAGE)
         node.adopt_addresses(advertise, listen)
@@ -46,6 +50,7 @@ async def init(node, advertise: str | None, listen: str | None, force_new_cluste
             cluster_id, ca_cert=ca_cert.decode(), ca_key=ca_key.decode(), ca_digest=ca_digest(ca_cert),
             worker_secret=new_secret(), manager_secret=new_secret(),
             heartbeat_period=node.config.heartbeat_period, unlock_key=unlock_key)
+        cluster["spec"].update(settings or {})
         record = new_node(node_id, "manager", node.config.hostname, node.addrs.advertise,
                           engine_labels=node.config.labels, resources=node.config.resources,
                           manager_addr=node.addrs.manager, raft_addr=node.addrs.raft)

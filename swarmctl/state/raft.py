@@ -25,7 +25,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replic
 from pysyncobj.monotonic import monotonic as pysyncobj_monotonic
 
 from swarmctl.errors import NO_LEADER_MESSAGE
-from swarmctl.state import codec
+from swarmctl.state import codec, raftsettings
 from swarmctl.state.journal import (JOURNAL_NAME, SNAPSHOT_NAME, check_storage, migrate_legacy, open_journal,
                                     unregister)
 from swarmctl.state.machine import StateMachine
@@ -203,18 +203,33 @@ class RaftStore:
         self._membership_replayed = False
         self._sync.addOnTickCallback(self._replay_membership)
         self._scaled_timeouts = "raftMinTimeout" not in conf_overrides  # a caller's own timeouts are kept
-        if self._scaled_timeouts:
-            self._sync.addOnTickCallback(self._scale_timeouts)
+        self._conf_defaults = {"timeouts": (conf.raftMinTimeout, conf.raftMaxTimeout),
+                               "appendEntriesPeriod": conf.appendEntriesPeriod,
+                               "logCompactionMinEntries": conf.logCompactionMinEntries}
+        self._sync.addOnTickCallback(self._scale_timeouts)
 
     def _scale_timeouts(self, force: bool = False) -> None:
-        """Once a second on the Raft thread: election timeouts for the cluster's size (ELECTION_TIMEOUTS).
-        pysyncobj reads them from its conf at every new deadline."""
+        """Once a second on the Raft thread: election timeouts for the cluster's size (ELECTION_TIMEOUTS), and
+        the swarm's Raft settings of the cluster spec (state/raftsettings.py: election_tick, heartbeat_tick,
+        snapshot_interval). pysyncobj reads these conf attributes at every use, so they apply live."""
         sync = getattr(self, "_sync", None)
         now = time.monotonic()
         if sync is None or (not force and now - self._timeouts_checked < TIMEOUT_CHECK_PERIOD):
             return
         self._timeouts_checked = now
-        sync.conf.raftMinTimeout, sync.conf.raftMaxTimeout = election_timeouts(self.machine.count("node"))
+        defaults = self._conf_defaults
+        scaled = election_timeouts(self.machine.count("node")) if self._scaled_timeouts else defaults["timeouts"]
+        clusters = self.machine.list("cluster")
+        spec = (clusters[0].get("spec") or {}) if clusters else {}
+        values = raftsettings.conf_values(spec, scaled, defaults["appendEntriesPeriod"])
+        values.setdefault("logCompactionMinEntries", defaults["logCompactionMinEntries"])
+        for name, value in values.items():
+            if getattr(sync.conf, name) != value:
+                setattr(sync.conf, name, value)
+
+    def raft_conf(self) -> dict:
+        """The running replica's effective Raft settings (`info`'s raft.conf)."""
+        return raftsettings.effective(self._sync.conf)
 
     def _replay_membership(self) -> None:
         """Once, on the first tick after pysyncobj has loaded its snapshot: make the membership changes held in
@@ -355,7 +370,7 @@ class RaftStore:
         loads it. A load longer than the election timeout (about 2 s at 100k tasks) would then start an
         election against a healthy leader the moment it ends. Count the timeout from the end of the load,
         as if the leader's message had arrived then. (pysyncobj is pinned; this is its private field.)"""
-        if getattr(self, "_scaled_timeouts", False):
+        if hasattr(self, "_conf_defaults"):
             # A restarted replica loads its snapshot on its first tick: the deadline drawn after the load uses
             # the timeouts of the cluster it holds (with the short ones, a follower restarted at 1,000 nodes called
             # an election 4 s after its start and unseated a leader busy with reconnecting nodes).

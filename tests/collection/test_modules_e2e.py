@@ -382,7 +382,7 @@ def test_info_on_worker(env):
     result = env.ansible("info", {"nodes": True, "services": True, "tasks": True}, env.worker)
     assert ok(result) and result["swarm_active"] is True and result["swarm_manager"] is False
     assert result["swarm_facts"] == {} and not {"nodes", "services", "tasks"} & set(result)
-    manager = env.ansible("info", {"nodes": True, "nodes_filters": {"role": "worker"}})
+    manager = env.ansible("info", {"nodes": True, "nodes_filters": {"role": "worker"}, "verbose_output": True})
     assert [n["description"]["hostname"] for n in manager["nodes"]] == [env.worker.name]
     assert failed_with(env.ansible("info", {"nodes_filters": {"colour": "red"}}), "unknown nodes_filters key")
 

@@ -56,8 +56,45 @@ def test_manager(fake_daemon, run_module):
                                  "nodes_filters": {"role": "manager"}}, check_mode=True)
     assert result["swarm_active"] and result["swarm_manager"] and not result["changed"]
     assert result["swarm_facts"]["JoinTokens"] == {"Worker": "T-worker", "Manager": "T-manager"}
-    assert [n["id"] for n in result["nodes"]] == ["aaa1"]
+    # community.docker's short form by default (verbose_output=false)
+    assert result["nodes"] == [{"ID": "aaa1", "Hostname": "m1", "Status": "ready", "Availability": "active",
+                                "ManagerStatus": None, "EngineVersion": None}]
     assert "services" not in result and "tasks" not in result
+    assert result["can_talk_to_docker"] is True
+    assert result["docker_swarm_active"] is True and result["docker_swarm_manager"] is True
+    assert "swarm_unlock_key" not in result
+    verbose = run_module("info", {"swarmctl_host": fake_daemon.host, "nodes": True, "verbose_output": True,
+                                  "nodes_filters": {"role": "manager"}})
+    assert [n["id"] for n in verbose["nodes"]] == ["aaa1"] and verbose["nodes"][0]["spec"]["role"] == "manager"
+
+
+def test_unlock_key_and_summaries(fake_daemon, run_module):
+    fake_daemon.routes[("GET", "/v1/info")] = (200, {"local_node_state": "active", "is_manager": True})
+    fake_daemon.routes[("GET", "/v1/swarm")] = (200, {"id": "c1"})
+    for role in ("worker", "manager"):
+        fake_daemon.routes[("GET", "/v1/swarm/join-token/%s" % role)] = (200, {"token": "T", "managers": []})
+    fake_daemon.routes[("GET", "/v1/swarm/unlock-key")] = (200, {"autolock": True, "unlock_key": "SWMKEY-1-abc"})
+    leader = dict(NODES[0], manager_status={"leader": True, "reachability": "reachable"})
+    fake_daemon.routes[("GET", "/v1/nodes")] = (200, [leader])
+    fake_daemon.routes[("GET", "/v1/services")] = (200, [
+        {"id": "s1", "spec": {"name": "web", "mode": "replicated", "replicas": 3, "task": {"image": "busybox"},
+                              "endpoint": {"ports": [{"target_port": 80, "published_port": 8080}]}}},
+        {"id": "s2", "spec": {"name": "agent", "mode": "global", "task": {"image": "busybox"}}}])
+    fake_daemon.routes[("GET", "/v1/tasks")] = (200, [
+        {"id": "t1", "name": "web.1", "node_name": "m1", "desired_state": "running", "spec": {"image": "busybox"},
+         "status": {"state": "running", "err": "", "container_id": "c0ffee"}}])
+    result = run_module("info", {"swarmctl_host": fake_daemon.host, "unlock_key": True, "nodes": True,
+                                 "services": True, "tasks": True})
+    assert result["swarm_unlock_key"] == "SWMKEY-1-abc"
+    assert result["nodes"][0]["ManagerStatus"] == "Leader"
+    assert result["services"] == [
+        {"ID": "s1", "Name": "web", "Mode": "Replicated", "Replicas": 3, "Image": "busybox",
+         "Ports": [{"target_port": 80, "published_port": 8080}]},
+        {"ID": "s2", "Name": "agent", "Mode": "Global", "Replicas": None, "Image": "busybox", "Ports": []}]
+    assert result["tasks"] == [{"ID": "t1", "ContainerID": "c0ffee", "Image": "busybox", "Node": "m1",
+                                "DesiredState": "running", "CurrentState": "running", "Error": None}]
+    fake_daemon.routes[("GET", "/v1/swarm/unlock-key")] = (200, {"autolock": False, "unlock_key": ""})
+    assert run_module("info", {"swarmctl_host": fake_daemon.host, "unlock_key": True})["swarm_unlock_key"] is None
 
 
 @pytest.mark.parametrize("state, manager", [("active", False), ("inactive", False)])
