@@ -9,7 +9,7 @@
 #                          4. ansible-playbook -i inventory/local playbooks/site.yml: 3 managers (127.0.0.11-13) and
 #                             2 workers (127.0.0.14-15), each its own daemon reached over SSH, and the service
 #                             demo-web (3 replicas of busybox httpd, published on port 8080 by the routing mesh),
-#                             the secret demo_greeting and the stack demo (inventory/local/files/demo-stack.yml: a
+#                             the secret demo_greeting and the stack demo (inventory/local-files/demo-stack.yml: a
 #                             front on port 8081 that asks its backend by name; the backend reads the secret)
 #                          5. prints `swarmctl node ls`, `swarmctl service ls`, `swarmctl service ps demo-web`, and
 #                             an HTTP answer of port 8080 at every node's address (the workers run no replica),
@@ -107,7 +107,7 @@ up() {
     if http_get "http://$ip:8080/"; then answered=$((answered + 1)); fi
   done
   echo "$answered of ${#NODE_IPS[@]} node addresses answered"
-  say "swarmctl stack services demo   (inventory/local/files/demo-stack.yml, with the secret demo_greeting)"
+  say "swarmctl stack services demo   (inventory/local-files/demo-stack.yml, with the secret demo_greeting)"
   swarmctl_m1 stack services demo
   say "The stack's front on port 8081: it asks its backend by the short name 'backend', the backend reads its secret"
   local tries body="" stack_answered=0
