@@ -192,6 +192,14 @@ _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0
 _NUMBER = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)$")
 
 
+def require_manager(module, client, module_name):
+    """Fail the module unless the daemon it talks to is an active swarm manager (the *_info modules of managers)."""
+    info = client.get("/v1/info")
+    if not info.get("is_manager") or info.get("local_node_state") != "active":
+        module.fail_json(msg="Error running swarmctl.cluster.%s: must run on a swarm manager node" % module_name)
+    return info
+
+
 def parse_bytes(value, what="size"):
     """128M -> 134217728: binary multiples (k, m, g, t, p), optional b/ib suffix; a bare number is bytes."""
     if isinstance(value, bool):

@@ -93,10 +93,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.swarmctl.cluster.plugins.module_utils.swarmctl_client import (
     SwarmctlError,
     client_from_module,
+    require_manager,
     swarmctl_argument_spec,
 )
-
-NOT_A_MANAGER = "Error running swarmctl.cluster.service_info: must run on a swarm manager node"
 
 
 def service_facts(client, name):
@@ -118,9 +117,7 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     client = client_from_module(module)
     try:
-        info = client.get("/v1/info")
-        if not info.get("is_manager") or info.get("local_node_state") != "active":
-            module.fail_json(msg=NOT_A_MANAGER)
+        require_manager(module, client, "service_info")
         service = service_facts(client, module.params["name"])
     except SwarmctlError as exc:
         module.fail_json(msg="Error reading the service from the swarm manager: %s" % exc.message, status=exc.status)
